@@ -1,0 +1,3 @@
+from rund_trio.cli.main import main
+
+raise SystemExit(main())

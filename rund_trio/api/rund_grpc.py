@@ -1,0 +1,102 @@
+import purerpc
+from . import rund_pb2 as rund__pb2
+import google.protobuf.duration_pb2 as google_dot_protobuf_dot_duration__pb2
+import google.protobuf.timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+import google.protobuf.wrappers_pb2 as google_dot_protobuf_dot_wrappers__pb2
+
+
+class JobControllerServicer(purerpc.Servicer):
+    async def Start(self, input_message):
+        raise NotImplementedError()
+
+    async def Stop(self, input_message):
+        raise NotImplementedError()
+
+    async def Status(self, input_message):
+        raise NotImplementedError()
+
+    async def Log(self, input_message):
+        raise NotImplementedError()
+
+    @property
+    def service(self) -> purerpc.Service:
+        service_obj = purerpc.Service(
+            "rund.JobController"
+        )
+        service_obj.add_method(
+            "Start",
+            self.Start,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobStartRequest,
+                rund__pb2.JobIdentifier,
+            )
+        )
+        service_obj.add_method(
+            "Stop",
+            self.Stop,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobStopRequest,
+                rund__pb2.JobStatus,
+            )
+        )
+        service_obj.add_method(
+            "Status",
+            self.Status,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobIdentifier,
+                rund__pb2.JobStatus,
+            )
+        )
+        service_obj.add_method(
+            "Log",
+            self.Log,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_STREAM,
+                rund__pb2.JobIdentifier,
+                rund__pb2.JobLog,
+            )
+        )
+        return service_obj
+
+
+class JobControllerStub:
+    def __init__(self, channel):
+        self._client = purerpc.Client(
+            "rund.JobController",
+            channel
+        )
+        self.Start = self._client.get_method_stub(
+            "Start",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobStartRequest,
+                rund__pb2.JobIdentifier,
+            )
+        )
+        self.Stop = self._client.get_method_stub(
+            "Stop",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobStopRequest,
+                rund__pb2.JobStatus,
+            )
+        )
+        self.Status = self._client.get_method_stub(
+            "Status",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobIdentifier,
+                rund__pb2.JobStatus,
+            )
+        )
+        self.Log = self._client.get_method_stub(
+            "Log",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_STREAM,
+                rund__pb2.JobIdentifier,
+                rund__pb2.JobLog,
+            )
+        )

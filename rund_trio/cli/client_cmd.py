@@ -1,0 +1,200 @@
+"""``rund-trio client``: a thin command line over the daemon's API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from rund_trio.cli.options import add_tls_options, tls_files
+from rund_trio.cli.sizes import parse_size
+
+if TYPE_CHECKING:
+    from rund_trio.api import rund_pb2 as pb
+    from rund_trio.client.api import RundClient
+
+LIMIT_FLAGS: list[tuple[str, str, Callable[[str], int], str]] = [
+    (
+        "--max-cpu-bandwidth",
+        "max_cpu_bandwidth",
+        int,
+        "CPU time in µs per 100000 µs period (cpu.max quota), e.g. 50000 for half a CPU",
+    ),
+    ("--max-memory-usage", "max_memory_usage", parse_size, "memory.max in bytes, e.g. 256M"),
+    ("--max-rbps", "max_rbps", parse_size, "read bytes per second (io.max rbps)"),
+    ("--max-wbps", "max_wbps", parse_size, "written bytes per second (io.max wbps)"),
+    ("--max-riops", "max_riops", int, "read operations per second (io.max riops)"),
+    ("--max-wiops", "max_wiops", int, "write operations per second (io.max wiops)"),
+]
+
+
+def add_parser(subparsers: Any) -> None:
+    client = subparsers.add_parser(
+        "client",
+        help="talk to a daemon",
+        description="Start, stop, inspect and follow jobs on a rund-trio daemon.",
+    )
+    actions = client.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    connection = argparse.ArgumentParser(add_help=False)
+    group = connection.add_argument_group("connection")
+    import os
+
+    group.add_argument(
+        "--addr",
+        default=os.environ.get("RUND_ADDR", "localhost:8000"),
+        help="daemon address host:port (default: %(default)s; env RUND_ADDR)",
+    )
+    add_tls_options(
+        group,
+        cert="tls/client.pem",
+        key="tls/client-key.pem",
+        env_prefix="RUND_",
+    )
+
+    def command_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = actions.add_parser(
+            name, help=help_text, description=help_text, parents=[connection]
+        )
+        return parser
+
+    for name, help_text in [
+        ("start", "start a job and print its id"),
+        ("run", "start a job, follow its output, exit with its exit code (128+signal if killed)"),
+    ]:
+        parser = command_parser(name, help_text)
+        limits = parser.add_argument_group("resource limits")
+        for flag, _, kind, flag_help in LIMIT_FLAGS:
+            limits.add_argument(flag, type=kind, default=None, metavar="N", help=flag_help)
+        parser.add_argument(
+            "command",
+            nargs="+",
+            metavar="CMD",
+            help="the program and its arguments; put -- before it",
+        )
+        parser.set_defaults(handler=run_action, action_fn=_start if name == "start" else _run)
+
+    stop = command_parser("stop", "stop a job (its whole process tree) and print its final status")
+    stop.add_argument("job_id", metavar="ID")
+    stop.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="send SIGTERM first and SIGKILL only after SECONDS (default: SIGKILL)",
+    )
+    stop.set_defaults(handler=run_action, action_fn=_stop)
+
+    status = command_parser("status", "print a job's status as JSON")
+    status.add_argument("job_id", metavar="ID")
+    status.set_defaults(handler=run_action, action_fn=_status)
+
+    log = command_parser("log", "write a job's output from the start until it ends")
+    log.add_argument("job_id", metavar="ID")
+    log.set_defaults(handler=run_action, action_fn=_log)
+
+
+def run_action(args: argparse.Namespace) -> int:
+    import trio
+
+    from rund_trio.client.api import RundClient
+
+    ssl_context = tls_files(args).client_context()
+
+    async def main() -> int:
+        async with RundClient.connect(args.addr, ssl_context) as client:
+            result: int = await args.action_fn(client, args)
+            return result
+
+    try:
+        return trio.run(main)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _start_request(args: argparse.Namespace) -> pb.JobStartRequest:
+    from rund_trio.api import rund_pb2 as pb
+
+    request = pb.JobStartRequest(name=args.command[0], args=args.command[1:])
+    for _, field, _, _ in LIMIT_FLAGS:
+        value = getattr(args, field)
+        if value is not None:
+            getattr(request, field).value = value
+    return request
+
+
+def _print_status(status: pb.JobStatus) -> None:
+    from google.protobuf import json_format
+
+    print(
+        json_format.MessageToJson(
+            status,
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+            indent=None,
+        )
+    )
+
+
+async def _start(client: RundClient, args: argparse.Namespace) -> int:
+    print(await client.start(_start_request(args)))
+    return 0
+
+
+async def _stop(client: RundClient, args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    grace = timedelta(seconds=args.grace) if args.grace is not None else None
+    _print_status(await client.stop(args.job_id, grace))
+    return 0
+
+
+async def _status(client: RundClient, args: argparse.Namespace) -> int:
+    _print_status(await client.status(args.job_id))
+    return 0
+
+
+async def _copy_log(client: RundClient, job_id: str) -> None:
+    stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
+    async for chunk in client.log(job_id):
+        if chunk.stdout:
+            stdout.write(chunk.stdout)
+            stdout.flush()
+        if chunk.stderr:
+            stderr.write(chunk.stderr)
+            stderr.flush()
+
+
+async def _log(client: RundClient, args: argparse.Namespace) -> int:
+    await _copy_log(client, args.job_id)
+    return 0
+
+
+def exit_code_of(status: pb.JobStatus) -> int:
+    """The shell's convention: the exit code, or 128 + the signal that killed it."""
+    if status.HasField("exit_code"):
+        return status.exit_code.value
+    if status.HasField("signal"):
+        return 128 + status.signal.value
+    return 1
+
+
+async def _run(client: RundClient, args: argparse.Namespace) -> int:
+    import signal
+
+    import trio
+
+    job_id = await client.start(_start_request(args))
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    await client.stop(job_id)
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            await _copy_log(client, job_id)
+            nursery.cancel_scope.cancel()
+    return exit_code_of(await client.status(job_id))

@@ -1,0 +1,37 @@
+"""Entry point of the ``rund-trio`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rund_trio.errors import RundError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rund_trio.cli import certs_cmd, client_cmd, execute_cmd, serve_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="rund-trio",
+        description="Run commands on this machine for remote clients, over gRPC with mutual TLS.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve_cmd.add_parser(subparsers)
+    client_cmd.add_parser(subparsers)
+    certs_cmd.add_parser(subparsers)
+    execute_cmd.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+        return result
+    except RundError as error:
+        print(f"rund-trio: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,18 @@
+"""Byte sizes on the command line: 1048576, 512K, 100M, 2G (powers of 1024)."""
+
+from __future__ import annotations
+
+import argparse
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """A byte count with an optional K/M/G/T suffix (KiB-based); argparse error otherwise."""
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = cleaned, ""
+    if cleaned and cleaned[-1] in _UNITS:
+        number, unit = cleaned[:-1], cleaned[-1]
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (examples: 4096, 64K, 100M, 2G)")
+    return int(number) * _UNITS[unit]

@@ -1,0 +1,102 @@
+"""``RundClient``: the daemon's four RPCs as typed async methods.
+
+Every failure surfaces as a ``rund_trio.errors.RundError``: ``ConnectionFailed``
+when the daemon cannot be reached or the TLS handshake fails, ``RpcError`` (with
+the gRPC status code) when the daemon answers with an error.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import purerpc
+from google.protobuf.message import Message
+from purerpc.grpclib.exceptions import RpcFailedError
+
+from rund_trio.api import rund_pb2 as pb
+from rund_trio.api.rund_grpc import JobControllerStub
+from rund_trio.errors import ConnectionFailed, RpcError
+from rund_trio.server.address import parse_address
+
+
+def _rpc_error(error: RpcFailedError) -> RpcError:
+    status = error.status
+    return RpcError(status.status_code.name, status.status_message or "")
+
+
+class RundClient:
+    """A connection to one daemon. Use ``RundClient.connect`` to make one."""
+
+    def __init__(self, stub: JobControllerStub) -> None:
+        self._stub = stub
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, addr: str, ssl_context: ssl.SSLContext) -> AsyncIterator[RundClient]:
+        """Connect to the daemon at ``addr`` (``host:port``) over mutual TLS.
+
+        The connection is closed when the block exits, whatever happens in it.
+        """
+        host, port = parse_address(addr, default_host="localhost")
+        assert host is not None
+        try:
+            channel = purerpc.secure_channel(host, port, ssl_context)
+            await channel.__aenter__()
+        except ssl.SSLCertVerificationError as error:
+            raise ConnectionFailed(f"cannot connect to {addr}: {error.verify_message}") from None
+        except (OSError, ssl.SSLError, anyio.BrokenResourceError) as error:
+            raise ConnectionFailed(f"cannot connect to {addr}: {_describe(error)}") from None
+        try:
+            yield cls(JobControllerStub(channel))
+        finally:
+            await channel.__aexit__(None, None, None)
+
+    async def start(self, request: pb.JobStartRequest) -> str:
+        """Start a job; returns its id."""
+        reply: pb.JobIdentifier = await self._call(self._stub.Start, request)
+        return reply.ulid
+
+    async def stop(self, job_id: str, grace: timedelta | None = None) -> pb.JobStatus:
+        request = pb.JobStopRequest(ulid=job_id)
+        if grace is not None:
+            request.grace_period.FromTimedelta(grace)
+        status: pb.JobStatus = await self._call(self._stub.Stop, request)
+        return status
+
+    async def status(self, job_id: str) -> pb.JobStatus:
+        status: pb.JobStatus = await self._call(self._stub.Status, pb.JobIdentifier(ulid=job_id))
+        return status
+
+    async def log(self, job_id: str) -> AsyncIterator[pb.JobLog]:
+        """The job's output from the beginning until it ended."""
+        try:
+            async for chunk in self._stub.Log(pb.JobIdentifier(ulid=job_id)):
+                yield chunk
+        except RpcFailedError as error:
+            raise _rpc_error(error) from None
+        except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
+            raise ConnectionFailed(f"connection lost: {_describe(error)}") from None
+
+    async def _call(self, method: Any, request: Message) -> Any:
+        try:
+            return await method(request)
+        except RpcFailedError as error:
+            raise _rpc_error(error) from None
+        except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
+            raise ConnectionFailed(f"connection lost: {_describe(error)}") from None
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ssl.SSLError):
+        return error.reason or str(error)
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    cause = error.__cause__ or error.__context__
+    if cause is not None and cause is not error:
+        return _describe(cause)
+    return str(error) or type(error).__name__

@@ -1,0 +1,67 @@
+"""What a client asks to run, validated before anything is started."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ulid import ULID
+
+from rund_trio.errors import InvalidRequest
+
+MAX_ARGV_BYTES = 1024 * 1024
+"""Bound on a job's argv: the sum of each argument's UTF-8 length plus its
+terminating NUL. Linux refuses much beyond ~2 MiB of argv+environment anyway."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of a job; ``None`` means unlimited."""
+
+    cpu_quota_us: int | None = None
+    """cpu.max quota in microseconds per 100000 µs period."""
+    memory_bytes: int | None = None
+    rbps: int | None = None
+    wbps: int | None = None
+    riops: int | None = None
+    wiops: int | None = None
+
+    def requested(self) -> list[str]:
+        """Names of the limits that are set."""
+        return [field.name for field in fields(self) if getattr(self, field.name) is not None]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated request to run ``argv`` under ``limits``."""
+
+    argv: tuple[str, ...]
+    limits: Limits = Limits()
+
+
+def parse_job_spec(name: str, args: list[str] | tuple[str, ...], limits: Limits) -> JobSpec:
+    """Validate a Start request's command; raise ``InvalidRequest`` naming the problem."""
+    if not name:
+        raise InvalidRequest("the command name is empty")
+    argv = (name, *args)
+    for index, argument in enumerate(argv):
+        if "\0" in argument:
+            where = "the command name" if index == 0 else f"argument {index}"
+            raise InvalidRequest(f"{where} contains a NUL byte")
+    size = sum(len(argument.encode("utf-8", "surrogateescape")) + 1 for argument in argv)
+    if size > MAX_ARGV_BYTES:
+        raise InvalidRequest(
+            f"the command line is {size} bytes; at most {MAX_ARGV_BYTES} bytes are allowed"
+        )
+    return JobSpec(argv=argv, limits=limits)
+
+
+def parse_job_id(text: str) -> str:
+    """The canonical form of a job id; ``InvalidRequest`` if it is no ULID."""
+    try:
+        return str(ULID.from_str(text))
+    except (ValueError, TypeError):
+        raise InvalidRequest(f"{text!r} is not a valid job id (a 26-character ULID)") from None
+
+
+def new_job_id() -> str:
+    return str(ULID())

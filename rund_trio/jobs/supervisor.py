@@ -1,0 +1,244 @@
+"""The supervisor: one trio task per job, owning its process and output.
+
+Shape of the task tree::
+
+    Supervisor.run                 (nursery: one child per job)
+      └─ _run_job                  owns the process, its pipes and its journal
+           ├─ record(stdout)
+           └─ record(stderr)
+
+A Stop cancels the job's wait scope and the job task itself terminates the tree;
+cancelling ``run`` (daemon shutdown) makes every job task kill and reap its
+process in a shielded scope before it exits. Nothing else ever signals or reaps
+a job's process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from rund_trio.errors import FailedPrecondition, JobNotFound, PermissionDenied, Unsupported
+from rund_trio.jobs.spec import JobSpec, Limits, new_job_id
+from rund_trio.jobs.state import JobRecord, JobSnapshot, OutputCounts, final_usage
+from rund_trio.jobs.termination import terminate
+from rund_trio.logs.follower import follow
+from rund_trio.logs.journal import Piece, Stream
+from rund_trio.logs.journal_file import JournalFile
+from rund_trio.logs.recorder import record
+from rund_trio.process.base import ExitStatus, JobProcess, ProcessSpec, ResourceUsage, Spawner
+from rund_trio.tls.identity import Identity
+
+DEFAULT_JOB_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+KILL_TIMEOUT = 10.0
+"""How long a job task waits for a SIGKILLed process to be reaped during
+cleanup before giving up on it (a process stuck in the kernel)."""
+
+
+class LimitPolicy(Protocol):
+    """Decides whether this host can enforce a job's limits."""
+
+    def check(self, limits: Limits) -> None:
+        """Raise ``Unsupported`` or ``InvalidRequest`` for limits that cannot
+        be honoured as asked."""
+        ...
+
+
+class NoLimits:
+    """The policy of a daemon without cgroup support: every limit is refused."""
+
+    def check(self, limits: Limits) -> None:
+        requested = limits.requested()
+        if requested:
+            raise Unsupported(
+                "this daemon cannot enforce resource limits (no usable cgroup v2): "
+                f"refusing {', '.join(requested)}"
+            )
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    state_dir: Path
+    """Where job journals are written; private to the daemon."""
+    output_cap: int | None = 1024**3
+    """Bytes of output kept per job; the rest is dropped and counted."""
+    output_linger: float = 2.0
+    """Seconds to keep draining output after a job's main process ended, for
+    what its killed descendants had already written."""
+    shutdown_grace: float = 0.0
+    """Grace period between SIGTERM and SIGKILL for jobs killed at shutdown."""
+    job_env: Mapping[str, str] = field(
+        default_factory=lambda: {"PATH": DEFAULT_JOB_PATH, "HOME": "/", "LANG": "C.UTF-8"}
+    )
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Job:
+    """A job as the supervisor holds it, for the whole life of the daemon."""
+
+    def __init__(
+        self,
+        record: JobRecord,
+        owner: Identity,
+        process: JobProcess,
+        journal: JournalFile,
+    ) -> None:
+        self.record = record
+        self.owner = owner
+        self.process = process
+        self.journal = journal
+        self.exited = trio.Event()
+        self.stop_grace = 0.0
+        self.wait_scope = trio.CancelScope()
+
+    @property
+    def job_id(self) -> str:
+        return self.record.job_id
+
+    def snapshot(self) -> JobSnapshot:
+        book = self.journal.book
+        output = OutputCounts(book.recorded, book.dropped, book.write_error)
+        live = self.process.usage() if self.record.running else ResourceUsage()
+        return self.record.snapshot(live, output)
+
+
+class Supervisor:
+    """Starts, stops and watches jobs; see the module docstring for the shape."""
+
+    def __init__(
+        self,
+        spawner: Spawner,
+        config: SupervisorConfig,
+        *,
+        limits: LimitPolicy | None = None,
+        now: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._spawner = spawner
+        self._config = config
+        self._limits = limits if limits is not None else NoLimits()
+        self._now = now
+        self._jobs: dict[str, Job] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Host the job tasks until cancelled.
+
+        On cancellation every running job's tree is killed and reaped before
+        this returns, and every journal file is deleted.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            for job in self._jobs.values():
+                job.journal.remove()
+
+    @property
+    def jobs(self) -> Mapping[str, Job]:
+        return self._jobs
+
+    async def start(self, spec: JobSpec, owner: Identity) -> Job:
+        """Start a job for ``owner`` and return once its program runs.
+
+        Raises ``PermissionDenied`` for a caller without any SAN, ``Unsupported``
+        for limits this host cannot enforce, ``SpawnError`` when the program
+        cannot be executed. If the caller is cancelled before the job runs, no
+        process is left behind.
+        """
+        if owner.is_anonymous:
+            raise PermissionDenied(
+                "your certificate has no subject alternative name, so jobs started "
+                "with it could never be found again: use a certificate with a SAN"
+            )
+        self._limits.check(spec.limits)
+        if self._nursery is None:
+            raise FailedPrecondition("the daemon is shutting down")
+        job: Job = await self._nursery.start(self._run_job, spec, owner)
+        return job
+
+    def find(self, job_id: str, caller: Identity) -> Job:
+        """The job ``job_id`` if ``caller`` may see it: it shares a SAN with the
+        certificate that started it. Otherwise ``JobNotFound``, exactly as for
+        an unknown id."""
+        job = self._jobs.get(job_id)
+        if job is None or not caller.shares_san_with(job.owner):
+            raise JobNotFound(job_id)
+        return job
+
+    async def stop(self, job: Job, grace: float = 0.0) -> JobSnapshot:
+        """End ``job``'s whole tree and return its final status.
+
+        A job that already ended keeps its status unchanged. Returns once the
+        main process is reaped; if the caller is cancelled meanwhile, the job is
+        still stopped.
+        """
+        if job.record.request_stop():
+            job.stop_grace = max(0.0, grace)
+            job.wait_scope.cancel()
+        await job.exited.wait()
+        return job.snapshot()
+
+    def follow(self, job: Job) -> AsyncGenerator[Piece, None]:
+        """The job's output from its first byte, then live, until it ended and
+        everything was read."""
+        return follow(job.journal)
+
+    async def _run_job(
+        self, spec: JobSpec, owner: Identity, *, task_status: trio.TaskStatus[Job]
+    ) -> None:
+        job_id = new_job_id()
+        journal_path = self._config.state_dir / f"{job_id}.log"
+        try:
+            journal = JournalFile(journal_path, cap=self._config.output_cap)
+        except OSError as error:
+            raise FailedPrecondition(
+                f"cannot create the job's output file in {self._config.state_dir}: {error.strerror}"
+            ) from None
+        try:
+            env = {**self._config.job_env, "RUND_JOB_ID": job_id}
+            process = await self._spawner.spawn(ProcessSpec(argv=spec.argv, env=env))
+        except BaseException:
+            journal.remove()
+            raise
+        record_ = JobRecord(job_id, spec.argv, process.pid, self._now())
+        job = Job(record_, owner, process, journal)
+        self._jobs[job_id] = job
+        # From here on this task alone owns the process: it is reaped whatever happens.
+        try:
+            task_status.started(job)
+            async with trio.open_nursery() as pipes:
+                pipes.start_soon(record, process.stdout, Stream.STDOUT, journal)
+                pipes.start_soon(record, process.stderr, Stream.STDERR, journal)
+                exit_status = await self._wait_or_stop(job)
+                self._finish(job, exit_status)
+                # Its tree is dead; collect what is still in the pipes, but do not
+                # wait forever for a process that escaped the group and holds them.
+                pipes.cancel_scope.deadline = trio.current_time() + self._config.output_linger
+        finally:
+            with trio.CancelScope(shield=True):
+                if record_.running:
+                    with trio.move_on_after(KILL_TIMEOUT):
+                        self._finish(job, await terminate(process, self._config.shutdown_grace))
+                await process.aclose()
+                journal.close()
+                job.exited.set()
+
+    async def _wait_or_stop(self, job: Job) -> ExitStatus:
+        with job.wait_scope:
+            return await job.process.wait()
+        return await terminate(job.process, job.stop_grace)
+
+    def _finish(self, job: Job, exit_status: ExitStatus) -> None:
+        job.record.finish(exit_status, final_usage(exit_status, ResourceUsage()), self._now())
+        job.exited.set()

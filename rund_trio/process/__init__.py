@@ -1,0 +1,2 @@
+"""Starting a job's process and watching it end: the seam between the
+supervisor and the operating system."""

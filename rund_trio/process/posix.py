@@ -1,0 +1,167 @@
+"""Spawning a job's program directly with ``posix_spawn``: no isolation, no
+cgroup, the whole tree in a new session whose process group is the job."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import resource
+import signal
+
+import trio
+
+from rund_trio.errors import SpawnError, Unsupported
+from rund_trio.process.base import ExitStatus, ProcessSpec, ResourceUsage
+from rund_trio.process.path import resolve_program
+
+PIPE_SIZE = 1024 * 1024
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE_SIZE = resource.getpagesize()
+
+
+def open_output_pipe() -> tuple[int, int]:
+    """A close-on-exec pipe for a job's output, enlarged so fast writers block
+    less often. Returns (read end, write end)."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    # Above /proc/sys/fs/pipe-max-size for an unprivileged daemon: keep the default.
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    return read_end, write_end
+
+
+def exit_status_from_wait(wait_status: int, rusage: resource.struct_rusage) -> ExitStatus:
+    """Translate ``wait4``'s status and resource usage."""
+    if os.WIFSIGNALED(wait_status):
+        exit_code, signum = None, os.WTERMSIG(wait_status)
+    else:
+        exit_code, signum = os.WEXITSTATUS(wait_status), None
+    return ExitStatus(
+        exit_code=exit_code,
+        signal=signum,
+        user_time=rusage.ru_utime,
+        system_time=rusage.ru_stime,
+        max_rss=rusage.ru_maxrss * 1024,
+    )
+
+
+def read_proc_usage(pid: int) -> ResourceUsage:
+    """CPU and memory of one live process from /proc; zero once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            stat = stat_file.read()
+        with open(f"/proc/{pid}/statm", "rb") as statm_file:
+            statm = statm_file.read().split()
+    except OSError:
+        return ResourceUsage()
+    # The command name (field 2) may hold spaces and parentheses: split after it.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    return ResourceUsage(
+        user_time=(utime + cutime) / _CLOCK_TICKS,
+        system_time=(stime + cstime) / _CLOCK_TICKS,
+        memory_current=int(statm[1]) * _PAGE_SIZE,
+    )
+
+
+class PosixProcess:
+    """A job started by ``PosixSpawner``: the leader of its own session.
+
+    Its end is watched through a pidfd (no threads, no polling). When the
+    leader ends, what is left of its process group is killed before the leader
+    is reaped, while the zombie still pins the group id, so a signal can never
+    reach a stranger that reused the id.
+    """
+
+    def __init__(self, pid: int, stdout_fd: int, stderr_fd: int) -> None:
+        self._pid = pid
+        self._pidfd: int | None = os.pidfd_open(pid)
+        self._stdout = trio.lowlevel.FdStream(stdout_fd)
+        self._stderr = trio.lowlevel.FdStream(stderr_fd)
+        self._status: ExitStatus | None = None
+        self._wait_lock = trio.Lock()
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    @property
+    def stdout(self) -> trio.abc.ReceiveStream:
+        return self._stdout
+
+    @property
+    def stderr(self) -> trio.abc.ReceiveStream:
+        return self._stderr
+
+    async def wait(self) -> ExitStatus:
+        async with self._wait_lock:
+            while self._status is None:
+                assert self._pidfd is not None
+                await trio.lowlevel.wait_readable(self._pidfd)
+                # The leader is a zombie now: end the rest of its group first.
+                self._kill_group(signal.SIGKILL)
+                pid, wait_status, rusage = os.wait4(self._pid, os.WNOHANG)
+                if pid:
+                    self._status = exit_status_from_wait(wait_status, rusage)
+                    os.close(self._pidfd)
+                    self._pidfd = None
+            return self._status
+
+    def _kill_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._pid, signum)
+
+    def signal_tree(self, signum: int) -> None:
+        if self._status is None:
+            self._kill_group(signum)
+
+    def usage(self) -> ResourceUsage:
+        return read_proc_usage(self._pid) if self._status is None else ResourceUsage()
+
+    async def aclose(self) -> None:
+        await self._stdout.aclose()
+        await self._stderr.aclose()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+
+class PosixSpawner:
+    """Starts programs with ``posix_spawn`` (vfork-fast; exec errors reported
+    by the C library with their errno), looked up in the job's own PATH, with
+    stdin from /dev/null, stdout and stderr into fresh pipes, in a new session."""
+
+    async def spawn(self, spec: ProcessSpec) -> PosixProcess:
+        if spec.cwd is not None:
+            raise Unsupported("this spawner cannot set a job's working directory")
+        stdout_r, stdout_w = open_output_pipe()
+        stderr_r, stderr_w = open_output_pipe()
+        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            program = resolve_program(spec.argv[0], spec.env.get("PATH", os.defpath))
+            pid = os.posix_spawn(
+                program,
+                list(spec.argv),
+                dict(spec.env),
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, devnull, 0),
+                    (os.POSIX_SPAWN_DUP2, stdout_w, 1),
+                    (os.POSIX_SPAWN_DUP2, stderr_w, 2),
+                ],
+                setsid=True,
+            )
+        except OSError as error:
+            os.close(stdout_r)
+            os.close(stderr_r)
+            code = error.errno or errno.EINVAL
+            raise SpawnError(spec.argv[0], code, os.strerror(code)) from None
+        except SpawnError:
+            os.close(stdout_r)
+            os.close(stderr_r)
+            raise
+        finally:
+            os.close(stdout_w)
+            os.close(stderr_w)
+            os.close(devnull)
+        return PosixProcess(pid, stdout_r, stderr_r)

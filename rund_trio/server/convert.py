@@ -1,0 +1,88 @@
+"""Translation between the wire messages and the job layer's values."""
+
+from __future__ import annotations
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from rund_trio.api import rund_pb2 as pb
+from rund_trio.errors import InvalidRequest
+from rund_trio.jobs.spec import Limits
+from rund_trio.jobs.state import JobSnapshot, JobState
+
+MAX_GRACE_SECONDS = 3600.0
+
+_STATES = {
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.EXITED: pb.JOB_STATE_EXITED,
+    JobState.KILLED: pb.JOB_STATE_KILLED,
+    JobState.STOPPED: pb.JOB_STATE_STOPPED,
+}
+
+_LIMIT_FIELDS = {
+    "max_cpu_bandwidth": "cpu_quota_us",
+    "max_memory_usage": "memory_bytes",
+    "max_rbps": "rbps",
+    "max_wbps": "wbps",
+    "max_riops": "riops",
+    "max_wiops": "wiops",
+}
+
+
+def limits_from_request(request: pb.JobStartRequest) -> Limits:
+    """The limits a Start request sets; unset wrapper fields mean no limit."""
+    values = {
+        attribute: getattr(request, field).value
+        for field, attribute in _LIMIT_FIELDS.items()
+        if request.HasField(field)  # type: ignore[arg-type]
+    }
+    return Limits(**values)
+
+
+def grace_from_request(request: pb.JobStopRequest) -> float:
+    """Stop's grace period in seconds (0 when unset); InvalidRequest when it is
+    negative or longer than an hour."""
+    if not request.HasField("grace_period"):
+        return 0.0
+    seconds = request.grace_period.ToNanoseconds() / 1e9
+    if not 0 <= seconds <= MAX_GRACE_SECONDS:
+        raise InvalidRequest(
+            f"grace_period must be between 0 and {MAX_GRACE_SECONDS:.0f} seconds, got {seconds}"
+        )
+    return seconds
+
+
+def _duration(seconds: float) -> Duration:
+    duration = Duration()
+    duration.FromNanoseconds(round(seconds * 1e9))
+    return duration
+
+
+def status_to_proto(snapshot: JobSnapshot) -> pb.JobStatus:
+    status = pb.JobStatus(
+        stopped=snapshot.stopped,
+        killed=snapshot.killed,
+        user_time=_duration(snapshot.usage.user_time),
+        system_time=_duration(snapshot.usage.system_time),
+        memory_current=snapshot.usage.memory_current,
+        state=_STATES[snapshot.state],
+        signal_name=snapshot.signal_name or "",
+        pid=snapshot.pid,
+        name=snapshot.argv[0],
+        args=snapshot.argv[1:],
+        output_bytes=snapshot.output.recorded_bytes,
+        output_dropped_bytes=snapshot.output.dropped_bytes,
+        memory_peak=snapshot.usage.memory_peak,
+    )
+    if snapshot.exit_code is not None:
+        status.exit_code.value = snapshot.exit_code
+    if snapshot.signal is not None:
+        status.signal.value = snapshot.signal
+    started = Timestamp()
+    started.FromDatetime(snapshot.started_at)
+    status.started_at.CopyFrom(started)
+    if snapshot.ended_at is not None:
+        ended = Timestamp()
+        ended.FromDatetime(snapshot.ended_at)
+        status.ended_at.CopyFrom(ended)
+    return status

@@ -1,0 +1,46 @@
+"""The JobController service: each RPC validates its request, checks who asks,
+and hands over to the supervisor. Errors are raised as ``RundError``s; the
+transport turns them into statuses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from rund_trio.api import rund_pb2 as pb
+from rund_trio.api.rund_grpc import JobControllerServicer
+from rund_trio.jobs.spec import parse_job_id, parse_job_spec
+from rund_trio.jobs.supervisor import Job, Supervisor
+from rund_trio.logs.journal import Stream
+from rund_trio.server.convert import grace_from_request, limits_from_request, status_to_proto
+from rund_trio.server.transport import current_identity
+
+
+class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # generated, untyped
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+
+    def _find(self, job_id: str) -> Job:
+        return self._supervisor.find(parse_job_id(job_id), current_identity())
+
+    async def Start(self, request: pb.JobStartRequest) -> pb.JobIdentifier:
+        spec = parse_job_spec(request.name, tuple(request.args), limits_from_request(request))
+        job = await self._supervisor.start(spec, current_identity())
+        return pb.JobIdentifier(ulid=job.job_id)
+
+    async def Stop(self, request: pb.JobStopRequest) -> pb.JobStatus:
+        job = self._find(request.ulid)
+        grace = grace_from_request(request)
+        return status_to_proto(await self._supervisor.stop(job, grace))
+
+    async def Status(self, request: pb.JobIdentifier) -> pb.JobStatus:
+        return status_to_proto(self._find(request.ulid).snapshot())
+
+    async def Log(self, request: pb.JobIdentifier) -> AsyncIterator[pb.JobLog]:
+        job = self._find(request.ulid)
+        async with aclosing(self._supervisor.follow(job)) as pieces:
+            async for piece in pieces:
+                if piece.stream is Stream.STDOUT:
+                    yield pb.JobLog(stdout=piece.data)
+                else:
+                    yield pb.JobLog(stderr=piece.data)

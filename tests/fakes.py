@@ -1,0 +1,106 @@
+"""A fake process layer: lets the supervisor be driven deterministically,
+under trio's autojump clock, with no real processes."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+
+import trio
+import trio.testing
+
+from rund_trio.errors import SpawnError
+from rund_trio.process.base import ExitStatus, ProcessSpec, ResourceUsage
+
+
+class FakeProcess:
+    """A process whose output and end the test controls.
+
+    By default SIGTERM and SIGKILL end it with that signal; ``ignores_sigterm``
+    makes it survive SIGTERM. ``signals`` records (signal, trio time) pairs.
+    """
+
+    def __init__(self, pid: int, spec: ProcessSpec, *, ignores_sigterm: bool = False) -> None:
+        self.pid = pid
+        self.spec = spec
+        self.ignores_sigterm = ignores_sigterm
+        self.signals: list[tuple[int, float]] = []
+        self.closed = False
+        self._stdout_send, self._stdout = trio.testing.memory_stream_one_way_pair()
+        self._stderr_send, self._stderr = trio.testing.memory_stream_one_way_pair()
+        self._status: ExitStatus | None = None
+        self._ended = trio.Event()
+        self.tree_alive = True
+        self.memory = 4096
+
+    @property
+    def stdout(self) -> trio.abc.ReceiveStream:
+        return self._stdout
+
+    @property
+    def stderr(self) -> trio.abc.ReceiveStream:
+        return self._stderr
+
+    async def write_stdout(self, data: bytes) -> None:
+        await self._stdout_send.send_all(data)
+
+    async def write_stderr(self, data: bytes) -> None:
+        await self._stderr_send.send_all(data)
+
+    async def close_output(self) -> None:
+        await self._stdout_send.aclose()
+        await self._stderr_send.aclose()
+
+    def exit(self, code: int | None = 0, signum: int | None = None) -> None:
+        """End the main process (its output stays open until close_output)."""
+        if self._status is None:
+            self._status = ExitStatus(
+                exit_code=None if signum else code,
+                signal=signum,
+                user_time=0.5,
+                system_time=0.25,
+                max_rss=8192,
+            )
+            self._ended.set()
+
+    async def wait(self) -> ExitStatus:
+        await self._ended.wait()
+        assert self._status is not None
+        return self._status
+
+    def signal_tree(self, signum: int) -> None:
+        if not self.tree_alive:
+            return
+        self.signals.append((signum, trio.current_time()))
+        if signum == signal.SIGKILL or (signum == signal.SIGTERM and not self.ignores_sigterm):
+            self.exit(signum=signum)
+            self.tree_alive = False
+            # a killed tree closes its pipes
+            self._stdout_send.close()
+            self._stderr_send.close()
+
+    def usage(self) -> ResourceUsage:
+        return ResourceUsage(user_time=0.1, system_time=0.05, memory_current=self.memory)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakeSpawner:
+    """Hands out FakeProcesses; ``fail_with`` makes the next spawn fail."""
+
+    ignores_sigterm: bool = False
+    fail_with: SpawnError | None = None
+    processes: list[FakeProcess] = field(default_factory=list)
+    spawned: trio.Event = field(default_factory=trio.Event)
+
+    async def spawn(self, spec: ProcessSpec) -> FakeProcess:
+        await trio.lowlevel.checkpoint()
+        if self.fail_with is not None:
+            raise self.fail_with
+        process = FakeProcess(
+            1000 + len(self.processes), spec, ignores_sigterm=self.ignores_sigterm
+        )
+        self.processes.append(process)
+        return process
