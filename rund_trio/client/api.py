@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 import anyio
-import purerpc
 from google.protobuf.message import Message
 from purerpc.grpclib.exceptions import RpcFailedError
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.api.rund_grpc import JobControllerStub
+from rund_trio.client.channel import open_channel
 from rund_trio.errors import ConnectionFailed, RpcError
 from rund_trio.server.address import parse_address
 
@@ -44,17 +44,16 @@ class RundClient:
         """
         host, port = parse_address(addr, default_host="localhost")
         assert host is not None
-        try:
-            channel = purerpc.secure_channel(host, port, ssl_context)
-            await channel.__aenter__()
-        except ssl.SSLCertVerificationError as error:
-            raise ConnectionFailed(f"cannot connect to {addr}: {error.verify_message}") from None
-        except (OSError, ssl.SSLError, anyio.BrokenResourceError) as error:
-            raise ConnectionFailed(f"cannot connect to {addr}: {_describe(error)}") from None
-        try:
+        async with AsyncExitStack() as stack:
+            try:
+                channel = await stack.enter_async_context(open_channel(host, port, ssl_context))
+            except ssl.SSLCertVerificationError as error:
+                raise ConnectionFailed(
+                    f"cannot connect to {addr}: {error.verify_message}"
+                ) from None
+            except (OSError, ssl.SSLError, anyio.BrokenResourceError) as error:
+                raise ConnectionFailed(f"cannot connect to {addr}: {_describe(error)}") from None
             yield cls(JobControllerStub(channel))
-        finally:
-            await channel.__aexit__(None, None, None)
 
     async def start(self, request: pb.JobStartRequest) -> str:
         """Start a job; returns its id."""

@@ -150,6 +150,9 @@ class PosixSpawner:
                     (os.POSIX_SPAWN_DUP2, stderr_w, 2),
                 ],
                 setsid=True,
+                # Python ignores SIGPIPE and SIGXFSZ; a job must get the defaults.
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+                setsigmask=(),
             )
         except OSError as error:
             os.close(stdout_r)

@@ -150,6 +150,17 @@ class GrpcServer:
         """Connections currently open (for tests and diagnostics)."""
         self.requests = 0
         """Request tasks currently running (for tests and diagnostics)."""
+        self._counts_changed = trio.lowlevel.ParkingLot()
+
+    async def wait_until_idle(self) -> None:
+        """Return once no connection is open and no request task runs."""
+        while self.connections or self.requests:
+            await self._counts_changed.park()
+
+    async def wait_for_requests(self, count: int) -> None:
+        """Return once at least ``count`` request tasks run at the same time."""
+        while self.requests < count:
+            await self._counts_changed.park()
 
     async def serve(self, listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
         """Accept connections until cancelled; cancellation closes the listener
@@ -173,6 +184,7 @@ class GrpcServer:
                     log.debug("connection ended by an error: %r", error)
         finally:
             self.connections -= 1
+            self._counts_changed.unpark_all()
 
     async def _handshake(self, tcp: anyio.abc.SocketStream) -> TLSStream | None:
         try:
@@ -208,6 +220,7 @@ class GrpcServer:
         self, stream: GRPCProtoStream, request: _Request, requests: dict[int, _Request]
     ) -> None:
         self.requests += 1
+        self._counts_changed.unpark_all()
         try:
             with request.scope:
                 status = await self._dispatch(stream)
@@ -218,6 +231,7 @@ class GrpcServer:
         finally:
             self.requests -= 1
             requests.pop(stream.stream_id, None)
+            self._counts_changed.unpark_all()
 
     async def _dispatch(self, stream: GRPCProtoStream) -> Status | None:
         await stream.start_response()

@@ -1,0 +1,106 @@
+"""Fixtures shared by the integration tests: a development PKI with several
+client identities, and a real daemon on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from rund_trio.client.api import RundClient
+from rund_trio.process.posix import PosixSpawner
+from rund_trio.server.app import RunningDaemon, ServeConfig, serve
+from rund_trio.server.transport import TransportConfig
+from rund_trio.tls.certs import ClientSpec, PkiFiles, generate_pki
+from rund_trio.tls.context import TlsFiles
+
+CLIENTS = (
+    ClientSpec("alice", extra_sans=("email:alice@example.com",)),
+    # alice's second certificate: shares only her email address
+    ClientSpec("alice-laptop", extra_sans=("email:alice@example.com",)),
+    ClientSpec("bob"),
+    ClientSpec("nobody", no_san=True),
+)
+
+
+@dataclass(frozen=True)
+class Pki:
+    files: PkiFiles
+
+    @property
+    def dir(self) -> Path:
+        return self.files.out_dir
+
+    def client_tls(self, name: str) -> TlsFiles:
+        pair = self.files.clients[name]
+        return TlsFiles(ca=self.files.ca.cert, cert=pair.cert, key=pair.key)
+
+    def server_tls(self) -> TlsFiles:
+        return TlsFiles(ca=self.files.ca.cert, cert=self.files.server.cert, key=self.files.server.key)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A P-521 PKI (the default) with clients alice, alice-laptop, bob and nobody."""
+    return Pki(generate_pki(tmp_path_factory.mktemp("pki"), clients=CLIENTS))
+
+
+@pytest.fixture(scope="session")
+def pki_p384(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """The same with a P-384 server key, which grpcio clients can handshake with."""
+    return Pki(
+        generate_pki(tmp_path_factory.mktemp("pki384"), clients=CLIENTS, server_curve="P-384")
+    )
+
+
+@dataclass
+class Daemon:
+    running: RunningDaemon
+    pki: Pki
+
+    @property
+    def port(self) -> int:
+        return self.running.addresses[0][1]
+
+    @property
+    def addr(self) -> str:
+        return f"localhost:{self.port}"
+
+    def client(self, name: str = "alice") -> AbstractAsyncContextManager[RundClient]:
+        return RundClient.connect(self.addr, self.pki.client_tls(name).client_context())
+
+
+DaemonFactory = Callable[..., AbstractAsyncContextManager[Daemon]]
+
+
+async def start_daemon(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path, **overrides: object
+) -> Daemon:
+    config = ServeConfig(
+        tls=pki.server_tls(),
+        addr="127.0.0.1:0",
+        state_dir=tmp_path / "state",
+        output_linger=0.5,
+        **overrides,  # type: ignore[arg-type]
+    )
+    running: RunningDaemon = await nursery.start(serve, config, PosixSpawner())
+    return Daemon(running, pki)
+
+
+@pytest.fixture
+async def daemon(nursery: trio.Nursery, pki: Pki, tmp_path: Path) -> AsyncIterator[Daemon]:
+    """A daemon on 127.0.0.1 with the P-521 PKI, cancelled when the test ends."""
+    yield await start_daemon(nursery, pki, tmp_path)
+
+
+@pytest.fixture
+async def fast_handshake_daemon(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> AsyncIterator[Daemon]:
+    yield await start_daemon(
+        nursery, pki, tmp_path, transport=TransportConfig(handshake_timeout=0.2)
+    )

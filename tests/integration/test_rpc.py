@@ -1,0 +1,301 @@
+"""Every RPC against a real daemon over mutual TLS on loopback, with real
+processes, as a client would drive it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import trio
+
+from rund_trio.api import rund_pb2 as pb
+from rund_trio.errors import RpcError
+from rund_trio.jobs.spec import MAX_ARGV_BYTES
+from tests.conftest import Daemon
+
+
+def start_request(*argv: str, **limits: int) -> pb.JobStartRequest:
+    request = pb.JobStartRequest(name=argv[0], args=argv[1:])
+    for field, value in limits.items():
+        getattr(request, field).value = value
+    return request
+
+
+async def read_log(daemon: Daemon, job_id: str, client: str = "alice") -> tuple[bytes, bytes]:
+    out, err = bytearray(), bytearray()
+    async with daemon.client(client) as rund:
+        async for chunk in rund.log(job_id):
+            out += chunk.stdout
+            err += chunk.stderr
+    return bytes(out), bytes(err)
+
+
+async def run_to_end(daemon: Daemon, *argv: str) -> tuple[pb.JobStatus, bytes, bytes]:
+    async with daemon.client() as rund:
+        job_id = await rund.start(start_request(*argv))
+        out, err = await read_log(daemon, job_id)
+        return await rund.status(job_id), out, err
+
+
+async def test_start_returns_a_ulid_while_the_job_runs(daemon: Daemon) -> None:
+    async with daemon.client() as rund:
+        job_id = await rund.start(start_request("sleep", "30"))
+        status = await rund.status(job_id)
+    assert len(job_id) == 26
+    assert status.state == pb.JOB_STATE_RUNNING
+    assert not status.HasField("exit_code")
+    assert status.pid > 0 and (status.name, list(status.args)) == ("sleep", ["30"])
+
+
+async def test_status_after_exit_has_exit_code_and_cpu_times(daemon: Daemon) -> None:
+    status, _, _ = await run_to_end(
+        daemon, "sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exit 3"
+    )
+    assert (status.state, status.exit_code.value, status.killed, status.stopped) == (
+        pb.JOB_STATE_EXITED,
+        3,
+        False,
+        False,
+    )
+    assert status.user_time.ToNanoseconds() > 0
+    assert status.HasField("ended_at")
+
+
+async def test_log_streams_stdout_and_stderr_separately(daemon: Daemon) -> None:
+    _, out, err = await run_to_end(daemon, "sh", "-c", "echo out; echo err >&2; echo more")
+    assert (out, err) == (b"out\nmore\n", b"err\n")
+
+
+async def test_a_subscriber_after_the_end_gets_the_full_history(daemon: Daemon) -> None:
+    async with daemon.client() as rund:
+        job_id = await rund.start(start_request("seq", "1", "50000"))
+        first, _ = await read_log(daemon, job_id)
+        assert (await rund.status(job_id)).state == pb.JOB_STATE_EXITED
+        late, _ = await read_log(daemon, job_id)
+    assert first == late == b"".join(b"%d\n" % i for i in range(1, 50001))
+
+
+async def test_two_subscribers_receive_200_mb_byte_exact(daemon: Daemon) -> None:
+    command = "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 209715200"
+    expected = hashlib.sha256(
+        subprocess.run(["sh", "-c", command], capture_output=True, check=True).stdout
+    ).hexdigest()
+    async with daemon.client() as rund:
+        job_id = await rund.start(start_request("sh", "-c", command))
+    digests: list[str] = []
+
+    async def subscriber() -> None:
+        digest = hashlib.sha256()
+        async with daemon.client() as rund:
+            async for chunk in rund.log(job_id):
+                assert not chunk.stderr
+                digest.update(chunk.stdout)
+        digests.append(digest.hexdigest())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(subscriber)
+        nursery.start_soon(subscriber)
+    assert digests == [expected, expected]
+
+
+async def test_log_chunks_are_large(daemon: Daemon) -> None:
+    async with daemon.client() as rund:
+        job_id = await rund.start(start_request("head", "-c", "4000000", "/dev/zero"))
+        sizes = [len(chunk.stdout) async for chunk in rund.log(job_id)]
+    assert sum(sizes) == 4_000_000
+    assert max(sizes) >= 32 * 1024
+    assert len(sizes) < 4_000_000 / 16384
+
+
+async def test_stop_kills_the_whole_process_tree(daemon: Daemon) -> None:
+    async with daemon.client() as rund:
+        job_id = await rund.start(
+            start_request("sh", "-c", "sleep 1000 & sleep 1000 & echo started; wait")
+        )
+        async for chunk in rund.log(job_id):
+            if chunk.stdout:
+                break
+        pid = (await rund.status(job_id)).pid
+        status = await rund.stop(job_id)
+    assert (status.stopped, status.killed, status.signal_name) == (True, True, "SIGKILL")
+    assert status.state == pb.JOB_STATE_STOPPED
+    assert _processes_in_group(pid) == []
+
+
+def _processes_in_group(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat_file:
+                fields = stat_file.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        state, process_group = fields[0], int(fields[3])
+        if process_group == pgid and state != b"Z":
+            members.append(int(entry))
+    return members
+
+
+async def test_stop_with_grace_lets_the_job_handle_sigterm(daemon: Daemon) -> None:
+    async with daemon.client() as rund:
+        job_id = await rund.start(
+            start_request(
+                "sh", "-c", "trap 'echo bye; exit 0' TERM; echo ready; while :; do sleep 0.05; done"
+            )
+        )
+        async for chunk in rund.log(job_id):
+            if chunk.stdout:
+                break
+        status = await rund.stop(job_id, grace=timedelta(seconds=30))
+        out, _ = await read_log(daemon, job_id)
+    assert (status.stopped, status.killed, status.exit_code.value) == (True, False, 0)
+    assert out == b"ready\nbye\n"
+
+
+async def test_stop_of_an_ended_job_returns_its_status_unchanged(daemon: Daemon) -> None:
+    status, _, _ = await run_to_end(daemon, "true")
+    async with daemon.client() as rund:
+        job_id = await rund.start(start_request("true"))
+        await read_log(daemon, job_id)
+        before = await rund.status(job_id)
+        after = await rund.stop(job_id)
+    assert after == before
+    assert not after.stopped and after.exit_code.value == 0
+
+
+async def test_a_job_killed_by_a_signal_reports_it(daemon: Daemon) -> None:
+    status, _, _ = await run_to_end(daemon, "sh", "-c", "kill -SEGV $$")
+    assert (status.killed, status.signal.value, status.signal_name) == (True, 11, "SIGSEGV")
+    assert status.state == pb.JOB_STATE_KILLED and not status.HasField("exit_code")
+
+
+async def expect_error(daemon: Daemon, code: str, request: pb.JobStartRequest) -> str:
+    async with daemon.client() as rund:
+        with pytest.raises(RpcError) as error:
+            await rund.start(request)
+    assert error.value.code == code
+    return error.value.message
+
+
+async def test_start_of_a_missing_program_fails_with_the_os_reason(daemon: Daemon) -> None:
+    message = await expect_error(daemon, "FAILED_PRECONDITION", start_request("no-such-program"))
+    assert "No such file or directory" in message and "no-such-program" in message
+
+
+async def test_start_of_a_file_without_execute_permission_fails(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    message = await expect_error(daemon, "FAILED_PRECONDITION", start_request(str(script)))
+    assert "Permission denied" in message
+
+
+async def test_start_with_an_empty_name_is_invalid(daemon: Daemon) -> None:
+    assert "empty" in await expect_error(daemon, "INVALID_ARGUMENT", start_request(""))
+
+
+async def test_start_with_a_nul_byte_is_invalid(daemon: Daemon) -> None:
+    message = await expect_error(daemon, "INVALID_ARGUMENT", start_request("echo", "a\0b"))
+    assert "argument 1 contains a NUL byte" in message
+
+
+async def test_start_with_an_oversized_argv_is_invalid(daemon: Daemon) -> None:
+    request = start_request("echo", *(["x" * 4095] * (MAX_ARGV_BYTES // 4096 + 1)))
+    assert "at most" in await expect_error(daemon, "INVALID_ARGUMENT", request)
+
+
+async def test_start_with_a_limit_this_host_cannot_enforce_is_refused(daemon: Daemon) -> None:
+    message = await expect_error(
+        daemon, "FAILED_PRECONDITION", start_request("true", max_memory_usage=1 << 20)
+    )
+    assert "memory" in message
+
+
+async def test_a_malformed_job_id_is_invalid(daemon: Daemon) -> None:
+    async with daemon.client() as rund:
+        with pytest.raises(RpcError) as error:
+            await rund.status("not-a-ulid")
+    assert error.value.code == "INVALID_ARGUMENT"
+
+
+async def test_an_unknown_job_id_is_not_found(daemon: Daemon) -> None:
+    async with daemon.client() as rund:
+        for call in (rund.status, rund.stop):
+            with pytest.raises(RpcError) as error:
+                await call("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            assert error.value.code == "NOT_FOUND"
+
+
+async def test_a_client_without_san_cannot_start_jobs(daemon: Daemon) -> None:
+    async with daemon.client("nobody") as rund:
+        with pytest.raises(RpcError) as error:
+            await rund.start(start_request("true"))
+    assert error.value.code == "PERMISSION_DENIED"
+
+
+async def test_a_stranger_sees_not_found_for_every_rpc(daemon: Daemon) -> None:
+    async with daemon.client("alice") as alice:
+        job_id = await alice.start(start_request("sleep", "30"))
+    async with daemon.client("bob") as bob:
+        errors = []
+        for call in (bob.status, bob.stop):
+            with pytest.raises(RpcError) as error:
+                await call(job_id)
+            errors.append(error.value)
+        with pytest.raises(RpcError) as log_error:
+            async for _ in bob.log(job_id):
+                pass
+        errors.append(log_error.value)
+        with pytest.raises(RpcError) as unknown:
+            await bob.status("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    assert [(e.code, e.message.replace(job_id, "ID")) for e in errors] == [
+        ("NOT_FOUND", unknown.value.message.replace("01ARZ3NDEKTSV4RRFFQ69G5FAV", "ID"))
+    ] * 3
+    async with daemon.client("alice") as alice:
+        assert (await alice.status(job_id)).state == pb.JOB_STATE_RUNNING
+
+
+async def test_a_certificate_sharing_a_san_reaches_the_job(daemon: Daemon) -> None:
+    async with daemon.client("alice") as alice:
+        job_id = await alice.start(start_request("echo", "hi"))
+    out, _ = await read_log(daemon, job_id, client="alice-laptop")
+    async with daemon.client("alice-laptop") as laptop:
+        status = await laptop.stop(job_id)
+    assert out == b"hi\n" and status.exit_code.value == 0
+
+
+async def test_abandoned_log_streams_leave_no_task_or_descriptor(daemon: Daemon) -> None:
+    async with daemon.client() as rund:
+        job_id = await rund.start(start_request("sleep", "300"))
+    await daemon.running.server.wait_until_idle()
+    fds_before = len(os.listdir("/proc/self/fd"))
+
+    async def abandon_log() -> None:
+        async with daemon.client() as rund:
+            async for _ in rund.log(job_id):
+                pass
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for _ in range(200):
+                nursery.start_soon(abandon_log)
+            await daemon.running.server.wait_for_requests(200)
+            nursery.cancel_scope.cancel()
+    with trio.fail_after(10):
+        await daemon.running.server.wait_until_idle()
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+async def test_the_daemon_keeps_serving_after_errors(daemon: Daemon) -> None:
+    await expect_error(daemon, "INVALID_ARGUMENT", start_request(""))
+    status, out, _ = await run_to_end(daemon, "echo", "still here")
+    assert out == b"still here\n" and status.exit_code.value == 0
