@@ -40,7 +40,9 @@ class Pki:
         return TlsFiles(ca=self.files.ca.cert, cert=pair.cert, key=pair.key)
 
     def server_tls(self) -> TlsFiles:
-        return TlsFiles(ca=self.files.ca.cert, cert=self.files.server.cert, key=self.files.server.key)
+        return TlsFiles(
+            ca=self.files.ca.cert, cert=self.files.server.cert, key=self.files.server.key
+        )
 
 
 @pytest.fixture(scope="session")

@@ -96,21 +96,40 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run_action(args: argparse.Namespace) -> int:
+    """Run one client action; SIGINT or SIGTERM end it quietly with 128 + signal."""
+    import signal
+
     import trio
 
     from rund_trio.client.api import RundClient
+    from rund_trio.errors import RundError
 
     ssl_context = tls_files(args).client_context()
 
     async def main() -> int:
-        async with RundClient.connect(args.addr, ssl_context) as client:
-            result: int = await args.action_fn(client, args)
-            return result
+        results: list[int] = []
+        errors: list[RundError] = []
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
 
-    try:
-        return trio.run(main)
-    except KeyboardInterrupt:
-        return 130
+                async def act() -> None:
+                    try:
+                        async with RundClient.connect(args.addr, ssl_context) as client:
+                            results.append(await args.action_fn(client, args))
+                    except RundError as error:
+                        errors.append(error)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(act)
+                async for signum in signals:
+                    results.append(128 + signum)
+                    nursery.cancel_scope.cancel()
+                    break
+        if errors:
+            raise errors[0]
+        return results[0]
+
+    return trio.run(main)
 
 
 def _start_request(args: argparse.Namespace) -> pb.JobStartRequest:
@@ -125,16 +144,16 @@ def _start_request(args: argparse.Namespace) -> pb.JobStartRequest:
 
 
 def _print_status(status: pb.JobStatus) -> None:
+    """One JSON object in protobuf's JSON mapping, fields in .proto order."""
+    import json
+
     from google.protobuf import json_format
 
-    print(
-        json_format.MessageToJson(
-            status,
-            preserving_proto_field_name=True,
-            always_print_fields_with_no_presence=True,
-            indent=None,
-        )
+    mapped = json_format.MessageToDict(
+        status, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    ordered = {f.name: mapped[f.name] for f in status.DESCRIPTOR.fields if f.name in mapped}
+    print(json.dumps(ordered))
 
 
 async def _start(client: RundClient, args: argparse.Namespace) -> int:

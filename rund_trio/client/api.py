@@ -19,14 +19,17 @@ from purerpc.grpclib.exceptions import RpcFailedError
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.api.rund_grpc import JobControllerStub
-from rund_trio.client.channel import open_channel
+from rund_trio.client.channel import CONNECTION_LOST, describe_connection_error, open_channel
 from rund_trio.errors import ConnectionFailed, RpcError
 from rund_trio.server.address import parse_address
 
 
-def _rpc_error(error: RpcFailedError) -> RpcError:
+def _rpc_error(error: RpcFailedError) -> RpcError | ConnectionFailed:
     status = error.status
-    return RpcError(status.status_code.name, status.status_message or "")
+    message = status.status_message or ""
+    if status.status_code.name == "UNAVAILABLE" and message.startswith(CONNECTION_LOST):
+        return ConnectionFailed(message)
+    return RpcError(status.status_code.name, message)
 
 
 class RundClient:
@@ -51,8 +54,15 @@ class RundClient:
                 raise ConnectionFailed(
                     f"cannot connect to {addr}: {error.verify_message}"
                 ) from None
+            except anyio.EndOfStream:
+                raise ConnectionFailed(
+                    f"cannot connect to {addr}: the daemon closed the connection during the "
+                    "TLS handshake (it accepts TLS 1.3 clients with a certificate from its CA)"
+                ) from None
             except (OSError, ssl.SSLError, anyio.BrokenResourceError) as error:
-                raise ConnectionFailed(f"cannot connect to {addr}: {_describe(error)}") from None
+                raise ConnectionFailed(
+                    f"cannot connect to {addr}: {describe_connection_error(error)}"
+                ) from None
             yield cls(JobControllerStub(channel))
 
     async def start(self, request: pb.JobStartRequest) -> str:
@@ -79,7 +89,7 @@ class RundClient:
         except RpcFailedError as error:
             raise _rpc_error(error) from None
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
-            raise ConnectionFailed(f"connection lost: {_describe(error)}") from None
+            raise ConnectionFailed(f"connection lost: {describe_connection_error(error)}") from None
 
     async def _call(self, method: Any, request: Message) -> Any:
         try:
@@ -87,15 +97,4 @@ class RundClient:
         except RpcFailedError as error:
             raise _rpc_error(error) from None
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
-            raise ConnectionFailed(f"connection lost: {_describe(error)}") from None
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, ssl.SSLError):
-        return error.reason or str(error)
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    cause = error.__cause__ or error.__context__
-    if cause is not None and cause is not error:
-        return _describe(cause)
-    return str(error) or type(error).__name__
+            raise ConnectionFailed(f"connection lost: {describe_connection_error(error)}") from None

@@ -1,10 +1,17 @@
-"""purerpc's client channel, adapted to close its connection.
+"""purerpc's client channel, adapted to end cleanly.
 
-purerpc 0.8's ``secure_channel`` never closes the TCP connection it opens (its
-socket wrapper has no ``aclose``): the daemon only learns that a client left
-when the client process exits. This channel owns the connection and closes it
-when its block ends, however it ends, so the daemon can end that client's
-request tasks at once. It offers what ``purerpc.Client`` reads from a channel.
+purerpc 0.8's ``secure_channel`` has two gaps this module closes:
+
+* it never closes the TCP connection it opens (its socket wrapper has no
+  ``aclose``), so the daemon only learns that a client left when the client
+  process exits. This channel owns the connection and closes it when its block
+  ends, however it ends, so the daemon ends that client's request tasks at once;
+* when the connection drops (the daemon refused the client's certificate,
+  the daemon went away), its reader task ends silently and every call still
+  waiting for an answer hangs forever. Here each open call then ends with
+  UNAVAILABLE, naming why the connection ended.
+
+``Channel`` offers what ``purerpc.Client`` reads from a channel.
 """
 
 from __future__ import annotations
@@ -16,8 +23,42 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.abc
 from purerpc.grpc_proto import GRPCProtoSocket
+from purerpc.grpc_socket import GRPCStreamState
 from purerpc.grpclib.config import GRPCConfiguration
+from purerpc.grpclib.events import ResponseEnded
+from purerpc.grpclib.status import Status, StatusCode
+
+CONNECTION_LOST = "connection lost"
+
+
+class _ClientSocket(GRPCProtoSocket):  # type: ignore[misc]
+    def __init__(self, config: GRPCConfiguration, stream: anyio.abc.ByteStream) -> None:
+        super().__init__(config, stream)
+        self._end_reason = "the daemon closed the connection"
+        receive = self._socket.recv
+
+        async def recv(size: int) -> bytes:
+            try:
+                data: bytes = await receive(size)
+            except anyio.BrokenResourceError as error:
+                self._end_reason = describe_connection_error(error)
+                raise
+            return data
+
+        self._socket.recv = recv
+
+    async def _reader_thread(self) -> None:
+        try:
+            await super()._reader_thread()
+        finally:
+            status = Status(
+                StatusCode.UNAVAILABLE, status_message=f"{CONNECTION_LOST}: {self._end_reason}"
+            )
+            for stream_id, stream in list(self._streams.items()):
+                if stream.state in (GRPCStreamState.OPEN, GRPCStreamState.HALF_CLOSED_LOCAL):
+                    stream._incoming_events[0].send_nowait(ResponseEnded(stream_id, status))
 
 
 @dataclass(frozen=True)
@@ -31,10 +72,36 @@ class Channel:
 async def open_channel(host: str, port: int, ssl_context: ssl.SSLContext) -> AsyncIterator[Channel]:
     """Connect over TLS and speak gRPC; the connection is closed on exit.
 
-    Connection and handshake errors propagate as anyio/OSError/ssl exceptions.
+    Connection and handshake errors propagate as OSError, ssl.SSLError or
+    anyio.BrokenResourceError.
     """
     stream = await anyio.connect_tcp(
         host, port, ssl_context=ssl_context, tls=True, tls_standard_compatible=False
     )
-    async with stream, GRPCProtoSocket(GRPCConfiguration(client_side=True), stream) as grpc:
-        yield Channel(grpc, host, port)
+    try:
+        async with stream, _ClientSocket(GRPCConfiguration(client_side=True), stream) as grpc:
+            yield Channel(grpc, host, port)
+    except BaseExceptionGroup as group:
+        # purerpc's task groups wrap whatever the caller's block raised.
+        raise _single_exception(group) from None
+
+
+def _single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested single-member groups, else the group."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+def describe_connection_error(error: BaseException) -> str:
+    """A short human reason for a connection error: the TLS alert, the OS
+    error, or the error itself."""
+    if isinstance(error, ssl.SSLError):
+        return str(error.reason or error).lower().replace("_", " ")
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    cause = error.__cause__ or error.__context__
+    if cause is not None and cause is not error:
+        return describe_connection_error(cause)
+    return str(error) or type(error).__name__

@@ -157,6 +157,10 @@ class GrpcServer:
         while self.connections or self.requests:
             await self._counts_changed.park()
 
+    async def wait_until_requests_change(self) -> None:
+        """Return at the next change of the connection or request counts."""
+        await self._counts_changed.park()
+
     async def wait_for_requests(self, count: int) -> None:
         """Return once at least ``count`` request tasks run at the same time."""
         while self.requests < count:
