@@ -160,7 +160,6 @@ async def test_stop_with_grace_lets_the_job_handle_sigterm(daemon: Daemon) -> No
 
 
 async def test_stop_of_an_ended_job_returns_its_status_unchanged(daemon: Daemon) -> None:
-    status, _, _ = await run_to_end(daemon, "true")
     async with daemon.client() as rund:
         job_id = await rund.start(start_request("true"))
         await read_log(daemon, job_id)
