@@ -69,3 +69,11 @@ class RpcError(RundError):
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
+
+
+def sole_exception(error: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (as trio
+    nurseries and anyio task groups wrap what a block raised), else ``error``."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

@@ -122,6 +122,11 @@ class JobStatus(_message.Message):
     OUTPUT_BYTES_FIELD_NUMBER: _builtins.int
     OUTPUT_DROPPED_BYTES_FIELD_NUMBER: _builtins.int
     MEMORY_PEAK_FIELD_NUMBER: _builtins.int
+    OOM_KILLED_FIELD_NUMBER: _builtins.int
+    CPU_THROTTLED_PERIODS_FIELD_NUMBER: _builtins.int
+    CPU_THROTTLED_TIME_FIELD_NUMBER: _builtins.int
+    IO_READ_BYTES_FIELD_NUMBER: _builtins.int
+    IO_WRITE_BYTES_FIELD_NUMBER: _builtins.int
     stopped: _builtins.bool
     """a Stop request ended the job"""
     killed: _builtins.bool
@@ -141,7 +146,15 @@ class JobStatus(_message.Message):
     output_dropped_bytes: _builtins.int
     """output bytes dropped beyond the output cap"""
     memory_peak: _builtins.int
-    """peak memory in bytes, where known"""
+    """peak memory in bytes, where known (cgroup)"""
+    oom_killed: _builtins.bool
+    """the kernel's OOM killer ended a process of the job"""
+    cpu_throttled_periods: _builtins.int
+    """cpu.stat nr_throttled"""
+    io_read_bytes: _builtins.int
+    """io.stat rbytes, summed over devices"""
+    io_write_bytes: _builtins.int
+    """io.stat wbytes, summed over devices"""
     @_builtins.property
     def exit_code(self) -> _wrappers_pb2.UInt32Value:
         """unset while running or when killed"""
@@ -166,6 +179,10 @@ class JobStatus(_message.Message):
 
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def cpu_throttled_time(self) -> _duration_pb2.Duration:
+        """cpu.stat throttled_usec"""
+
     def __init__(
         self,
         *,
@@ -186,10 +203,15 @@ class JobStatus(_message.Message):
         output_bytes: _builtins.int = ...,
         output_dropped_bytes: _builtins.int = ...,
         memory_peak: _builtins.int = ...,
+        oom_killed: _builtins.bool = ...,
+        cpu_throttled_periods: _builtins.int = ...,
+        cpu_throttled_time: _duration_pb2.Duration | None = ...,
+        io_read_bytes: _builtins.int = ...,
+        io_write_bytes: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "exit_code", b"exit_code", "signal", b"signal", "started_at", b"started_at", "system_time", b"system_time", "user_time", b"user_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "signal", b"signal", "started_at", b"started_at", "system_time", b"system_time", "user_time", b"user_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "ended_at", b"ended_at", "exit_code", b"exit_code", "killed", b"killed", "memory_current", b"memory_current", "memory_peak", b"memory_peak", "name", b"name", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "pid", b"pid", "signal", b"signal", "signal_name", b"signal_name", "started_at", b"started_at", "state", b"state", "stopped", b"stopped", "system_time", b"system_time", "user_time", b"user_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cpu_throttled_periods", b"cpu_throttled_periods", "cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "io_read_bytes", b"io_read_bytes", "io_write_bytes", b"io_write_bytes", "killed", b"killed", "memory_current", b"memory_current", "memory_peak", b"memory_peak", "name", b"name", "oom_killed", b"oom_killed", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "pid", b"pid", "signal", b"signal", "signal_name", b"signal_name", "started_at", b"started_at", "state", b"state", "stopped", b"stopped", "system_time", b"system_time", "user_time", b"user_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from rund_trio.errors import RundError
+from rund_trio.errors import RundError, sole_exception
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.handler(args)
         return result
-    except RundError as error:
-        print(f"rund-trio: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as raised:
+        error = sole_exception(raised)
+        if isinstance(error, RundError):
+            print(f"rund-trio: {error}", file=sys.stderr)
+            return 1
+        if isinstance(error, KeyboardInterrupt):
+            return 130
+        raise

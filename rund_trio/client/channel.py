@@ -30,13 +30,18 @@ from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.events import ResponseEnded
 from purerpc.grpclib.status import Status, StatusCode
 
+from rund_trio.errors import sole_exception
+
 CONNECTION_LOST = "connection lost"
 
 
 class _ClientSocket(GRPCProtoSocket):  # type: ignore[misc]
     def __init__(self, config: GRPCConfiguration, stream: anyio.abc.ByteStream) -> None:
         super().__init__(config, stream)
-        self._end_reason = "the daemon closed the connection"
+        self._end_reason = (
+            "the daemon closed the connection (at once, it means the daemon refused this "
+            "client's certificate: check --cert and --key against the daemon's --ca)"
+        )
         receive = self._socket.recv
 
         async def recv(size: int) -> bytes:
@@ -83,15 +88,7 @@ async def open_channel(host: str, port: int, ssl_context: ssl.SSLContext) -> Asy
             yield Channel(grpc, host, port)
     except BaseExceptionGroup as group:
         # purerpc's task groups wrap whatever the caller's block raised.
-        raise _single_exception(group) from None
-
-
-def _single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception inside nested single-member groups, else the group."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error
+        raise sole_exception(group) from None
 
 
 def describe_connection_error(error: BaseException) -> str:

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from ulid import ULID
 
+from rund_trio.cgroups.limits import Limits
 from rund_trio.errors import InvalidRequest
 
 MAX_ARGV_BYTES = 1024 * 1024
 """Bound on a job's argv: the sum of each argument's UTF-8 length plus its
 terminating NUL. Linux refuses much beyond ~2 MiB of argv+environment anyway."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits of a job; ``None`` means unlimited."""
-
-    cpu_quota_us: int | None = None
-    """cpu.max quota in microseconds per 100000 µs period."""
-    memory_bytes: int | None = None
-    rbps: int | None = None
-    wbps: int | None = None
-    riops: int | None = None
-    wiops: int | None = None
-
-    def requested(self) -> list[str]:
-        """Names of the limits that are set."""
-        return [field.name for field in fields(self) if getattr(self, field.name) is not None]
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from typing import Protocol
 
 import trio
 
+from rund_trio.cgroups.limits import Limits
 from rund_trio.errors import FailedPrecondition, JobNotFound, PermissionDenied, Unsupported
-from rund_trio.jobs.spec import JobSpec, Limits, new_job_id
+from rund_trio.jobs.spec import JobSpec, new_job_id
 from rund_trio.jobs.state import JobRecord, JobSnapshot, OutputCounts, final_usage
 from rund_trio.jobs.termination import terminate
 from rund_trio.logs.follower import follow
@@ -43,7 +44,7 @@ cleanup before giving up on it (a process stuck in the kernel)."""
 class LimitPolicy(Protocol):
     """Decides whether this host can enforce a job's limits."""
 
-    def check(self, limits: Limits) -> None:
+    def check_limits(self, limits: Limits) -> None:
         """Raise ``Unsupported`` or ``InvalidRequest`` for limits that cannot
         be honoured as asked."""
         ...
@@ -52,8 +53,8 @@ class LimitPolicy(Protocol):
 class NoLimits:
     """The policy of a daemon without cgroup support: every limit is refused."""
 
-    def check(self, limits: Limits) -> None:
-        requested = limits.requested()
+    def check_limits(self, limits: Limits) -> None:
+        requested = [name for name, value in vars(limits).items() if value is not None]
         if requested:
             raise Unsupported(
                 "this daemon cannot enforce resource limits (no usable cgroup v2): "
@@ -161,7 +162,7 @@ class Supervisor:
                 "your certificate has no subject alternative name, so jobs started "
                 "with it could never be found again: use a certificate with a SAN"
             )
-        self._limits.check(spec.limits)
+        self._limits.check_limits(spec.limits)
         if self._nursery is None:
             raise FailedPrecondition("the daemon is shutting down")
         job: Job = await self._nursery.start(self._run_job, spec, owner)
@@ -207,7 +208,9 @@ class Supervisor:
             ) from None
         try:
             env = {**self._config.job_env, "RUND_JOB_ID": job_id}
-            process = await self._spawner.spawn(ProcessSpec(argv=spec.argv, env=env))
+            process = await self._spawner.spawn(
+                ProcessSpec(argv=spec.argv, env=env, job_id=job_id, limits=spec.limits)
+            )
         except BaseException:
             journal.remove()
             raise
@@ -240,5 +243,6 @@ class Supervisor:
         return await terminate(job.process, job.stop_grace)
 
     def _finish(self, job: Job, exit_status: ExitStatus) -> None:
-        job.record.finish(exit_status, final_usage(exit_status, ResourceUsage()), self._now())
+        last_seen = job.process.usage()
+        job.record.finish(exit_status, final_usage(exit_status, last_seen), self._now())
         job.exited.set()

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import trio
 
+from rund_trio.cgroups.limits import Limits
+
 
 @dataclass(frozen=True)
 class ProcessSpec:
@@ -26,6 +28,12 @@ class ProcessSpec:
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    job_id: str = ""
+    """The job's ULID: names its cgroup and its hostname."""
+    limits: Limits = Limits()
+    cgroup_dir: str | None = None
+    """A cgroup the process must be in before its program runs (set by
+    ``CgroupSpawner`` for the spawner it wraps)."""
 
 
 @dataclass(frozen=True)
@@ -44,12 +52,18 @@ class ExitStatus:
 
 @dataclass(frozen=True)
 class ResourceUsage:
-    """A running process's resource use as far as the process layer can see it."""
+    """A job's resource use as far as the process layer can see it: the whole
+    cgroup where the job has one, else its main process."""
 
     user_time: float = 0.0
     system_time: float = 0.0
     memory_current: int = 0
     memory_peak: int = 0
+    oom_kills: int = 0
+    cpu_throttled_periods: int = 0
+    cpu_throttled_time: float = 0.0
+    io_read_bytes: int = 0
+    io_write_bytes: int = 0
 
 
 class JobProcess(Protocol):

@@ -135,6 +135,8 @@ class PosixSpawner:
     async def spawn(self, spec: ProcessSpec) -> PosixProcess:
         if spec.cwd is not None:
             raise Unsupported("this spawner cannot set a job's working directory")
+        if spec.cgroup_dir is not None:
+            raise Unsupported("this spawner cannot place a job in a cgroup before it runs")
         stdout_r, stdout_w = open_output_pipe()
         stderr_r, stderr_w = open_output_pipe()
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)

@@ -6,8 +6,8 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from rund_trio.api import rund_pb2 as pb
+from rund_trio.cgroups.limits import Limits
 from rund_trio.errors import InvalidRequest
-from rund_trio.jobs.spec import Limits
 from rund_trio.jobs.state import JobSnapshot, JobState
 
 MAX_GRACE_SECONDS = 3600.0
@@ -22,10 +22,10 @@ _STATES = {
 _LIMIT_FIELDS = {
     "max_cpu_bandwidth": "cpu_quota_us",
     "max_memory_usage": "memory_bytes",
-    "max_rbps": "rbps",
-    "max_wbps": "wbps",
-    "max_riops": "riops",
-    "max_wiops": "wiops",
+    "max_rbps": "io_rbps",
+    "max_wbps": "io_wbps",
+    "max_riops": "io_riops",
+    "max_wiops": "io_wiops",
 }
 
 
@@ -73,6 +73,11 @@ def status_to_proto(snapshot: JobSnapshot) -> pb.JobStatus:
         output_bytes=snapshot.output.recorded_bytes,
         output_dropped_bytes=snapshot.output.dropped_bytes,
         memory_peak=snapshot.usage.memory_peak,
+        oom_killed=snapshot.usage.oom_kills > 0,
+        cpu_throttled_periods=snapshot.usage.cpu_throttled_periods,
+        cpu_throttled_time=_duration(snapshot.usage.cpu_throttled_time),
+        io_read_bytes=snapshot.usage.io_read_bytes,
+        io_write_bytes=snapshot.usage.io_write_bytes,
     )
     if snapshot.exit_code is not None:
         status.exit_code.value = snapshot.exit_code

@@ -11,8 +11,9 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+from rund_trio.cgroups.limits import Limits
 from rund_trio.errors import JobNotFound, PermissionDenied, SpawnError, Unsupported
-from rund_trio.jobs.spec import JobSpec, Limits
+from rund_trio.jobs.spec import JobSpec
 from rund_trio.jobs.state import JobState
 from rund_trio.jobs.supervisor import Job, Supervisor, SupervisorConfig
 from rund_trio.logs.journal import Piece, Stream

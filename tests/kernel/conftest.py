@@ -1,0 +1,98 @@
+"""The kernel tier: tests that need a real cgroup v2 kernel with every controller.
+
+``scripts/test-kernel.sh`` runs them inside a virtme-ng VM with
+``RUND_KERNEL_TIER=1``; there a missing requirement *fails* the test. Anywhere
+else (the normal host suite) the same tests are skipped, so collecting them is
+harmless.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from rund_trio.cgroups.devices import IoDevice, parse_io_device
+from rund_trio.cgroups.discovery import read_controllers, read_location
+from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
+
+REQUIRED_CONTROLLERS = {"cpu", "memory", "io", "pids"}
+CGROUP2 = Path("/sys/fs/cgroup")
+DISK = Path("/dev/vda")
+PIDS_MAX = 32
+
+
+def in_kernel_tier() -> bool:
+    return os.environ.get("RUND_KERNEL_TIER") == "1"
+
+
+def require(ok: bool, reason: str) -> None:
+    """Skip the test when ``ok`` is false, or fail it inside the kernel tier."""
+    if ok:
+        return
+    if in_kernel_tier():
+        pytest.fail(f"kernel tier requirement not met: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def kernel_problem() -> str | None:
+    """Why this machine cannot run the kernel tier, or None."""
+    if os.geteuid() != 0:
+        return "needs root"
+    loc = read_location()
+    if loc is None:
+        return "no cgroup v2 hierarchy"
+    if loc.mount.mount_point != CGROUP2:
+        return f"cgroup2 is mounted at {loc.mount.mount_point}, not {CGROUP2} (a v1/v2 hybrid)"
+    missing = REQUIRED_CONTROLLERS - read_controllers(CGROUP2)
+    if missing:
+        return "cgroup2 lacks the controllers " + " ".join(sorted(missing))
+    return None
+
+
+def has_disk() -> bool:
+    return DISK.exists() and stat.S_ISBLK(DISK.stat().st_mode)
+
+
+@pytest.fixture
+def disk() -> tuple[Path, IoDevice]:
+    """The VM's scratch disk (``--disk``) for io.max tests: its path and number."""
+    require(has_disk(), f"{DISK} is not a block device (the VM has no --disk)")
+    return DISK, parse_io_device(str(DISK))
+
+
+@pytest.fixture(autouse=True)
+def _kernel_only() -> None:
+    problem = kernel_problem()
+    require(problem is None, problem or "")
+
+
+_counter = iter(range(10**6))
+
+
+@pytest.fixture
+def subtree_root() -> Iterator[Path]:
+    """A fresh, empty directory for one test's subtree: /sys/fs/cgroup/kt-<n>."""
+    root = CGROUP2 / f"kt-{os.getpid()}-{next(_counter)}"
+    yield root
+    for sub, dirs, _files in os.walk(root, topdown=False):
+        for d in dirs:
+            os.rmdir(os.path.join(sub, d))
+    if root.exists():
+        os.rmdir(root)
+
+
+@pytest.fixture
+async def tree(subtree_root: Path) -> AsyncIterator[CgroupTree]:
+    """A CgroupTree on the real kernel; every leaf is killed and removed afterwards."""
+    devices = (parse_io_device(str(DISK)),) if has_disk() else ()
+    t = CgroupTree.discover(CgroupOptions(root=subtree_root, io_devices=devices, pids_max=PIDS_MAX))
+    assert t.controllers == REQUIRED_CONTROLLERS, t.describe()
+    try:
+        yield t
+    finally:
+        await t.remove_all()
+        t.close()
