@@ -15,6 +15,8 @@ setup:
     test -x {{python}} || python3 -m venv {{venv}}
     {{python}} -m pip install -q --disable-pip-version-check -e '.[dev]'
     test -f tls/ca.pem || {{venv}}/bin/rund-trio certs --out tls
+    # busybox-static: the root filesystems of the isolation tests
+    test -x /bin/busybox || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null)
 
 # start a daemon, run a job, follow its log, show its status, stop it, stop the daemon
 demo: setup
@@ -27,6 +29,10 @@ serve *ARGS: setup
 # the whole test suite: lint, type checks, unit, integration and CLI tests
 test: setup lint
     {{python}} -m pytest -q
+
+# the kernel tier: boot Debian's kernel under virtme-ng (no KVM) and run tests/kernel in it
+test-kernel *ARGS: setup
+    scripts/test-kernel.sh {{ARGS}}
 
 # ruff and mypy
 lint: setup

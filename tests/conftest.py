@@ -3,6 +3,7 @@ client identities, and a real daemon on loopback."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from rund_trio.cgroups.discovery import read_location
+from rund_trio.cgroups.tree import CgroupOptions
 from rund_trio.client.api import RundClient
-from rund_trio.process.posix import PosixSpawner
 from rund_trio.server.app import RunningDaemon, ServeConfig, serve
 from rund_trio.server.transport import TransportConfig
 from rund_trio.tls.certs import ClientSpec, PkiFiles, generate_pki
@@ -59,6 +61,15 @@ def pki_p384(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     )
 
 
+def private_cgroup_root() -> Path | None:
+    """A cgroup subtree of its own for one test daemon, beside the default one,
+    so test daemons never contend with each other or with a real daemon."""
+    location = read_location()
+    if location is None:
+        return None
+    return location.path / f"rund-trio-test-{secrets.token_hex(6)}"
+
+
 @dataclass
 class Daemon:
     running: RunningDaemon
@@ -86,10 +97,13 @@ async def start_daemon(
         tls=pki.server_tls(),
         addr="127.0.0.1:0",
         state_dir=tmp_path / "state",
-        output_linger=0.5,
-        **overrides,  # type: ignore[arg-type]
+        **{  # type: ignore[arg-type]
+            "output_linger": 0.5,
+            "cgroups": CgroupOptions(root=private_cgroup_root()),
+            **overrides,
+        },
     )
-    running: RunningDaemon = await nursery.start(serve, config, PosixSpawner())
+    running: RunningDaemon = await nursery.start(serve, config)
     return Daemon(running, pki)
 
 

@@ -59,7 +59,6 @@ class FakeProcess:
                 signal=signum,
                 user_time=0.5,
                 system_time=0.25,
-                max_rss=8192,
             )
             self._ended.set()
 

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,6 +240,36 @@ class CgroupTree:
         parts.append("controllers " + (" ".join(sorted(self.controllers)) or "none"))
         parts.extend(f"no {c}: {r}" for c, r in sorted(self.reasons.items()))
         return "; ".join(parts)
+
+    @contextmanager
+    def claimed(self) -> Iterator[None]:
+        """Hold the subtree for this daemon alone while the block runs.
+
+        Two daemons sharing a subtree would kill each other's jobs as stale
+        (and remove each other's leaves at shutdown), so the subtree directory
+        is flock()ed; a second daemon gets ``ConfigError``. The lock dies with
+        the daemon, so a crashed one never blocks its successor. On exit the
+        subtree directory is removed if it is empty by then.
+        """
+        if self.path is None:
+            yield
+            return
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(
+                    f"another rund-trio daemon uses the cgroup subtree {self.path}: "
+                    "give each daemon its own --cgroup-root"
+                ) from None
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    self.fs.rmdir(self.path)
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------- the leaves
 

@@ -52,6 +52,42 @@ def add_parser(subparsers: Any) -> None:
         metavar="SECONDS",
         help="seconds a client has to complete the TLS handshake (default: %(default)s)",
     )
+    cgroups = parser.add_argument_group("resource control (cgroup v2)")
+    cgroups.add_argument(
+        "--cgroup-root",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the cgroup v2 directory for job cgroups (default: rund-trio below the "
+        "daemon's own cgroup); one daemon per directory",
+    )
+    cgroups.add_argument(
+        "--io-device",
+        action="append",
+        default=[],
+        metavar="DEV",
+        help="block device io limits apply to, as MAJ:MIN or /dev/NAME; repeatable "
+        "(default: the machine's whole disks)",
+    )
+    cgroups.add_argument(
+        "--pids-max",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="most processes a job may have, so a fork bomb stays inside it "
+        "(default: %(default)s; 0 for no cap)",
+    )
+    cgroups.add_argument(
+        "--no-cgroups",
+        action="store_true",
+        help="do not put jobs in cgroups (every resource limit is then refused)",
+    )
+    isolation = parser.add_argument_group("isolation")
+    isolation.add_argument(
+        "--no-namespaces",
+        action="store_true",
+        help="run jobs in the daemon's namespaces instead of new PID, mount, UTS and IPC ones",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.set_defaults(handler=run)
 
@@ -62,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
 
     import trio
 
-    from rund_trio.process.posix import PosixSpawner
+    from rund_trio.cgroups.devices import parse_io_device
+    from rund_trio.cgroups.tree import CgroupOptions
+    from rund_trio.isolation.spec import Isolation
     from rund_trio.server.app import ServeConfig, serve
     from rund_trio.server.transport import TransportConfig
 
@@ -76,12 +114,20 @@ def run(args: argparse.Namespace) -> int:
         output_cap=args.output_cap,
         shutdown_grace=args.shutdown_grace,
         transport=TransportConfig(handshake_timeout=args.handshake_timeout),
+        cgroups=None
+        if args.no_cgroups
+        else CgroupOptions(
+            root=args.cgroup_root,
+            io_devices=tuple(parse_io_device(device) for device in args.io_device) or None,
+            pids_max=args.pids_max or None,
+        ),
+        isolation=Isolation.none() if args.no_namespaces else Isolation(),
     )
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                await nursery.start(serve, config, PosixSpawner())
+                await nursery.start(serve, config)
                 async for signum in signals:
                     logging.getLogger("rund_trio").info(
                         "%s: shutting down", signal.Signals(signum).name

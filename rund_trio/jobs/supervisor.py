@@ -97,6 +97,10 @@ class Job:
         self.process = process
         self.journal = journal
         self.exited = trio.Event()
+        """Set once the job's main process is reaped and its status final."""
+        self.done = trio.Event()
+        """Set once nothing of the job is left: its tree is dead, its cgroup
+        removed, its output complete."""
         self.stop_grace = 0.0
         self.wait_scope = trio.CancelScope()
 
@@ -180,14 +184,14 @@ class Supervisor:
     async def stop(self, job: Job, grace: float = 0.0) -> JobSnapshot:
         """End ``job``'s whole tree and return its final status.
 
-        A job that already ended keeps its status unchanged. Returns once the
-        main process is reaped; if the caller is cancelled meanwhile, the job is
-        still stopped.
+        A job that already ended keeps its status unchanged. Returns once
+        nothing of the job is left (``Job.done``); if the caller is cancelled
+        meanwhile, the job is still stopped.
         """
         if job.record.request_stop():
             job.stop_grace = max(0.0, grace)
             job.wait_scope.cancel()
-        await job.exited.wait()
+        await job.done.wait()
         return job.snapshot()
 
     def follow(self, job: Job) -> AsyncGenerator[Piece, None]:
@@ -233,9 +237,11 @@ class Supervisor:
                 if record_.running:
                     with trio.move_on_after(KILL_TIMEOUT):
                         self._finish(job, await terminate(process, self._config.shutdown_grace))
-                await process.aclose()
+                with trio.move_on_after(KILL_TIMEOUT):
+                    await process.aclose()
                 journal.close()
                 job.exited.set()
+                job.done.set()
 
     async def _wait_or_stop(self, job: Job) -> ExitStatus:
         with job.wait_scope:

@@ -15,6 +15,7 @@ from typing import Protocol
 import trio
 
 from rund_trio.cgroups.limits import Limits
+from rund_trio.isolation.spec import Isolation
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class ProcessSpec:
     job_id: str = ""
     """The job's ULID: names its cgroup and its hostname."""
     limits: Limits = Limits()
+    isolation: Isolation | None = None
+    """Namespaces, root filesystem and credentials; None: the spawner's default."""
     cgroup_dir: str | None = None
     """A cgroup the process must be in before its program runs (set by
     ``CgroupSpawner`` for the spawner it wraps)."""
@@ -46,8 +49,6 @@ class ExitStatus:
     """CPU seconds in user mode, the process and its reaped descendants."""
     system_time: float = 0.0
     """CPU seconds in kernel mode, the process and its reaped descendants."""
-    max_rss: int = 0
-    """Peak resident set size in bytes, where known."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import resource
 import signal
@@ -13,37 +12,14 @@ import signal
 import trio
 
 from rund_trio.errors import SpawnError, Unsupported
+from rund_trio.isolation.spec import Isolation
 from rund_trio.process.base import ExitStatus, ProcessSpec, ResourceUsage
 from rund_trio.process.path import resolve_program
+from rund_trio.process.pidfd import ChildWaiter
+from rund_trio.process.pipes import open_output_pipe
 
-PIPE_SIZE = 1024 * 1024
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE_SIZE = resource.getpagesize()
-
-
-def open_output_pipe() -> tuple[int, int]:
-    """A close-on-exec pipe for a job's output, enlarged so fast writers block
-    less often. Returns (read end, write end)."""
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    # Above /proc/sys/fs/pipe-max-size for an unprivileged daemon: keep the default.
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-    return read_end, write_end
-
-
-def exit_status_from_wait(wait_status: int, rusage: resource.struct_rusage) -> ExitStatus:
-    """Translate ``wait4``'s status and resource usage."""
-    if os.WIFSIGNALED(wait_status):
-        exit_code, signum = None, os.WTERMSIG(wait_status)
-    else:
-        exit_code, signum = os.WEXITSTATUS(wait_status), None
-    return ExitStatus(
-        exit_code=exit_code,
-        signal=signum,
-        user_time=rusage.ru_utime,
-        system_time=rusage.ru_stime,
-        max_rss=rusage.ru_maxrss * 1024,
-    )
 
 
 def read_proc_usage(pid: int) -> ResourceUsage:
@@ -68,23 +44,19 @@ def read_proc_usage(pid: int) -> ResourceUsage:
 class PosixProcess:
     """A job started by ``PosixSpawner``: the leader of its own session.
 
-    Its end is watched through a pidfd (no threads, no polling). When the
-    leader ends, what is left of its process group is killed before the leader
-    is reaped, while the zombie still pins the group id, so a signal can never
-    reach a stranger that reused the id.
+    When the leader ends, what is left of its process group is killed before
+    the leader is reaped, while the zombie still pins the group id, so a signal
+    can never reach a stranger that reused the id.
     """
 
     def __init__(self, pid: int, stdout_fd: int, stderr_fd: int) -> None:
-        self._pid = pid
-        self._pidfd: int | None = os.pidfd_open(pid)
+        self._waiter = ChildWaiter(pid)
         self._stdout = trio.lowlevel.FdStream(stdout_fd)
         self._stderr = trio.lowlevel.FdStream(stderr_fd)
-        self._status: ExitStatus | None = None
-        self._wait_lock = trio.Lock()
 
     @property
     def pid(self) -> int:
-        return self._pid
+        return self._waiter.pid
 
     @property
     def stdout(self) -> trio.abc.ReceiveStream:
@@ -95,36 +67,23 @@ class PosixProcess:
         return self._stderr
 
     async def wait(self) -> ExitStatus:
-        async with self._wait_lock:
-            while self._status is None:
-                assert self._pidfd is not None
-                await trio.lowlevel.wait_readable(self._pidfd)
-                # The leader is a zombie now: end the rest of its group first.
-                self._kill_group(signal.SIGKILL)
-                pid, wait_status, rusage = os.wait4(self._pid, os.WNOHANG)
-                if pid:
-                    self._status = exit_status_from_wait(wait_status, rusage)
-                    os.close(self._pidfd)
-                    self._pidfd = None
-            return self._status
+        return await self._waiter.wait(before_reap=lambda: self._kill_group(signal.SIGKILL))
 
     def _kill_group(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._pid, signum)
+            os.killpg(self.pid, signum)
 
     def signal_tree(self, signum: int) -> None:
-        if self._status is None:
+        if self._waiter.status is None:
             self._kill_group(signum)
 
     def usage(self) -> ResourceUsage:
-        return read_proc_usage(self._pid) if self._status is None else ResourceUsage()
+        return read_proc_usage(self.pid) if self._waiter.status is None else ResourceUsage()
 
     async def aclose(self) -> None:
         await self._stdout.aclose()
         await self._stderr.aclose()
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
+        self._waiter.close()
 
 
 class PosixSpawner:
@@ -137,6 +96,8 @@ class PosixSpawner:
             raise Unsupported("this spawner cannot set a job's working directory")
         if spec.cgroup_dir is not None:
             raise Unsupported("this spawner cannot place a job in a cgroup before it runs")
+        if spec.isolation is not None and spec.isolation != Isolation.none():
+            raise Unsupported("this spawner cannot isolate a job")
         stdout_r, stdout_w = open_output_pipe()
         stderr_r, stderr_w = open_output_pipe()
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)

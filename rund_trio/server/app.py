@@ -6,8 +6,8 @@ import logging
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +15,14 @@ import anyio
 import anyio.abc
 import trio
 
+from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
 from rund_trio.errors import ConfigError
-from rund_trio.jobs.supervisor import Supervisor, SupervisorConfig
+from rund_trio.isolation.spec import Isolation
+from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.process.base import Spawner
+from rund_trio.process.cgrouped import CgroupSpawner
+from rund_trio.process.helper import HelperSpawner
+from rund_trio.process.posix import PosixSpawner
 from rund_trio.server.address import parse_address
 from rund_trio.server.service import JobControllerService
 from rund_trio.server.transport import GrpcServer, TransportConfig
@@ -37,6 +42,10 @@ class ServeConfig:
     output_linger: float = 2.0
     shutdown_grace: float = 0.0
     transport: TransportConfig = field(default_factory=TransportConfig)
+    cgroups: CgroupOptions | None = field(default_factory=CgroupOptions)
+    """None: do not use cgroups at all (every limit is then refused)."""
+    isolation: Isolation = field(default_factory=Isolation)
+    """How jobs are contained by default: new PID, mount, UTS and IPC namespaces."""
 
 
 @dataclass(frozen=True)
@@ -95,37 +104,79 @@ def state_directory(path: Path | None) -> Iterator[Path]:
     yield path
 
 
+def make_spawner(isolation: Isolation, tree: CgroupTree | None) -> Spawner:
+    """The cheapest spawner that can contain jobs as configured: plain
+    ``posix_spawn`` when there is nothing to set up before the program runs,
+    the ``execute`` helper otherwise; wrapped to give each job its own cgroup
+    where the host has a usable cgroup v2 hierarchy."""
+    cgrouped = tree is not None and tree.enabled
+    inner: Spawner
+    if isolation == Isolation.none() and not cgrouped:
+        inner = PosixSpawner()
+    else:
+        inner = HelperSpawner(isolation)
+    return CgroupSpawner(inner, tree) if tree is not None and cgrouped else inner
+
+
+@asynccontextmanager
+async def job_cgroups(options: CgroupOptions | None) -> AsyncIterator[CgroupTree | None]:
+    """The daemon's cgroup subtree, claimed for this daemon alone, with the
+    leaves a crashed predecessor left killed and removed; on exit every job
+    leaf is killed and removed."""
+    if options is None:
+        yield None
+        return
+    tree = CgroupTree.discover(options)
+    try:
+        with tree.claimed():
+            stale = await tree.cleanup_stale()
+            if stale:
+                log.warning("removed %d job cgroups left by an earlier daemon", len(stale))
+            try:
+                yield tree
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(KILL_TIMEOUT):
+                    await tree.remove_all()
+    finally:
+        tree.close()
+
+
 async def serve(
     config: ServeConfig,
-    spawner: Spawner,
     *,
     task_status: trio.TaskStatus[RunningDaemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the daemon until cancelled.
 
-    Start-up errors (certificate files, the address) raise ``ConfigError``
-    before anything is served. On cancellation the listener closes, every
-    connection and log stream ends, every job's process tree is killed and
-    reaped, and the job output files are removed, before this returns.
+    Start-up errors (certificate files, the address, the cgroup subtree) raise
+    ``ConfigError`` before anything is served. On cancellation the listener
+    closes, every connection and log stream ends, every job's process tree is
+    killed and reaped, its cgroup removed, and the job output files are
+    removed, before this returns.
     """
     ssl_context = config.tls.server_context()
+    config.isolation.validate()
     listener = await open_listener(config.addr)
     addresses = listening_addresses(listener)
-    with state_directory(config.state_dir) as state_dir:
-        supervisor = Supervisor(
-            spawner,
-            SupervisorConfig(
-                state_dir=state_dir,
-                output_cap=config.output_cap,
-                output_linger=config.output_linger,
-                shutdown_grace=config.shutdown_grace,
-            ),
-        )
-        server = GrpcServer(
-            [JobControllerService(supervisor).service], ssl_context, config.transport
-        )
-        async with trio.open_nursery() as nursery:
-            await nursery.start(supervisor.run)
-            nursery.start_soon(server.serve, listener)
-            log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
-            task_status.started(RunningDaemon(addresses, supervisor, server, state_dir))
+    async with listener, job_cgroups(config.cgroups) as tree:
+        with state_directory(config.state_dir) as state_dir:
+            supervisor = Supervisor(
+                make_spawner(config.isolation, tree),
+                SupervisorConfig(
+                    state_dir=state_dir,
+                    output_cap=config.output_cap,
+                    output_linger=config.output_linger,
+                    shutdown_grace=config.shutdown_grace,
+                ),
+                limits=tree,
+            )
+            server = GrpcServer(
+                [JobControllerService(supervisor).service], ssl_context, config.transport
+            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(supervisor.run)
+                nursery.start_soon(server.serve, listener)
+                if tree is not None:
+                    log.info("%s", tree.describe())
+                log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
+                task_status.started(RunningDaemon(addresses, supervisor, server, state_dir))

@@ -167,10 +167,9 @@ class GrpcServer:
             await self._counts_changed.park()
 
     async def serve(self, listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
-        """Accept connections until cancelled; cancellation closes the listener
-        and ends every connection and request task."""
-        async with listener:
-            await listener.serve(self._handle_connection)
+        """Accept connections until cancelled; cancellation ends every
+        connection and request task. The caller owns (and closes) the listener."""
+        await listener.serve(self._handle_connection)
 
     async def _handle_connection(self, tcp: anyio.abc.SocketStream) -> None:
         self.connections += 1

@@ -19,6 +19,8 @@ from typing import IO
 
 import pytest
 
+from tests.conftest import private_cgroup_root
+
 RUND = shutil.which("rund-trio", path=str(Path(sys.executable).parent))
 assert RUND is not None, "the rund-trio script is not installed next to the Python running pytest"
 
@@ -156,10 +158,12 @@ def spawn_daemon(
     """``rund-trio serve --addr 127.0.0.1:PORT ARGS`` on a free port, returned
     once it logs "listening on"; retried when another process took the port."""
     output: list[str] = []
+    cgroup_root = private_cgroup_root()
+    cgroup_args = ["--cgroup-root", str(cgroup_root)] if cgroup_root else []
     for _ in range(5):
         port = unused_port()
         process = subprocess.Popen(
-            [RUND, "serve", "--addr", f"127.0.0.1:{port}", *map(str, args)],
+            [RUND, "serve", "--addr", f"127.0.0.1:{port}", *cgroup_args, *map(str, args)],
             cwd=cwd,
             env=clean_env() if env is None else env,
             stdin=subprocess.DEVNULL,

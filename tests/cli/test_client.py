@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -163,19 +164,40 @@ async def test_log_interrupted_with_sigint_exits_130_without_a_traceback(alice: 
 
 
 async def test_run_interrupted_with_sigint_stops_the_job(alice: Client) -> None:
+    # Inside its PID namespace the job cannot tell its host pid: find it by a
+    # unique command line instead.
+    marker = str(secrets.randbelow(10**9) + 10**9)
+    argv = alice.argv("run", "--", "sh", "-c", f"echo ready; exec sleep {marker}")
     with trio.fail_after(15):
-        async with process(alice.argv("run", "--", "sh", "-c", "echo $$; exec sleep 1000")) as run:
+        async with process(argv) as run:
             assert run.stdout is not None and run.stderr is not None
-            out = bytearray()
-            await read_until(run.stdout, out, b"\n")
-            pid = int(out)
-            assert not process_is_gone(pid)
+            await read_until(run.stdout, bytearray(), b"ready\n")
+            assert live_processes_with_cmdline(b"sleep\0" + marker.encode() + b"\0")
             run.send_signal(signal.SIGINT)
             stderr = await read_to_end(run.stderr)
             code = await run.wait()
-    assert process_is_gone(pid), "the job is stopped before run exits"
+    assert not live_processes_with_cmdline(b"sleep\0" + marker.encode() + b"\0"), (
+        "the job is stopped before run exits"
+    )
     assert b"Traceback" not in stderr
     assert code == 128 + signal.SIGKILL  # run exits with the stopped job's status
+
+
+def live_processes_with_cmdline(cmdline: bytes) -> list[int]:
+    """Host pids of the live (not zombie) processes whose command line is ``cmdline``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                if file.read() != cmdline:
+                    continue
+        except OSError:
+            continue
+        if not process_is_gone(int(entry)):
+            found.append(int(entry))
+    return found
 
 
 def test_run_exits_with_the_jobs_exit_code(alice: Client) -> None:

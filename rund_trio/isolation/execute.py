@@ -1,0 +1,382 @@
+"""``rund-trio execute``: set up a job's process, then exec the job's program.
+
+The daemon starts this helper (``HelperSpawner``) in a new session with the
+job's output pipes as stdout/stderr and two more fds (formats in
+``rund_trio.isolation.wire``): the spec fd, read to its end and closed, and
+the status fd, made close-on-exec at once. The helper then
+
+1. joins the job's cgroup (``cgroup_dir``), before anything can fork;
+2. ``unshare``\\ s the requested namespaces;
+3. with a PID namespace, forks the namespace's PID 1 (``rund-init``, below);
+4. in the job's namespaces: makes ``/`` recursively private, mounts a fresh
+   /proc (or enters ``rootfs``), a fresh /sys with an isolated network, sets the
+   host name, brings ``lo`` up;
+5. drops to ``uid``/``gid``, changes to ``cwd``, restores default signal
+   dispositions, and execs ``argv`` (looked up in the job's own ``PATH``).
+
+Any failure before the exec writes ``<errno> <step> <message>`` to the status
+fd and exits with ``EXIT_SETUP_FAILED``; a successful exec closes the status fd
+(close-on-exec), which the daemon reads as "running".
+
+**PID namespace.** The job's program is not PID 1 of its namespace but PID 2,
+under ``rund-init``, a fork of this helper that does what a container init
+(tini, ``docker --init``) does: reap orphans, and end the namespace as soon as
+the job's program ends (the kernel then kills everything left in it). PID 1 is
+immune to every signal it has no handler for, even ones sent from outside the
+namespace, except SIGKILL; a program run as PID 1 would survive SIGTERM from
+the daemon and ``kill $$`` from itself. Under ``rund-init`` signals reach the
+job's processes as they would without isolation. The helper itself stays as the
+parent of ``rund-init``, ignoring the signals the daemon sends to the job's
+process group, and finally reproduces the job's end: it exits with the job's
+exit code, or kills itself with the signal that killed the job (default
+disposition, no core dump). ``rund-init`` hands the job's wait status up
+through a pipe because, being a PID 1, it cannot die of a signal itself.
+
+Only built-in and frozen modules are imported (``ctypes`` too when namespaces
+are asked for): the interpreter start is most of this helper's cost.
+"""
+
+from __future__ import annotations
+
+import _signal  # type: ignore[import-not-found]  # ``signal`` would import enum
+import posix
+import sys
+
+from rund_trio.isolation import wire
+
+TYPE_CHECKING = False  # typing itself costs the helper an import
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
+_EINVAL = 22
+_ENOENT = 2
+_EACCES = 13
+_KEEP_SEARCHING = frozenset({2, 20, 19, 110, 116})  # ENOENT ENOTDIR ENODEV ETIMEDOUT ESTALE
+_DEFAULT_PATH = "/bin:/usr/bin"  # the C library's, when the job's env has no PATH
+_SIGKILL = 9
+_SIGSTOP = 19
+_SIGCHLD = 17
+_SIGCONT = 18
+_SYNCHRONOUS = frozenset({4, 5, 7, 8, 11, 31})  # ILL TRAP BUS FPE SEGV SYS
+
+
+class SetupFailed(Exception):
+    """A setup step failed before the job's program ran."""
+
+    def __init__(self, step: str, errno: int, message: str) -> None:
+        super().__init__(step, errno, message)
+        self.step = step
+        self.errno = errno
+        self.message = message
+
+
+def _step(step: str, function: Callable[..., T], *args: object) -> T:
+    """Run one setup step, turning its ``OSError`` into ``SetupFailed``."""
+    try:
+        return function(*args)
+    except OSError as error:
+        message = error.strerror or str(error)
+        if error.filename is not None:
+            name = error.filename
+            if isinstance(name, bytes):
+                name = name.decode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+            message += f": {name!r}"
+        raise SetupFailed(step, error.errno or _EINVAL, message) from None
+
+
+def _report(status_fd: int, failure: SetupFailed) -> None:
+    try:  # noqa: SIM105 (contextlib costs the helper an import)
+        posix.write(status_fd, wire.encode_status(failure.errno, failure.step, failure.message))
+    except OSError:
+        pass  # the daemon is gone: nobody to tell
+
+
+def _read_spec(spec_fd: int) -> dict[str, object]:
+    chunks = []
+    while chunk := posix.read(spec_fd, 1 << 16):
+        chunks.append(chunk)
+    posix.close(spec_fd)
+    try:
+        return wire.decode_spec(b"".join(chunks))
+    except wire.WireError as error:
+        raise SetupFailed("spec", _EINVAL, str(error)) from None
+
+
+def _join_cgroup(cgroup_dir: str) -> None:
+    fd = posix.open(cgroup_dir.rstrip("/") + "/cgroup.procs", posix.O_WRONLY | posix.O_CLOEXEC)
+    try:
+        posix.write(fd, b"0")
+    finally:
+        posix.close(fd)
+
+
+def _catchable_signals() -> list[int]:
+    return [s for s in range(1, 65) if s not in (_SIGKILL, _SIGSTOP, 32, 33)]
+
+
+def _ignore_group_signals() -> None:
+    """Survive what the daemon sends the job's process group (not SIGKILL)."""
+    for signum in _catchable_signals():
+        if signum not in _SYNCHRONOUS and signum not in (_SIGCHLD, _SIGCONT):
+            _signal.signal(signum, _signal.SIG_IGN)
+
+
+def _default_signals() -> None:
+    """What a freshly started program expects: every signal at its default
+    disposition (Python ignores SIGPIPE and SIGXFSZ) and none blocked."""
+    for signum in _catchable_signals():
+        try:  # noqa: SIM105 (contextlib costs the helper an import)
+            _signal.signal(signum, _signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+
+
+def _setup_namespaces(record: dict[str, object]) -> None:
+    """Step 4, in the process whose namespaces are the job's."""
+    from rund_trio.isolation import linux
+
+    ns: dict[str, bool] = record["namespaces"]  # type: ignore[assignment]
+    if ns["mount"]:
+        _step("mount-private", linux.mount, None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        rootfs = record["rootfs"]
+        if isinstance(rootfs, str):
+            from rund_trio.isolation.rootfs import SetupError, enter_rootfs
+
+            try:
+                enter_rootfs(rootfs)
+            except SetupError as error:
+                raise SetupFailed(
+                    error.step, error.error.errno or _EINVAL, error.error.strerror or str(error)
+                ) from None
+        else:
+            if ns["pid"]:
+                flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+                _step("mount-proc", linux.mount, "proc", "/proc", "proc", flags)
+            if ns["net"]:
+                _step("mount-sys", _fresh_sysfs)
+    hostname = record["hostname"]
+    if isinstance(hostname, str):
+        _step("hostname", linux.sethostname, hostname)
+    if ns["net"]:
+        _step("net-lo", linux.interface_up, "lo")
+
+
+def _fresh_sysfs() -> None:
+    """A sysfs of the new network namespace on /sys (so /sys/class/net shows
+    only its interfaces), with the host's cgroup mount carried over."""
+    from rund_trio.isolation import linux
+
+    try:
+        cgroup: int | None = linux.clone_mount("/sys/fs/cgroup")
+    except OSError:
+        cgroup = None  # no cgroup file system mounted there
+    linux.mount("sysfs", "/sys", "sysfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    if cgroup is not None:
+        try:
+            linux.attach_mount(cgroup, "/sys/fs/cgroup")
+        finally:
+            posix.close(cgroup)
+
+
+def _exec_job(record: dict[str, object]) -> None:
+    """Step 5: only returns by raising ``SetupFailed``."""
+    uid, gid = record["uid"], record["gid"]
+    if isinstance(gid, int) or isinstance(uid, int):
+        _step("setgroups", posix.setgroups, [])
+    if isinstance(gid, int):
+        _step("setgid", posix.setgid, gid)
+    if isinstance(uid, int):
+        _step("setuid", posix.setuid, uid)
+    cwd = record["cwd"]
+    if isinstance(cwd, str):
+        _step("chdir", posix.chdir, cwd)
+    argv: list[str] = record["argv"]  # type: ignore[assignment]
+    env: dict[str, str] = record["env"]  # type: ignore[assignment]
+    _default_signals()
+    code = _execvpe(argv, env)
+    message = f"{posix.strerror(code)}: {argv[0]!r}"
+    if "/" not in argv[0]:
+        message += f" in PATH {env.get('PATH', _DEFAULT_PATH)}"
+    raise SetupFailed("exec", code, message)
+
+
+def _execvpe(argv: list[str], env: dict[str, str]) -> int:
+    """``execvpe`` as the C library does it: try each ``PATH`` entry, go on
+    past ENOENT/ENOTDIR (and EACCES, remembered); returns the errno.
+
+    Not ``posix.execvpe``: it imports ``warnings`` lazily, and after pivot_root
+    the standard library is out of reach.
+    """
+    program = argv[0]
+    if "/" in program:
+        candidates = [program]
+    else:
+        candidates = [
+            (directory or ".").rstrip("/") + "/" + program
+            for directory in env.get("PATH", _DEFAULT_PATH).split(":")
+        ]
+    denied = False
+    for candidate in candidates:
+        try:
+            posix.execve(candidate, argv, env)
+        except OSError as error:
+            code = error.errno or _EINVAL
+            if code == _EACCES:
+                denied = True
+            elif code not in _KEEP_SEARCHING:
+                return code
+    return _EACCES if denied else _ENOENT
+
+
+def _reap_until(child: int) -> int:
+    """As PID 1: reap whatever ends until ``child`` does; its wait status."""
+    while True:
+        pid, status = posix.waitpid(-1, 0)
+        if pid == child:
+            return status
+
+
+def _end_like(status: int) -> None:
+    """End this process the way the job ended (never returns)."""
+    if posix.WIFSIGNALED(status):
+        signum = posix.WTERMSIG(status)
+        try:
+            from rund_trio.isolation import linux  # imported already: no file access
+
+            linux.disable_core_dumps()
+            _signal.signal(signum, _signal.SIG_DFL)
+            _signal.pthread_sigmask(_signal.SIG_UNBLOCK, [signum])
+            posix.kill(posix.getpid(), signum)
+        except (OSError, ValueError):
+            pass
+        posix._exit(128 + signum)  # a signal whose default is not to terminate
+    posix._exit(posix.waitstatus_to_exitcode(status) if posix.WIFEXITED(status) else 1)
+
+
+def _run_init(record: dict[str, object], status_fd: int, result_w: int) -> None:
+    """PID 1 of the job's PID namespace (a forked child: never returns)."""
+    try:
+        from rund_trio.isolation import linux
+
+        linux.set_process_name("rund-init")
+        _setup_namespaces(record)
+        job = _step("fork", posix.fork)
+        if job == 0:
+            try:
+                posix.close(result_w)
+                _exec_job(record)
+            except SetupFailed as failure:
+                _report(status_fd, failure)
+            except BaseException as error:  # a bug: still say something
+                _report(status_fd, SetupFailed("helper", _EINVAL, repr(error)))
+            posix._exit(wire.EXIT_SETUP_FAILED)
+        posix.close(status_fd)
+        status = _reap_until(job)
+        posix.write(result_w, b"%d" % status)
+        posix._exit(0)
+    except SetupFailed as failure:
+        _report(status_fd, failure)
+    except BaseException as error:
+        _report(status_fd, SetupFailed("helper", _EINVAL, repr(error)))
+    posix._exit(wire.EXIT_SETUP_FAILED)
+
+
+def _start(record: dict[str, object], status_fd: int) -> None:
+    """Steps 1 to 5. Returns only by raising ``SetupFailed``; with a PID
+    namespace this process ends as the job ended."""
+    cgroup_dir = record["cgroup_dir"]
+    if isinstance(cgroup_dir, str):
+        _step("cgroup", _join_cgroup, cgroup_dir)
+    ns: dict[str, bool] = record["namespaces"]  # type: ignore[assignment]
+    if not any(ns.values()):
+        _exec_job(record)
+        return
+    from rund_trio.isolation import linux
+
+    flags = 0
+    for kind, flag in (
+        ("pid", linux.CLONE_NEWPID),
+        ("mount", linux.CLONE_NEWNS),
+        ("uts", linux.CLONE_NEWUTS),
+        ("ipc", linux.CLONE_NEWIPC),
+        ("net", linux.CLONE_NEWNET),
+    ):
+        if ns[kind]:
+            flags |= flag
+    _step("unshare", linux.unshare, flags)
+    if not ns["pid"]:
+        _setup_namespaces(record)
+        _exec_job(record)
+        return
+    result_r, result_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
+    _ignore_group_signals()
+    init = _step("fork", posix.fork)
+    if init == 0:
+        posix.close(result_r)
+        _run_init(record, status_fd, result_w)
+    linux.set_process_name("rund-execute")
+    posix.close(result_w)
+    posix.close(status_fd)
+    _, init_status = posix.waitpid(init, 0)
+    relayed = posix.read(result_r, 32)
+    _end_like(int(relayed) if relayed else init_status)
+
+
+def _close_other_fds(*keep: int) -> None:
+    """Close every fd but stdio and ``keep``: whatever the daemon's process
+    inherited without close-on-exec must not reach the job."""
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd >= low:
+            posix.closerange(low, fd)
+            low = fd + 1
+    posix.closerange(low, 0x7FFFFFFF)
+
+
+def execute(spec_fd: int, status_fd: int) -> int:
+    """Run the helper on these fds; returns ``EXIT_SETUP_FAILED`` on failure
+    (after reporting it), and otherwise never returns."""
+    try:
+        posix.set_inheritable(status_fd, False)
+    except OSError as error:
+        posix.write(2, f"rund-trio execute: bad status fd {status_fd}: {error}\n".encode())
+        return wire.EXIT_SETUP_FAILED
+    _close_other_fds(spec_fd, status_fd)
+    try:
+        _start(_read_spec(spec_fd), status_fd)
+        raise SetupFailed("exec", _EINVAL, "the helper returned instead of executing")
+    except SetupFailed as failure:
+        _report(status_fd, failure)
+    except OSError as error:
+        _report(status_fd, SetupFailed("helper", error.errno or _EINVAL, str(error)))
+    except Exception as error:
+        _report(status_fd, SetupFailed("helper", _EINVAL, repr(error)))
+    return wire.EXIT_SETUP_FAILED
+
+
+def parse_args(argv: list[str]) -> tuple[int, int]:
+    """``[--spec-fd N] [--status-fd N]`` → (spec fd, status fd)."""
+    fds = {"--spec-fd": wire.DEFAULT_SPEC_FD, "--status-fd": wire.DEFAULT_STATUS_FD}
+    args = list(argv)
+    while args:
+        flag = args.pop(0)
+        if flag not in fds or not args or not args[0].isdigit():
+            raise SystemExit(
+                f"usage: rund-trio execute [--spec-fd N] [--status-fd N] (got {flag!r})"
+            )
+        fds[flag] = int(args.pop(0))
+    return fds["--spec-fd"], fds["--status-fd"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The helper's entry point; ``argv`` defaults to ``sys.argv[1:]``."""
+    spec_fd, status_fd = parse_args(sys.argv[1:] if argv is None else argv)
+    return execute(spec_fd, status_fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The Linux system calls Python 3.11's ``os`` lacks, through libc.
+
+Imported only by the ``execute`` helper, and only when a job asks for
+namespaces. It uses ``_ctypes`` directly: the ``ctypes`` package around it
+costs the helper 4 to 7 ms more to import (a fifth of an isolated start) for
+conveniences a handful of calls do not need. Every wrapper raises ``OSError``
+with the C library's errno.
+"""
+
+from __future__ import annotations
+
+import _ctypes
+import posix
+import sys
+
+TYPE_CHECKING = False  # typing itself costs the helper an import
+if TYPE_CHECKING:
+    from typing import Any
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+
+MNT_DETACH = 0x2
+
+PR_SET_NAME = 15
+
+_AT_FDCWD = -100
+_AT_RECURSIVE = 0x8000
+_OPEN_TREE_CLONE = 0x1
+_OPEN_TREE_CLOEXEC = 0o2000000
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_SYS_OPEN_TREE = 428  # the same number on every architecture (new-style table)
+_SYS_MOVE_MOUNT = 429
+
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+_AF_INET = 2
+_SOCK_DGRAM = 2
+_SOCK_CLOEXEC = 0o2000000
+_IFNAMSIZ = 16
+
+
+class _Int(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "i"
+
+
+class _UInt(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "I"
+
+
+class _Long(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "l"
+
+
+class _ULong(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "L"
+
+
+class _Char(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "c"
+
+
+class _Buffer(_ctypes.Array):  # type: ignore[type-arg]
+    """40 zeroed bytes passed by address (a struct ifreq, a struct rlimit)."""
+
+    _type_ = _Char
+    _length_ = 40
+
+
+class _IntFunction(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = _Int
+
+
+class _LongFunction(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = _Long
+
+
+class _Libc:
+    # The interpreter links the C library: dlopen(NULL) finds its symbols.
+    _handle = _ctypes.dlopen(None, 2)  # type: ignore[arg-type]  # RTLD_NOW
+
+
+_libc = _Libc()
+_unshare = _IntFunction(("unshare", _libc))  # type: ignore[arg-type]
+_mount = _IntFunction(("mount", _libc))  # type: ignore[arg-type]
+_umount2 = _IntFunction(("umount2", _libc))  # type: ignore[arg-type]
+_sethostname = _IntFunction(("sethostname", _libc))  # type: ignore[arg-type]
+_prctl = _IntFunction(("prctl", _libc))  # type: ignore[arg-type]
+_socket = _IntFunction(("socket", _libc))  # type: ignore[arg-type]
+_ioctl = _IntFunction(("ioctl", _libc))  # type: ignore[arg-type]
+_setrlimit = _IntFunction(("setrlimit", _libc))  # type: ignore[arg-type]
+_syscall = _LongFunction(("syscall", _libc))  # type: ignore[arg-type]
+_RLIMIT_CORE = 4
+
+
+def _check(result: int, *paths: str | None) -> None:
+    if result < 0:
+        code = _ctypes.get_errno()
+        names = [p for p in paths if p is not None]
+        raise OSError(code, posix.strerror(code), *names[:1])
+
+
+def fsencode(name: str) -> bytes:
+    """``os.fsencode`` without importing ``os`` (the helper's hot path does not)."""
+    return name.encode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+
+
+def _path(value: str | None) -> bytes | None:
+    return None if value is None else fsencode(value)
+
+
+def unshare(flags: int) -> None:
+    """Move the calling process into new namespaces (``CLONE_NEW*`` flags);
+    with ``CLONE_NEWPID`` only its children to come are in the new one."""
+    _check(_unshare(_Int(flags)))
+
+
+def mount(
+    source: str | None,
+    target: str,
+    fstype: str | None = None,
+    flags: int = 0,
+    data: str | None = None,
+) -> None:
+    """``mount(2)``."""
+    result = _mount(_path(source), _path(target), _path(fstype), _ULong(flags), _path(data))
+    _check(result, target)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    """``umount2(2)``."""
+    _check(_umount2(_path(target), _Int(flags)), target)
+
+
+def sethostname(name: str) -> None:
+    """Set the host name of the calling process's UTS namespace."""
+    raw = name.encode("utf-8", "surrogateescape")
+    _check(_sethostname(raw, _ULong(len(raw))))
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """``pivot_root(2)``, which the C library does not wrap."""
+    number = _SYS_PIVOT_ROOT.get(posix.uname().machine)
+    if number is None:
+        raise OSError(38, f"pivot_root: unknown system call number on {posix.uname().machine}")
+    result = _syscall(_Long(number), fsencode(new_root), fsencode(put_old))
+    _check(result, new_root)
+
+
+def clone_mount(path: str) -> int:
+    """A detached copy of the mount tree at ``path`` (``open_tree`` with
+    ``OPEN_TREE_CLONE | AT_RECURSIVE``), as a close-on-exec fd."""
+    flags = _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | _AT_RECURSIVE
+    fd = _syscall(_Long(_SYS_OPEN_TREE), _Int(_AT_FDCWD), fsencode(path), _UInt(flags))
+    _check(fd, path)
+    return int(fd)
+
+
+def attach_mount(tree_fd: int, target: str) -> None:
+    """Attach a tree from ``clone_mount`` at ``target`` (``move_mount``)."""
+    result = _syscall(
+        _Long(_SYS_MOVE_MOUNT),
+        _Int(tree_fd),
+        b"",
+        _Int(_AT_FDCWD),
+        fsencode(target),
+        _UInt(_MOVE_MOUNT_F_EMPTY_PATH),
+    )
+    _check(result, target)
+
+
+def disable_core_dumps() -> None:
+    """``RLIMIT_CORE`` 0 (without importing ``resource``, which may be out of
+    reach after pivot_root)."""
+    _check(_setrlimit(_Int(_RLIMIT_CORE), _Buffer()))  # struct rlimit {0, 0}
+
+
+def set_process_name(name: str) -> None:
+    """The name ``ps`` shows (``comm``, at most 15 bytes); best effort."""
+    _prctl(_Int(PR_SET_NAME), name.encode()[:15], _ULong(0), _ULong(0), _ULong(0))
+
+
+def interface_up(name: str = "lo") -> None:
+    """Bring a network interface up (``SIOCSIFFLAGS``), as ``ip link set lo up``."""
+    raw = name.encode()
+    if len(raw) >= _IFNAMSIZ:
+        raise OSError(22, f"interface name too long: {name!r}")
+    sock = _socket(_Int(_AF_INET), _Int(_SOCK_DGRAM | _SOCK_CLOEXEC), _Int(0))
+    _check(sock)
+    try:
+        ifreq: Any = _Buffer()  # struct ifreq: the name, then ifr_flags (a short)
+        ifreq.raw = raw
+        _check(_ioctl(_Int(sock), _ULong(_SIOCGIFFLAGS), ifreq))
+        flags = int.from_bytes(ifreq.raw[_IFNAMSIZ : _IFNAMSIZ + 2], sys.byteorder)
+        flags |= _IFF_UP
+        ifreq.raw = ifreq.raw[:_IFNAMSIZ] + flags.to_bytes(2, sys.byteorder)
+        _check(_ioctl(_Int(sock), _ULong(_SIOCSIFFLAGS), ifreq))
+    finally:
+        posix.close(sock)

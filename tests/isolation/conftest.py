@@ -1,0 +1,87 @@
+"""Fixtures for the isolation tests: real processes, as root, on this host."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+import trio
+
+from rund_trio.isolation.spec import Isolation
+from rund_trio.process.base import ExitStatus, ProcessSpec
+from rund_trio.process.helper import HelperProcess, HelperSpawner
+
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BUSYBOX_APPLETS = ("sh", "ls", "cat", "ps", "hostname", "mount", "echo", "id", "test", "true")
+
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Without root, skip this directory's tests of real jobs (not the spec's)."""
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="namespaces and mounts need root")
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.is_relative_to(HERE) and path.name != "test_spec.py":
+            item.add_marker(skip)
+
+
+@dataclass
+class Finished:
+    status: ExitStatus
+    stdout: str
+    stderr: str
+
+
+async def finish(process: HelperProcess) -> Finished:
+    """Read both streams to their end, then wait for the process."""
+    chunks: dict[str, list[bytes | bytearray]] = {"out": [], "err": []}
+
+    async def drain(stream: trio.abc.ReceiveStream, into: list[bytes | bytearray]) -> None:
+        while chunk := await stream.receive_some(65536):
+            into.append(chunk)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain, process.stdout, chunks["out"])
+            nursery.start_soon(drain, process.stderr, chunks["err"])
+        status = await process.wait()
+    await process.aclose()
+    return Finished(status, b"".join(chunks["out"]).decode(), b"".join(chunks["err"]).decode())
+
+
+async def run_job(
+    *argv: str,
+    isolation: Isolation | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    spawner: HelperSpawner | None = None,
+) -> Finished:
+    """Run one job through the helper to its end."""
+    spec = ProcessSpec(tuple(argv), {"PATH": PATH} if env is None else env, cwd)
+    if isolation is not None:
+        spec = replace(spec, isolation=isolation)
+    process = await (spawner or HelperSpawner()).spawn(spec)
+    return await finish(process)
+
+
+@pytest.fixture
+def busybox_rootfs(tmp_path: Path) -> Path:
+    """A tiny root filesystem: a static busybox and its applet links."""
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if not os.path.exists(busybox):
+        pytest.skip("needs a static busybox: apt-get install -y busybox-static")
+    root = tmp_path / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "etc" / "marker").write_text("inside the rootfs\n")
+    shutil.copy2(busybox, root / "bin" / "busybox")
+    for applet in BUSYBOX_APPLETS:
+        (root / "bin" / applet).symlink_to("busybox")
+    return root
