@@ -3,7 +3,9 @@ client identities, and a real daemon on loopback."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -120,3 +122,22 @@ async def fast_handshake_daemon(
     yield await start_daemon(
         nursery, pki, tmp_path, transport=TransportConfig(handshake_timeout=0.2)
     )
+
+
+BUSYBOX_APPLETS = ("sh", "ls", "cat", "ps", "hostname", "mount", "echo", "id", "test", "true")
+
+
+@pytest.fixture
+def busybox_rootfs(tmp_path: Path) -> Path:
+    """A tiny root filesystem: a static busybox and its applet links."""
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if not os.path.exists(busybox):
+        pytest.skip("needs a static busybox: apt-get install -y busybox-static")
+    root = tmp_path / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "etc" / "marker").write_text("inside the rootfs\n")
+    shutil.copy2(busybox, root / "bin" / "busybox")
+    for applet in BUSYBOX_APPLETS:
+        (root / "bin" / applet).symlink_to("busybox")
+    return root

@@ -57,6 +57,30 @@ JOB_STATE_STOPPED: JobState.ValueType  # 4
 """a Stop request ended it"""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
+class _JobNetwork:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobNetworkEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobNetwork.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_NETWORK_DEFAULT: _JobNetwork.ValueType  # 0
+    """whatever the daemon is configured to give"""
+    JOB_NETWORK_HOST: _JobNetwork.ValueType  # 1
+    """the host's network"""
+    JOB_NETWORK_ISOLATED: _JobNetwork.ValueType  # 2
+    """a network namespace of its own with only loopback"""
+
+class JobNetwork(_JobNetwork, metaclass=_JobNetworkEnumTypeWrapper):
+    """The network a job sees."""
+
+JOB_NETWORK_DEFAULT: JobNetwork.ValueType  # 0
+"""whatever the daemon is configured to give"""
+JOB_NETWORK_HOST: JobNetwork.ValueType  # 1
+"""the host's network"""
+JOB_NETWORK_ISOLATED: JobNetwork.ValueType  # 2
+"""a network namespace of its own with only loopback"""
+Global___JobNetwork: _TypeAlias = JobNetwork  # noqa: Y015
+
 @_typing.final
 class JobIdentifier(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -229,8 +253,15 @@ class JobStartRequest(_message.Message):
     MAX_WBPS_FIELD_NUMBER: _builtins.int
     MAX_RIOPS_FIELD_NUMBER: _builtins.int
     MAX_WIOPS_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
+    UID_FIELD_NUMBER: _builtins.int
+    GID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """the command (program) to run"""
+    network: Global___JobNetwork.ValueType
+    """--- rund-trio extensions ---
+    default: the daemon's choice
+    """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """its arguments"""
@@ -259,6 +290,14 @@ class JobStartRequest(_message.Message):
     def max_wiops(self) -> _wrappers_pb2.UInt64Value:
         """io.max wiops"""
 
+    @_builtins.property
+    def uid(self) -> _wrappers_pb2.UInt32Value:
+        """run as this user, if the daemon allows it"""
+
+    @_builtins.property
+    def gid(self) -> _wrappers_pb2.UInt32Value:
+        """and group (default: the uid asked for)"""
+
     def __init__(
         self,
         *,
@@ -270,10 +309,13 @@ class JobStartRequest(_message.Message):
         max_wbps: _wrappers_pb2.UInt64Value | None = ...,
         max_riops: _wrappers_pb2.UInt64Value | None = ...,
         max_wiops: _wrappers_pb2.UInt64Value | None = ...,
+        network: Global___JobNetwork.ValueType = ...,
+        uid: _wrappers_pb2.UInt32Value | None = ...,
+        gid: _wrappers_pb2.UInt32Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["max_cpu_bandwidth", b"max_cpu_bandwidth", "max_memory_usage", b"max_memory_usage", "max_rbps", b"max_rbps", "max_riops", b"max_riops", "max_wbps", b"max_wbps", "max_wiops", b"max_wiops"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gid", b"gid", "max_cpu_bandwidth", b"max_cpu_bandwidth", "max_memory_usage", b"max_memory_usage", "max_rbps", b"max_rbps", "max_riops", b"max_riops", "max_wbps", b"max_wbps", "max_wiops", b"max_wiops", "uid", b"uid"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "max_cpu_bandwidth", b"max_cpu_bandwidth", "max_memory_usage", b"max_memory_usage", "max_rbps", b"max_rbps", "max_riops", b"max_riops", "max_wbps", b"max_wbps", "max_wiops", b"max_wiops", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "gid", b"gid", "max_cpu_bandwidth", b"max_cpu_bandwidth", "max_memory_usage", b"max_memory_usage", "max_rbps", b"max_rbps", "max_riops", b"max_riops", "max_wbps", b"max_wbps", "max_wiops", b"max_wiops", "name", b"name", "network", b"network", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

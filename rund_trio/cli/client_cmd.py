@@ -67,6 +67,18 @@ def add_parser(subparsers: Any) -> None:
         limits = parser.add_argument_group("resource limits")
         for flag, _, kind, flag_help in LIMIT_FLAGS:
             limits.add_argument(flag, type=kind, default=None, metavar="N", help=flag_help)
+        isolation = parser.add_argument_group("isolation")
+        isolation.add_argument(
+            "--network",
+            choices=["host", "isolated"],
+            default=None,
+            help="the host's network, or one of its own with only loopback "
+            "(default: the daemon's choice)",
+        )
+        isolation.add_argument("--uid", type=int, default=None, help="run as this user id")
+        isolation.add_argument(
+            "--gid", type=int, default=None, help="run as this group id (default: --uid)"
+        )
         parser.add_argument(
             "command",
             nargs="+",
@@ -136,6 +148,14 @@ def _start_request(args: argparse.Namespace) -> pb.JobStartRequest:
     from rund_trio.api import rund_pb2 as pb
 
     request = pb.JobStartRequest(name=args.command[0], args=args.command[1:])
+    if args.network is not None:
+        request.network = {"host": pb.JOB_NETWORK_HOST, "isolated": pb.JOB_NETWORK_ISOLATED}[
+            args.network
+        ]
+    if args.uid is not None:
+        request.uid.value = args.uid
+    if args.gid is not None:
+        request.gid.value = args.gid
     for _, field, _, _ in LIMIT_FLAGS:
         value = getattr(args, field)
         if value is not None:

@@ -10,6 +10,14 @@ from rund_trio.cli.options import add_tls_options, tls_files
 from rund_trio.cli.sizes import parse_size
 
 
+def parse_user(text: str) -> tuple[int, int]:
+    """``UID`` or ``UID:GID`` (the group defaults to the uid)."""
+    uid, _, gid = text.partition(":")
+    if not uid.isdigit() or (gid and not gid.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not UID or UID:GID (numbers)")
+    return int(uid), int(gid or uid)
+
+
 def add_parser(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
@@ -88,6 +96,49 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="run jobs in the daemon's namespaces instead of new PID, mount, UTS and IPC ones",
     )
+    isolation.add_argument(
+        "--network",
+        choices=["host", "isolated"],
+        default=None,
+        help="network of jobs that do not choose one: the host's, or a namespace with only "
+        "loopback (default: host, or isolated with --forbid-host-network)",
+    )
+    isolation.add_argument(
+        "--forbid-host-network",
+        action="store_true",
+        help="never give a job the host's network",
+    )
+    isolation.add_argument(
+        "--rootfs",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a root filesystem every job pivots into (see README: building one)",
+    )
+    isolation.add_argument(
+        "--run-as",
+        type=parse_user,
+        default=None,
+        metavar="UID[:GID]",
+        help="user (and group) of jobs that do not choose one (default: the daemon's own)",
+    )
+    isolation.add_argument(
+        "--allow-uid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="UID",
+        help="a uid clients may ask to run a job as; repeatable (default: none; "
+        "root only if listed)",
+    )
+    isolation.add_argument(
+        "--allow-gid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="GID",
+        help="a gid clients may ask for; repeatable",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.set_defaults(handler=run)
 
@@ -100,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rund_trio.cgroups.devices import parse_io_device
     from rund_trio.cgroups.tree import CgroupOptions
-    from rund_trio.isolation.spec import Isolation
+    from rund_trio.jobs.isolation_policy import IsolationPolicy, Network
     from rund_trio.server.app import ServeConfig, serve
     from rund_trio.server.transport import TransportConfig
 
@@ -121,7 +172,15 @@ def run(args: argparse.Namespace) -> int:
             io_devices=tuple(parse_io_device(device) for device in args.io_device) or None,
             pids_max=args.pids_max or None,
         ),
-        isolation=Isolation.none() if args.no_namespaces else Isolation(),
+        isolation=IsolationPolicy(
+            namespaces=not args.no_namespaces,
+            network=Network(args.network or ("isolated" if args.forbid_host_network else "host")),
+            allow_host_network=not args.forbid_host_network,
+            rootfs=str(args.rootfs.resolve()) if args.rootfs else None,
+            run_as=args.run_as,
+            allowed_uids=frozenset(args.allow_uid),
+            allowed_gids=frozenset(args.allow_gid),
+        ),
     )
 
     async def main() -> None:

@@ -8,6 +8,7 @@ from ulid import ULID
 
 from rund_trio.cgroups.limits import Limits
 from rund_trio.errors import InvalidRequest
+from rund_trio.jobs.isolation_policy import IsolationRequest
 
 MAX_ARGV_BYTES = 1024 * 1024
 """Bound on a job's argv: the sum of each argument's UTF-8 length plus its
@@ -20,9 +21,15 @@ class JobSpec:
 
     argv: tuple[str, ...]
     limits: Limits = Limits()
+    isolation: IsolationRequest = IsolationRequest()
 
 
-def parse_job_spec(name: str, args: list[str] | tuple[str, ...], limits: Limits) -> JobSpec:
+def parse_job_spec(
+    name: str,
+    args: list[str] | tuple[str, ...],
+    limits: Limits,
+    isolation: IsolationRequest | None = None,
+) -> JobSpec:
     """Validate a Start request's command; raise ``InvalidRequest`` naming the problem."""
     if not name:
         raise InvalidRequest("the command name is empty")
@@ -36,7 +43,7 @@ def parse_job_spec(name: str, args: list[str] | tuple[str, ...], limits: Limits)
         raise InvalidRequest(
             f"the command line is {size} bytes; at most {MAX_ARGV_BYTES} bytes are allowed"
         )
-    return JobSpec(argv=argv, limits=limits)
+    return JobSpec(argv=argv, limits=limits, isolation=isolation or IsolationRequest())
 
 
 def parse_job_id(text: str) -> str:

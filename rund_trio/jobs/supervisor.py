@@ -25,6 +25,8 @@ import trio
 
 from rund_trio.cgroups.limits import Limits
 from rund_trio.errors import FailedPrecondition, JobNotFound, PermissionDenied, Unsupported
+from rund_trio.isolation.spec import Isolation
+from rund_trio.jobs.isolation_policy import IsolationPolicy
 from rund_trio.jobs.spec import JobSpec, new_job_id
 from rund_trio.jobs.state import JobRecord, JobSnapshot, OutputCounts, final_usage
 from rund_trio.jobs.termination import terminate
@@ -73,6 +75,8 @@ class SupervisorConfig:
     what its killed descendants had already written."""
     shutdown_grace: float = 0.0
     """Grace period between SIGTERM and SIGKILL for jobs killed at shutdown."""
+    isolation: IsolationPolicy = field(default_factory=IsolationPolicy)
+    """How jobs are contained, and what a request may choose."""
     job_env: Mapping[str, str] = field(
         default_factory=lambda: {"PATH": DEFAULT_JOB_PATH, "HOME": "/", "LANG": "C.UTF-8"}
     )
@@ -167,9 +171,10 @@ class Supervisor:
                 "with it could never be found again: use a certificate with a SAN"
             )
         self._limits.check_limits(spec.limits)
+        isolation = self._config.isolation.isolation_for(spec.isolation)
         if self._nursery is None:
             raise FailedPrecondition("the daemon is shutting down")
-        job: Job = await self._nursery.start(self._run_job, spec, owner)
+        job: Job = await self._nursery.start(self._run_job, spec, isolation, owner)
         return job
 
     def find(self, job_id: str, caller: Identity) -> Job:
@@ -200,7 +205,12 @@ class Supervisor:
         return follow(job.journal)
 
     async def _run_job(
-        self, spec: JobSpec, owner: Identity, *, task_status: trio.TaskStatus[Job]
+        self,
+        spec: JobSpec,
+        isolation: Isolation,
+        owner: Identity,
+        *,
+        task_status: trio.TaskStatus[Job],
     ) -> None:
         job_id = new_job_id()
         journal_path = self._config.state_dir / f"{job_id}.log"
@@ -213,7 +223,13 @@ class Supervisor:
         try:
             env = {**self._config.job_env, "RUND_JOB_ID": job_id}
             process = await self._spawner.spawn(
-                ProcessSpec(argv=spec.argv, env=env, job_id=job_id, limits=spec.limits)
+                ProcessSpec(
+                    argv=spec.argv,
+                    env=env,
+                    job_id=job_id,
+                    limits=spec.limits,
+                    isolation=isolation,
+                )
             )
         except BaseException:
             journal.remove()

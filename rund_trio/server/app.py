@@ -18,6 +18,7 @@ import trio
 from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
 from rund_trio.errors import ConfigError
 from rund_trio.isolation.spec import Isolation
+from rund_trio.jobs.isolation_policy import IsolationPolicy
 from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.process.base import Spawner
 from rund_trio.process.cgrouped import CgroupSpawner
@@ -44,8 +45,8 @@ class ServeConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     cgroups: CgroupOptions | None = field(default_factory=CgroupOptions)
     """None: do not use cgroups at all (every limit is then refused)."""
-    isolation: Isolation = field(default_factory=Isolation)
-    """How jobs are contained by default: new PID, mount, UTS and IPC namespaces."""
+    isolation: IsolationPolicy = field(default_factory=IsolationPolicy)
+    """How jobs are contained: by default new PID, mount, UTS and IPC namespaces."""
 
 
 @dataclass(frozen=True)
@@ -104,17 +105,17 @@ def state_directory(path: Path | None) -> Iterator[Path]:
     yield path
 
 
-def make_spawner(isolation: Isolation, tree: CgroupTree | None) -> Spawner:
+def make_spawner(isolation: IsolationPolicy, tree: CgroupTree | None) -> Spawner:
     """The cheapest spawner that can contain jobs as configured: plain
     ``posix_spawn`` when there is nothing to set up before the program runs,
     the ``execute`` helper otherwise; wrapped to give each job its own cgroup
     where the host has a usable cgroup v2 hierarchy."""
     cgrouped = tree is not None and tree.enabled
     inner: Spawner
-    if isolation == Isolation.none() and not cgrouped:
+    if isolation == IsolationPolicy(namespaces=False) and not cgrouped:
         inner = PosixSpawner()
     else:
-        inner = HelperSpawner(isolation)
+        inner = HelperSpawner(Isolation.none())
     return CgroupSpawner(inner, tree) if tree is not None and cgrouped else inner
 
 
@@ -167,6 +168,7 @@ async def serve(
                     output_cap=config.output_cap,
                     output_linger=config.output_linger,
                     shutdown_grace=config.shutdown_grace,
+                    isolation=config.isolation,
                 ),
                 limits=tree,
             )

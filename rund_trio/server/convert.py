@@ -8,6 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.cgroups.limits import Limits
 from rund_trio.errors import InvalidRequest
+from rund_trio.jobs.isolation_policy import IsolationRequest, Network
 from rund_trio.jobs.state import JobSnapshot, JobState
 
 MAX_GRACE_SECONDS = 3600.0
@@ -37,6 +38,25 @@ def limits_from_request(request: pb.JobStartRequest) -> Limits:
         if request.HasField(field)  # type: ignore[arg-type]
     }
     return Limits(**values)
+
+
+_NETWORKS = {
+    pb.JOB_NETWORK_DEFAULT: None,
+    pb.JOB_NETWORK_HOST: Network.HOST,
+    pb.JOB_NETWORK_ISOLATED: Network.ISOLATED,
+}
+
+
+def isolation_from_request(request: pb.JobStartRequest) -> IsolationRequest:
+    """The containment a Start request asks for; InvalidRequest for an
+    unknown network value."""
+    if request.network not in _NETWORKS:
+        raise InvalidRequest(f"unknown network {request.network}")
+    return IsolationRequest(
+        network=_NETWORKS[request.network],
+        uid=request.uid.value if request.HasField("uid") else None,
+        gid=request.gid.value if request.HasField("gid") else None,
+    )
 
 
 def grace_from_request(request: pb.JobStopRequest) -> float:

@@ -12,7 +12,12 @@ from rund_trio.api.rund_grpc import JobControllerServicer
 from rund_trio.jobs.spec import parse_job_id, parse_job_spec
 from rund_trio.jobs.supervisor import Job, Supervisor
 from rund_trio.logs.journal import Stream
-from rund_trio.server.convert import grace_from_request, limits_from_request, status_to_proto
+from rund_trio.server.convert import (
+    grace_from_request,
+    isolation_from_request,
+    limits_from_request,
+    status_to_proto,
+)
 from rund_trio.server.transport import current_identity
 
 
@@ -24,7 +29,12 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
         return self._supervisor.find(parse_job_id(job_id), current_identity())
 
     async def Start(self, request: pb.JobStartRequest) -> pb.JobIdentifier:
-        spec = parse_job_spec(request.name, tuple(request.args), limits_from_request(request))
+        spec = parse_job_spec(
+            request.name,
+            tuple(request.args),
+            limits_from_request(request),
+            isolation_from_request(request),
+        )
         job = await self._supervisor.start(spec, current_identity())
         return pb.JobIdentifier(ulid=job.job_id)
 

@@ -211,6 +211,17 @@ def test_run_exits_128_plus_the_signal_that_killed_the_job(alice: Client) -> Non
     assert result.returncode == 128 + signal.SIGTERM
 
 
+def test_run_with_an_isolated_network_sees_only_loopback(alice: Client) -> None:
+    result = alice("run", "--network", "isolated", "--", "ls", "/sys/class/net")
+    assert (result.returncode, result.stdout) == (0, b"lo\n")
+
+
+def test_run_as_another_user_is_refused_unless_the_daemon_allows_it(alice: Client) -> None:
+    result = alice("run", "--uid", "65534", "--", "id", "-u")
+    assert result.returncode == 1
+    assert result.stderr.startswith(b"rund-trio: PERMISSION_DENIED: ")
+
+
 def test_run_prints_the_jobs_stdout_and_stderr(alice: Client) -> None:
     result = alice("run", "--", "sh", "-c", "echo out; echo err >&2; echo more")
     assert result.returncode == 0

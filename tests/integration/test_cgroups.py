@@ -12,7 +12,7 @@ import trio
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.cgroups.tree import CgroupOptions
 from rund_trio.errors import ConfigError
-from rund_trio.isolation.spec import Isolation
+from rund_trio.jobs.isolation_policy import IsolationPolicy
 from tests.conftest import Daemon, Pki, private_cgroup_root, start_daemon
 
 pytestmark = pytest.mark.skipif(
@@ -40,7 +40,11 @@ async def test_stop_kills_a_descendant_that_left_the_process_group(
 ) -> None:
     root = private_cgroup_root()
     daemon = await start_daemon(
-        nursery, pki, tmp_path, cgroups=CgroupOptions(root=root), isolation=Isolation.none()
+        nursery,
+        pki,
+        tmp_path,
+        cgroups=CgroupOptions(root=root),
+        isolation=IsolationPolicy(namespaces=False),
     )
     async with daemon.client() as rund:
         job_id = await rund.start(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,9 +14,6 @@ from rund_trio.process.base import ExitStatus, ProcessSpec
 from rund_trio.process.helper import HelperProcess, HelperSpawner
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-BUSYBOX_APPLETS = ("sh", "ls", "cat", "ps", "hostname", "mount", "echo", "id", "test", "true")
-
-
 HERE = Path(__file__).parent
 
 
@@ -69,19 +65,3 @@ async def run_job(
         spec = replace(spec, isolation=isolation)
     process = await (spawner or HelperSpawner()).spawn(spec)
     return await finish(process)
-
-
-@pytest.fixture
-def busybox_rootfs(tmp_path: Path) -> Path:
-    """A tiny root filesystem: a static busybox and its applet links."""
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    if not os.path.exists(busybox):
-        pytest.skip("needs a static busybox: apt-get install -y busybox-static")
-    root = tmp_path / "rootfs"
-    (root / "bin").mkdir(parents=True)
-    (root / "etc").mkdir()
-    (root / "etc" / "marker").write_text("inside the rootfs\n")
-    shutil.copy2(busybox, root / "bin" / "busybox")
-    for applet in BUSYBOX_APPLETS:
-        (root / "bin" / applet).symlink_to("busybox")
-    return root
