@@ -15,7 +15,6 @@ the session leader, and its process group holds the job's processes.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import resource
@@ -30,9 +29,9 @@ import rund_trio
 from rund_trio.errors import SpawnError
 from rund_trio.isolation import wire
 from rund_trio.isolation.spec import Isolation, IsolationSpec, hostname_for_job
-from rund_trio.process.base import ExitStatus, ProcessSpec, ResourceUsage
-from rund_trio.process.pidfd import ChildWaiter
+from rund_trio.process.base import ProcessSpec, ResourceUsage
 from rund_trio.process.pipes import move_above, open_output_pipe
+from rund_trio.process.session import SessionLeader
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE_SIZE = resource.getpagesize()
@@ -76,43 +75,15 @@ def spawn_error(program: str, status: bytes) -> SpawnError:
     return SpawnError(program, code, f"{step}: {name} ({message})")
 
 
-class HelperProcess:
-    """A job started through the helper: the leader of its own session."""
+class HelperProcess(SessionLeader):
+    """A job started through the helper. Its process group holds the helper
+    (and ``rund-init``), which ignore everything but SIGKILL, and the job's
+    processes; SIGKILL of the group ends a PID namespace with its init."""
 
     def __init__(self, pid: int, stdout_fd: int, stderr_fd: int, *, has_init: bool) -> None:
-        self._waiter = ChildWaiter(pid)
-        self._stdout = trio.lowlevel.FdStream(stdout_fd)
-        self._stderr = trio.lowlevel.FdStream(stderr_fd)
+        super().__init__(pid, stdout_fd, stderr_fd)
         self._has_init = has_init
         self._memory_peak = 0
-
-    @property
-    def pid(self) -> int:
-        return self._waiter.pid
-
-    @property
-    def stdout(self) -> trio.abc.ReceiveStream:
-        return self._stdout
-
-    @property
-    def stderr(self) -> trio.abc.ReceiveStream:
-        return self._stderr
-
-    async def wait(self) -> ExitStatus:
-        # The leader is a zombie when the waiter calls back: end what is left of
-        # its group while the zombie still pins the group id (with a PID
-        # namespace, nothing is left: the namespace died with its init).
-        return await self._waiter.wait(before_reap=lambda: self._kill_group(signal.SIGKILL))
-
-    def _kill_group(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signum)
-
-    def signal_tree(self, signum: int) -> None:
-        """Signal the job's process group (the helper and ``rund-init`` ignore
-        everything but SIGKILL; SIGKILL ends the whole PID namespace)."""
-        if self._waiter.status is None:
-            self._kill_group(signum)
 
     def usage(self) -> ResourceUsage:
         """CPU and resident memory of the session's processes from /proc (one
@@ -120,7 +91,7 @@ class HelperProcess:
         left out, what they reaped is counted. ``memory_peak`` is the highest
         total seen by these calls. Processes that left the session (setsid) are
         not seen: the job's cgroup is the accurate source."""
-        if self._waiter.status is not None:
+        if self.reaped:
             return ResourceUsage()
         usage = session_usage(self.pid, helpers=1 if not self._has_init else 2)
         self._memory_peak = max(self._memory_peak, usage.memory_current)
@@ -130,11 +101,6 @@ class HelperProcess:
             memory_current=usage.memory_current,
             memory_peak=self._memory_peak,
         )
-
-    async def aclose(self) -> None:
-        await self._stdout.aclose()
-        await self._stderr.aclose()
-        self._waiter.close()
 
 
 def session_usage(sid: int, *, helpers: int) -> ResourceUsage:

@@ -3,20 +3,17 @@ cgroup, the whole tree in a new session whose process group is the job."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import resource
 import signal
 
-import trio
-
 from rund_trio.errors import SpawnError, Unsupported
 from rund_trio.isolation.spec import Isolation
-from rund_trio.process.base import ExitStatus, ProcessSpec, ResourceUsage
+from rund_trio.process.base import ProcessSpec, ResourceUsage
 from rund_trio.process.path import resolve_program
-from rund_trio.process.pidfd import ChildWaiter
 from rund_trio.process.pipes import open_output_pipe
+from rund_trio.process.session import SessionLeader
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE_SIZE = resource.getpagesize()
@@ -41,49 +38,11 @@ def read_proc_usage(pid: int) -> ResourceUsage:
     )
 
 
-class PosixProcess:
-    """A job started by ``PosixSpawner``: the leader of its own session.
-
-    When the leader ends, what is left of its process group is killed before
-    the leader is reaped, while the zombie still pins the group id, so a signal
-    can never reach a stranger that reused the id.
-    """
-
-    def __init__(self, pid: int, stdout_fd: int, stderr_fd: int) -> None:
-        self._waiter = ChildWaiter(pid)
-        self._stdout = trio.lowlevel.FdStream(stdout_fd)
-        self._stderr = trio.lowlevel.FdStream(stderr_fd)
-
-    @property
-    def pid(self) -> int:
-        return self._waiter.pid
-
-    @property
-    def stdout(self) -> trio.abc.ReceiveStream:
-        return self._stdout
-
-    @property
-    def stderr(self) -> trio.abc.ReceiveStream:
-        return self._stderr
-
-    async def wait(self) -> ExitStatus:
-        return await self._waiter.wait(before_reap=lambda: self._kill_group(signal.SIGKILL))
-
-    def _kill_group(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signum)
-
-    def signal_tree(self, signum: int) -> None:
-        if self._waiter.status is None:
-            self._kill_group(signum)
+class PosixProcess(SessionLeader):
+    """A job started by ``PosixSpawner``; its usage is its main process's."""
 
     def usage(self) -> ResourceUsage:
-        return read_proc_usage(self.pid) if self._waiter.status is None else ResourceUsage()
-
-    async def aclose(self) -> None:
-        await self._stdout.aclose()
-        await self._stderr.aclose()
-        self._waiter.close()
+        return read_proc_usage(self.pid) if not self.reaped else ResourceUsage()
 
 
 class PosixSpawner:

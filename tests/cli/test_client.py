@@ -22,11 +22,11 @@ from tests.cli.conftest import (
     Daemon,
     Pki,
     clean_env,
-    process_is_gone,
     rund,
     running_daemon,
     written_lines,
 )
+from tests.procs import live_pids
 
 ULID_LINE = re.compile(rb"[0-9A-HJKMNP-TV-Z]{26}\n")
 
@@ -172,32 +172,15 @@ async def test_run_interrupted_with_sigint_stops_the_job(alice: Client) -> None:
         async with process(argv) as run:
             assert run.stdout is not None and run.stderr is not None
             await read_until(run.stdout, bytearray(), b"ready\n")
-            assert live_processes_with_cmdline(b"sleep\0" + marker.encode() + b"\0")
+            assert live_pids(cmdline=b"sleep\0" + marker.encode() + b"\0")
             run.send_signal(signal.SIGINT)
             stderr = await read_to_end(run.stderr)
             code = await run.wait()
-    assert not live_processes_with_cmdline(b"sleep\0" + marker.encode() + b"\0"), (
+    assert not live_pids(cmdline=b"sleep\0" + marker.encode() + b"\0"), (
         "the job is stopped before run exits"
     )
     assert b"Traceback" not in stderr
     assert code == 128 + signal.SIGKILL  # run exits with the stopped job's status
-
-
-def live_processes_with_cmdline(cmdline: bytes) -> list[int]:
-    """Host pids of the live (not zombie) processes whose command line is ``cmdline``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as file:
-                if file.read() != cmdline:
-                    continue
-        except OSError:
-            continue
-        if not process_is_gone(int(entry)):
-            found.append(int(entry))
-    return found
 
 
 def test_run_exits_with_the_jobs_exit_code(alice: Client) -> None:

@@ -13,12 +13,12 @@ from tests.cli.conftest import (
     Client,
     Pki,
     clean_env,
-    process_is_gone,
     rund,
     running_daemon,
     spawn_daemon,
 )
 from tests.cli.test_errors import assert_one_line_error
+from tests.procs import process_is_gone
 
 
 def test_serve_with_a_missing_cert_file_is_one_line(pki: Pki, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from rund_trio.api import rund_pb2 as pb
 from rund_trio.errors import RpcError
 from rund_trio.jobs.isolation_policy import IsolationPolicy, Network
 from tests.conftest import Daemon, Pki, start_daemon
+from tests.procs import live_pids
 
 
 async def run(daemon: Daemon, *argv: str, **fields: object) -> tuple[pb.JobStatus, str, str]:
@@ -83,22 +84,7 @@ async def test_orphaned_grandchildren_die_when_the_job_ends(daemon: Daemon) -> N
     marker = str(secrets.randbelow(10**9) + 10**9)
     status, _, _ = await run(daemon, "sh", "-c", f"sleep {marker} & exit 0")
     assert status.exit_code.value == 0
-    assert not processes_with_cmdline(f"sleep\0{marker}\0".encode())
-
-
-def processes_with_cmdline(cmdline: bytes) -> list[int]:
-    """Live (not zombie) host processes whose command line is ``cmdline``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            if not entry.isdigit() or Path(f"/proc/{entry}/cmdline").read_bytes() != cmdline:
-                continue
-            state = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != b"Z":
-            found.append(int(entry))
-    return found
+    assert not live_pids(cmdline=f"sleep\0{marker}\0".encode())
 
 
 @pytest.fixture

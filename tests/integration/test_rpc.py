@@ -16,6 +16,7 @@ from rund_trio.api import rund_pb2 as pb
 from rund_trio.errors import RpcError
 from rund_trio.jobs.spec import MAX_ARGV_BYTES
 from tests.conftest import Daemon
+from tests.procs import live_pids
 
 
 def start_request(*argv: str, **limits: int) -> pb.JobStartRequest:
@@ -123,24 +124,7 @@ async def test_stop_kills_the_whole_process_tree(daemon: Daemon) -> None:
         status = await rund.stop(job_id)
     assert (status.stopped, status.killed, status.signal_name) == (True, True, "SIGKILL")
     assert status.state == pb.JOB_STATE_STOPPED
-    assert _processes_in_group(pid) == []
-
-
-def _processes_in_group(pgid: int) -> list[int]:
-    """Live (not zombie) processes of process group ``pgid``."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat_file:
-                fields = stat_file.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        state, process_group = fields[0], int(fields[3])
-        if process_group == pgid and state != b"Z":
-            members.append(int(entry))
-    return members
+    assert live_pids(group=pid) == []
 
 
 async def test_stop_with_grace_lets_the_job_handle_sigterm(daemon: Daemon) -> None:
