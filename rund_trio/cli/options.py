@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rund_trio.tls.context import TlsFiles, TlsLabels
+if TYPE_CHECKING:
+    from rund_trio.tls.context import TlsFiles
 
 
 def add_tls_options(
@@ -49,4 +51,6 @@ def add_tls_options(
 
 
 def tls_files(args: argparse.Namespace) -> TlsFiles:
-    return TlsFiles(ca=args.ca, cert=args.cert, key=args.key, labels=TlsLabels())
+    from rund_trio.tls.context import TlsFiles
+
+    return TlsFiles(ca=args.ca, cert=args.cert, key=args.key)

@@ -19,13 +19,13 @@ import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from typing import TYPE_CHECKING
 
 from rund_trio.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 __all__ = [
     "ALPN_PROTOCOLS",
@@ -98,6 +98,8 @@ def load_ca_certificates(path: StrPath, label: str | None = None) -> list[x509.C
     Raises ConfigError (one line naming ``label`` and ``path``) if the file
     cannot be read or holds no PEM certificate.
     """
+    from cryptography import x509
+
     path = Path(path)
     data = _read(path, label)
     try:
@@ -124,6 +126,9 @@ def load_private_key(path: StrPath, label: str | None = None) -> PrivateKeyTypes
     Raises ConfigError (one line naming ``label`` and ``path``) if the file
     cannot be read, is encrypted, or is not a PEM private key.
     """
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     path = Path(path)
     data = _read(path, label)
     try:
@@ -165,12 +170,10 @@ def _check_pair(
 def _configure(
     context: ssl.SSLContext, ca: Path, cert: Path, key: Path, labels: TlsLabels
 ) -> ssl.SSLContext:
-    """Apply the settings both sides share and load the (already checked) files."""
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.maximum_version = ssl.TLSVersion.TLSv1_3
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.set_alpn_protocols(list(ALPN_PROTOCOLS))
+    """Apply the settings both sides share and load the files, checked first."""
+    from cryptography.hazmat.primitives import serialization
 
+    _set_protocol(context)
     ca_certificates = load_ca_certificates(ca, labels.ca)
     _check_pair(cert, key, labels)
     cadata = "".join(
@@ -197,6 +200,13 @@ def _configure(
     return context
 
 
+def _set_protocol(context: ssl.SSLContext) -> None:
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.maximum_version = ssl.TLSVersion.TLSv1_3
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.set_alpn_protocols(list(ALPN_PROTOCOLS))
+
+
 def server_ssl_context(
     ca: StrPath, cert: StrPath, key: StrPath, *, labels: TlsLabels = DEFAULT_LABELS
 ) -> ssl.SSLContext:
@@ -220,8 +230,23 @@ def client_ssl_context(
     The server's certificate must chain to ``ca`` (the system trust store is
     not used) and match the host name the connection is made to
     (``check_hostname`` is on). The client presents ``cert`` with ``key``.
-    Raises ConfigError exactly as :func:`server_ssl_context` does.
+    Raises ConfigError exactly as :func:`server_ssl_context` does, except that
+    an expired client certificate is left for the daemon to refuse: when
+    :mod:`ssl` loads the files without complaint, they are not examined
+    further, which keeps ``cryptography`` out of the client's start-up.
     """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = True
-    return _configure(context, Path(ca), Path(cert), Path(key), labels)
+
+    def new_context() -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = True
+        return context
+
+    context = new_context()
+    _set_protocol(context)
+    try:
+        context.load_verify_locations(cafile=os.fspath(ca))
+        context.load_cert_chain(certfile=cert, keyfile=key)
+    except (OSError, ssl.SSLError, ValueError):
+        # Something is wrong with the files: find out what, precisely.
+        return _configure(new_context(), Path(ca), Path(cert), Path(key), labels)
+    return context
