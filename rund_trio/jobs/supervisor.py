@@ -15,6 +15,8 @@ a job's process.
 
 from __future__ import annotations
 
+import logging
+import shlex
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +38,8 @@ from rund_trio.logs.journal_file import JournalFile
 from rund_trio.logs.recorder import record
 from rund_trio.process.base import ExitStatus, JobProcess, ProcessSpec, ResourceUsage, Spawner
 from rund_trio.tls.identity import Identity
+
+log = logging.getLogger(__name__)
 
 DEFAULT_JOB_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KILL_TIMEOUT = 10.0
@@ -237,6 +241,9 @@ class Supervisor:
         record_ = JobRecord(job_id, spec.argv, process.pid, self._now())
         job = Job(record_, owner, process, journal)
         self._jobs[job_id] = job
+        log.info(
+            "job %s started by %s: pid %d, %s", job_id, owner, process.pid, shlex.join(spec.argv)
+        )
         # From here on this task alone owns the process: it is reaped whatever happens.
         try:
             task_status.started(job)
@@ -267,4 +274,10 @@ class Supervisor:
     def _finish(self, job: Job, exit_status: ExitStatus) -> None:
         last_seen = job.process.usage()
         job.record.finish(exit_status, final_usage(exit_status, last_seen), self._now())
+        how = (
+            f"exit code {exit_status.exit_code}"
+            if exit_status.signal is None
+            else f"signal {exit_status.signal}"
+        )
+        log.info("job %s %s: %s", job.job_id, job.record.state.value, how)
         job.exited.set()
