@@ -8,21 +8,29 @@ harmless.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import stat
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
 from rund_trio.cgroups.devices import IoDevice, parse_io_device
 from rund_trio.cgroups.discovery import read_controllers, read_location
 from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
+from tests.conftest import Daemon, Pki
+from tests.kernel.daemon import ForkServer, start_kernel_daemon
 
 REQUIRED_CONTROLLERS = {"cpu", "memory", "io", "pids"}
 CGROUP2 = Path("/sys/fs/cgroup")
 DISK = Path("/dev/vda")
 PIDS_MAX = 32
+DAEMON_PIDS_MAX = 64
+"""pids.max of every job of the daemon the daemon-level tests drive."""
 
 
 def in_kernel_tier() -> bool:
@@ -96,3 +104,65 @@ async def tree(subtree_root: Path) -> AsyncIterator[CgroupTree]:
     finally:
         await t.remove_all()
         t.close()
+
+
+def remove_cgroup_tree(root: Path) -> None:
+    """Kill whatever is left below ``root`` and remove it, deepest first: the
+    safety net after a test (a daemon that works leaves nothing behind)."""
+    if not root.exists():
+        return
+    with contextlib.suppress(OSError):
+        (root / "cgroup.kill").write_text("1")  # the whole subtree, atomically
+    for sub, dirs, _files in os.walk(root, topdown=False):
+        for d in dirs:
+            _rmdir_when_empty(Path(sub, d))
+    _rmdir_when_empty(root)
+
+
+def _rmdir_when_empty(cg: Path) -> None:
+    deadline = time.monotonic() + 10  # killed processes leave asynchronously
+    while True:
+        try:
+            cg.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def daemon_cgroup_root() -> Iterator[Path]:
+    """A fresh cgroup subtree for one test's daemon: /sys/fs/cgroup/rund-kt-<hex>."""
+    root = CGROUP2 / f"rund-kt-{secrets.token_hex(4)}"
+    yield root
+    remove_cgroup_tree(root)
+
+
+@pytest.fixture
+async def kernel_daemon(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path, daemon_cgroup_root: Path
+) -> Daemon:
+    """A daemon in the test's nursery as it would run on this machine: default
+    isolation (new PID, mount, UTS, IPC namespaces), every job in a leaf of
+    ``daemon_cgroup_root`` with pids.max 64, io limits on the scratch disk."""
+    devices = (parse_io_device(str(DISK)),) if has_disk() else ()
+    options = CgroupOptions(root=daemon_cgroup_root, io_devices=devices, pids_max=DAEMON_PIDS_MAX)
+    daemon = await start_kernel_daemon(nursery, pki, tmp_path, options)
+    enabled = (daemon_cgroup_root / "cgroup.subtree_control").read_text().split()
+    assert set(enabled) == REQUIRED_CONTROLLERS, enabled
+    return daemon
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fork_server() -> Iterator[ForkServer | None]:
+    """The daemon fork server (``tests.kernel.daemon``), forked at the first
+    kernel test's set-up: outside any trio run, before trio started threads."""
+    if kernel_problem() is not None:
+        yield None
+        return
+    server = ForkServer()
+    yield server
+    server.close()

@@ -1,231 +1,264 @@
-"""The cgroup layer against a real cgroup v2 kernel: the kernel enforces the limits.
+"""A real daemon on a real cgroup v2 kernel: the kernel enforces each job's limits.
 
-Run inside the VM by ``scripts/test-kernel.sh``; skipped elsewhere. Processes
-join their leaf before exec, the way the daemon's spawner will do it: through
-``python -m rund_trio.cgroups.join`` or ``join_cgroup`` in a ``preexec_fn``.
+Run inside the VM by ``scripts/test-kernel.sh``; skipped elsewhere. Each test
+drives a daemon as a client would — ``RundClient`` over mutual TLS on loopback
+— with the daemon's defaults (jobs in new PID, mount, UTS and IPC namespaces,
+each in a cgroup leaf of its own), and reads cgroupfs and /proc only to check
+what the daemon did. ``print`` lines carry the measured numbers (``-rP`` or a
+failure's captured output shows them).
 """
 
 from __future__ import annotations
 
-import json
-import os
+import errno
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import trio
 
+from rund_trio.api import rund_pb2 as pb
 from rund_trio.cgroups.devices import IoDevice
-from rund_trio.cgroups.join import join_cgroup
-from rund_trio.cgroups.limits import Limits
 from rund_trio.cgroups.stats import parse_flat_keyed
-from rund_trio.cgroups.tree import CgroupOptions, CgroupTree, JobCgroup
+from rund_trio.cgroups.tree import CgroupOptions
+from rund_trio.jobs.isolation_policy import IsolationPolicy
+from tests.conftest import Daemon, Pki
+from tests.kernel.conftest import DAEMON_PIDS_MAX
+from tests.kernel.daemon import (
+    SLOW,
+    ForkServer,
+    cgroup_pids,
+    comm,
+    cpu_seconds,
+    daemon_process,
+    is_alive,
+    job_leaves,
+    proc_stat,
+    read_output_until,
+    seconds,
+    start_kernel_daemon,
+    start_request,
+    wait_job_done,
+)
 
 pytestmark = pytest.mark.kernel
 
-JOB = "01HZX3K8Q9V7N2M4P6R8T0W2Y4"
-JOB2 = "01HZX3K8Q9V7N2M4P6R8T0W2Y5"
-JOB3 = "01HZX3K8Q9V7N2M4P6R8T0W2Y6"
-SLOW = 120  # seconds: a generous bound for anything under emulation (no KVM)
+MiB = 1 << 20
 
 
-async def start_via_helper(
-    job: JobCgroup, *argv: str, stdout: int | None = None, stderr: int | None = None
-) -> trio.Process:
-    """Start ``argv`` through the join helper: in the cgroup before exec."""
-    helper = [sys.executable, "-m", "rund_trio.cgroups.join", str(job.path), *argv]
-    return await trio.lowlevel.open_process(helper, stdout=stdout, stderr=stderr)
-
-
-async def start_joined(
-    job: JobCgroup, *argv: str, stdout: int | None = None, stderr: int | None = None
-) -> trio.Process:
-    """Start ``argv`` with ``join_cgroup`` between fork and exec."""
-    path = job.path
-    return await trio.lowlevel.open_process(
-        list(argv), preexec_fn=lambda: join_cgroup(path), stdout=stdout, stderr=stderr
-    )
-
-
-async def read_until(stream: trio.abc.ReceiveStream, marker: bytes, count: int = 1) -> bytes:
-    data = b""
-    while data.count(marker) < count:
-        chunk = await stream.receive_some()
-        if not chunk:
-            raise AssertionError(f"EOF before {count} x {marker!r}: {data!r}")
-        data += chunk
-    return data
-
-
-async def test_memory_limit_oom_kills(tree: CgroupTree) -> None:
-    job = tree.create_job(JOB, Limits(memory_bytes=32 << 20))
-    assert job is not None
-    assert job.read_file("memory.max") == f"{32 << 20}\n"
-    assert job.read_file("memory.oom.group") == "1\n"
-    with trio.fail_after(SLOW):
-        proc = await start_via_helper(job, sys.executable, "-c", "x = b'x' * (256 << 20)")
-        assert await proc.wait() == -signal.SIGKILL
-        await job.wait_empty()
-    stats = job.stats()
-    events = parse_flat_keyed(job.read_file("memory.events") or "")
-    print(f"memory.events after the OOM kill: {events}")
-    # With memory.oom.group=1 the kernel kills the victim once as the victim and
-    # once more as a member of its group, and counts both (6.1): one process,
-    # oom_kill 2. oom_group_kill counts the group kills: exactly one.
-    assert stats.memory_oom_kills is not None and stats.memory_oom_kills >= 1
-    assert events["oom_kill"] >= 1
-    if "oom_group_kill" in events:
-        assert events["oom_group_kill"] == 1
-    assert stats.memory_peak is not None and stats.memory_peak <= 32 << 20
-
-
-async def test_cpu_limit_throttles(tree: CgroupTree) -> None:
-    job = tree.create_job(JOB, Limits(cpu_quota_us=20000))
-    assert job is not None
-    assert job.read_file("cpu.max") == "20000 100000\n"
-    busy = "print('go', flush=True)\nwhile True:\n    pass\n"
-    with trio.fail_after(SLOW):
-        proc = await start_joined(job, sys.executable, "-c", busy, stdout=subprocess.PIPE)
-        assert proc.stdout is not None
-        await read_until(proc.stdout, b"go")
-        before, t0 = job.stats(), time.monotonic()
-        await trio.sleep(2.5)  # the measurement window itself, not a wait for an event
-        after, t1 = job.stats(), time.monotonic()
-        await job.kill_and_wait()
-        assert await proc.wait() == -signal.SIGKILL
-    share = (after.cpu_usage_usec - before.cpu_usage_usec) / 1e6 / (t1 - t0)
-    print(f"cpu share under cpu.max 20000 100000: {share:.3f}")
-    assert share <= 0.25
-    assert after.cpu_nr_throttled is not None and after.cpu_nr_throttled > 0
-    assert after.cpu_throttled_usec is not None and after.cpu_throttled_usec > 0
-
-
-async def _timed_dd(job: JobCgroup, disk: Path) -> float:
-    dd = ["dd", f"if={disk}", "of=/dev/null", "bs=64K", "count=64", "iflag=direct"]
-    t0 = time.monotonic()
-    proc = await start_joined(job, *dd, stderr=subprocess.DEVNULL)
-    assert await proc.wait() == 0
-    return time.monotonic() - t0
-
-
-async def test_io_read_limit(tree: CgroupTree, disk: tuple[Path, IoDevice]) -> None:
-    path, device = disk
-    free = tree.create_job(JOB2, Limits())
-    limited = tree.create_job(JOB, Limits(io_rbps=1 << 20))
-    assert free is not None and limited is not None
-    assert f"{device} rbps=1048576" in (limited.read_file("io.max") or "")
-    with trio.fail_after(SLOW):
-        unlimited_s = await _timed_dd(free, path)
-        limited_s = await _timed_dd(limited, path)
-    print(f"4 MiB direct read: {unlimited_s:.2f}s unlimited, {limited_s:.2f}s at rbps=1MiB/s")
-    assert limited_s >= 3.0
-    assert unlimited_s < limited_s / 2
-    assert (limited.stats().io_read_bytes or 0) >= 4 << 20
-
-
-async def test_pids_max_stops_a_fork_bomb(tree: CgroupTree) -> None:
-    job = tree.create_job(JOB, Limits())
-    assert job is not None
-    pids_max = tree.config.pids_max
-    assert pids_max is not None and job.read_file("pids.max") == f"{pids_max}\n"
-    bomb = (
-        "import os, time\n"
-        "while True:\n"
-        "    try:\n"
-        "        os.fork()\n"
-        "    except OSError:\n"
-        "        time.sleep(0.05)\n"
-    )
-    with trio.fail_after(SLOW):
-        proc = await start_joined(job, sys.executable, "-c", bomb)
-        await job.wait_until("pids.events", lambda t: parse_flat_keyed(t or "").get("max", 0) > 0)
-        current = job.stats().pids_current
-        assert current is not None and current <= pids_max
-        await job.kill_and_wait()
-        assert await proc.wait() == -signal.SIGKILL
-    assert job.pids() == []
-
-
-async def test_kill_empties_a_tree_of_children_and_leaf_is_removed(tree: CgroupTree) -> None:
-    job = tree.create_job(JOB, Limits())
-    assert job is not None
-    script = "for i in 1 2 3; do (sleep 1000 & sleep 1000 & echo up; wait) & done; echo up; wait"
-    with trio.fail_after(SLOW):
-        proc = await start_via_helper(job, "sh", "-c", script, stdout=subprocess.PIPE)
-        assert proc.stdout is not None
-        await read_until(proc.stdout, b"up", 4)
-        assert len(job.pids()) >= 10  # sh, 3 subshells, 6 sleeps
-        assert job.populated()
-        await job.kill_and_wait()
-        assert job.pids() == [] and not job.populated()
-        assert await proc.wait() == -signal.SIGKILL
-        await job.remove()
-    assert not job.path.exists()
-
-
-async def test_stale_leaves_are_killed_and_removed(tree: CgroupTree, subtree_root: Path) -> None:
-    a = tree.create_job(JOB, Limits(memory_bytes=64 << 20))
-    b = tree.create_job(JOB2, Limits())
-    assert a is not None and b is not None
-    nested = b.path / "nested"
-    os.mkdir(nested)
-    procs = [
-        await start_joined(a, "sleep", "1000"),
-        await start_joined(b, "sleep", "1000"),
-        await trio.lowlevel.open_process(["sleep", "1000"], preexec_fn=lambda: join_cgroup(nested)),
-    ]
-    assert a.populated() and b.populated()
-    # The daemon that made them "crashed"; a new one starts on the same subtree.
-    again = CgroupTree.discover(CgroupOptions(root=subtree_root, io_devices=()))
-    try:
+async def test_a_job_over_its_memory_limit_is_oom_killed_and_status_says_so(
+    kernel_daemon: Daemon,
+) -> None:
+    limit = 20 * MiB
+    async with kernel_daemon.client() as rund:
         with trio.fail_after(SLOW):
-            removed = await again.cleanup_stale()
-            assert sorted(removed) == [JOB, JOB2]
-            assert [await p.wait() for p in procs] == [-signal.SIGKILL] * 3
-    finally:
-        again.close()
-    assert not a.path.exists() and not b.path.exists()
-    assert again.job_names() == []
+            job_id = await rund.start(
+                start_request(
+                    "python3", "-S", "-c", "b = bytearray(100 << 20)", max_memory_usage=limit
+                )
+            )
+            _out, err, status = await wait_job_done(rund, job_id)
+    print(
+        f"OOM: state {pb.JobState.Name(status.state)} signal {status.signal.value} "
+        f"oom_killed {status.oom_killed} memory_peak {status.memory_peak} "
+        f"({status.memory_peak / limit:.1%} of the limit); stderr {err!r}"
+    )
+    assert status.state == pb.JOB_STATE_KILLED
+    assert status.killed and not status.stopped
+    assert status.signal.value == signal.SIGKILL and status.signal_name == "SIGKILL"
+    assert not status.HasField("exit_code")
+    assert status.oom_killed
+    assert 0.9 * limit <= status.memory_peak <= limit
 
 
-DAEMON_SCRIPT = """
-import json, sys
-from pathlib import Path
-from rund_trio.cgroups.devices import IoDevice
-from rund_trio.cgroups.join import join_cgroup
-from rund_trio.cgroups.limits import Limits
-from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
-join_cgroup(Path(sys.argv[1]))          # start "as a service" in a cgroup of its own
-tree = CgroupTree.discover(CgroupOptions(io_devices=()))
-job = tree.create_job(sys.argv[2], Limits(cpu_quota_us=50000, memory_bytes=64 << 20))
-print(json.dumps({
-    "path": str(tree.path),
-    "controllers": sorted(tree.controllers),
-    "own": open("/proc/self/cgroup").read().strip(),
-    "cpu_max": (job.path / "cpu.max").read_text().strip(),
-}))
+async def test_a_busy_loop_gets_no_more_cpu_than_its_bandwidth(kernel_daemon: Daemon) -> None:
+    async with kernel_daemon.client() as rund:
+        with trio.fail_after(SLOW):
+            job_id = await rund.start(
+                start_request("sh", "-c", "echo go; while :; do :; done", max_cpu_bandwidth=20000)
+            )
+            await read_output_until(rund, job_id, b"go")
+            # Each Status is a snapshot taken somewhere between its request and
+            # its reply: time the window from the midpoints.
+            t0 = trio.current_time()
+            before = await rund.status(job_id)
+            t1 = trio.current_time()
+            await trio.sleep(2.5)  # the measurement window itself, not a wait for an event
+            t2 = trio.current_time()
+            after = await rund.status(job_id)
+            t3 = trio.current_time()
+            stopped = await rund.stop(job_id)
+    window = (t2 + t3) / 2 - (t0 + t1) / 2
+    used = cpu_seconds(after) - cpu_seconds(before)
+    share = used / window
+    print(
+        f"CPU at max_cpu_bandwidth 20000: {used:.3f} s of CPU in {window:.3f} s = {share:.1%} "
+        f"(Status round trips {t1 - t0:.3f} s, {t3 - t2:.3f} s); throttled "
+        f"{after.cpu_throttled_periods} periods, {seconds(after.cpu_throttled_time):.3f} s"
+    )
+    assert 0.10 <= share <= 0.25
+    assert after.cpu_throttled_periods > 0
+    assert seconds(after.cpu_throttled_time) > 0
+    assert stopped.stopped and stopped.cpu_throttled_periods >= after.cpu_throttled_periods
+
+
+async def test_direct_reads_take_as_long_as_the_read_bandwidth_implies(
+    kernel_daemon: Daemon, disk: tuple[Path, IoDevice]
+) -> None:
+    path, _device = disk
+    dd = ("dd", f"if={path}", "of=/dev/null", "bs=64k", "count=64", "iflag=direct")  # 4 MiB
+    async with kernel_daemon.client() as rund:
+        with trio.fail_after(SLOW):
+            free_id = await rund.start(start_request(*dd))
+            _out, free_err, free = await wait_job_done(rund, free_id)
+            limited_id = await rund.start(start_request(*dd, max_rbps=MiB))
+            _out, limited_err, limited = await wait_job_done(rund, limited_id)
+    # The daemon's own clock: from the program running to its process reaped.
+    free_s = seconds(free.ended_at) - seconds(free.started_at)
+    limited_s = seconds(limited.ended_at) - seconds(limited.started_at)
+    print(
+        f"4 MiB of direct reads from {path}: {free_s:.2f} s unlimited, {limited_s:.2f} s at "
+        f"max_rbps 1 MiB/s; io_read_bytes {free.io_read_bytes} / {limited.io_read_bytes}"
+    )
+    assert free.exit_code.value == 0, free_err
+    assert limited.exit_code.value == 0, limited_err
+    assert 3.0 <= limited_s <= 8.0
+    assert free_s < limited_s / 2
+    assert limited.io_read_bytes >= 4 * MiB
+
+
+FORK_UNTIL_REFUSED = """
+import os, sys
+children = 0
+while True:
+    try:
+        pid = os.fork()
+    except OSError as error:
+        print(children, error.errno, flush=True)
+        break
+    if pid == 0:
+        os.pause()
+        os._exit(0)
+    children += 1
+os.pause()
 """
 
 
-async def test_daemon_moves_itself_out_of_its_cgroup(subtree_root: Path) -> None:
-    """The no-internal-processes rule: a daemon alone in its cgroup moves into .../daemon."""
-    os.mkdir(subtree_root)
+async def test_a_fork_bomb_stops_at_pids_max(
+    kernel_daemon: Daemon, daemon_cgroup_root: Path
+) -> None:
+    async with kernel_daemon.client() as rund:
+        with trio.fail_after(SLOW):
+            job_id = await rund.start(start_request("python3", "-S", "-c", FORK_UNTIL_REFUSED))
+            leaf = daemon_cgroup_root / job_id
+            out = await read_output_until(rund, job_id, b"\n")
+            children, error = (int(word) for word in out.split())
+            current = int((leaf / "pids.current").read_text())
+            in_leaf = cgroup_pids(leaf)
+            events = parse_flat_keyed((leaf / "pids.events").read_text())
+            stopped = await rund.stop(job_id)
+    print(
+        f"fork bomb under pids.max {DAEMON_PIDS_MAX}: {children} children before "
+        f"{errno.errorcode[error]}; pids.current {current}, {len(in_leaf)} pids in the leaf, "
+        f"pids.events max {events.get('max')}"
+    )
+    assert not leaf.exists()
+    assert error == errno.EAGAIN
+    assert current == DAEMON_PIDS_MAX and len(in_leaf) <= current
+    # The helper, rund-init and python itself, then its children up to the cap.
+    assert children == DAEMON_PIDS_MAX - 3
+    assert events["max"] >= 1
+    assert stopped.stopped and stopped.signal.value == signal.SIGKILL
+    assert not any(is_alive(pid) for pid in in_leaf)
+
+
+# Three subshells with two sleeps each, and one sleep that left the session
+# (setsid): each says "up" once it has started, and so does the job itself.
+TREE = (
+    "for i in 1 2 3; do (sleep 1000 & sleep 1000 & echo up; wait) & done; "
+    "setsid sh -c 'echo up; exec sleep 1000' & "
+    "echo up; wait"
+)
+
+
+@pytest.mark.parametrize(
+    "isolation",
+    [
+        pytest.param(None, id="namespaces"),
+        pytest.param(IsolationPolicy(namespaces=False), id="no-namespaces"),
+    ],
+)
+async def test_stop_leaves_no_process_of_a_tree_that_forked_and_setsid(
+    nursery: trio.Nursery,
+    pki: Pki,
+    tmp_path: Path,
+    daemon_cgroup_root: Path,
+    isolation: IsolationPolicy | None,
+) -> None:
+    options = CgroupOptions(root=daemon_cgroup_root, io_devices=(), pids_max=DAEMON_PIDS_MAX)
+    overrides = {} if isolation is None else {"isolation": isolation}
+    daemon = await start_kernel_daemon(nursery, pki, tmp_path, options, **overrides)
+    async with daemon.client() as rund:
+        with trio.fail_after(SLOW):
+            job_id = await rund.start(start_request("sh", "-c", TREE))
+            leaf = daemon_cgroup_root / job_id
+            await read_output_until(rund, job_id, b"up", 5)
+            main_pid = (await rund.status(job_id)).pid
+            tree = cgroup_pids(leaf)
+            name = {pid: comm(pid) for pid in tree}
+            session = {pid: int((proc_stat(pid) or ["0"] * 4)[3]) for pid in tree}
+            status = await rund.stop(job_id)
+    print(f"the tree before Stop: {len(tree)} processes {sorted(name.items())}, sessions {session}")
+    assert main_pid in tree
+    sleeps = [pid for pid in tree if name[pid] == "sleep"]
+    assert len(sleeps) == 7
+    escaped = [pid for pid in sleeps if session[pid] == pid]  # setsid: a session of its own
+    assert len(escaped) == 1
+    assert status.stopped and status.signal.value == signal.SIGKILL
+    assert not leaf.exists()
+    alive = [pid for pid in tree if is_alive(pid)]
+    assert alive == []
+
+
+async def test_a_jobs_cgroup_is_removed_when_the_job_ends_by_itself(
+    kernel_daemon: Daemon, daemon_cgroup_root: Path
+) -> None:
+    async with kernel_daemon.client() as rund:
+        with trio.fail_after(SLOW):
+            job_id = await rund.start(start_request("cat", "/proc/self/cgroup"))
+            out, _err, status = await wait_job_done(rund, job_id)
+    leaf = daemon_cgroup_root / job_id
+    assert out.decode() == f"0::/{leaf.relative_to('/sys/fs/cgroup')}\n"
+    assert status.state == pb.JOB_STATE_EXITED and status.exit_code.value == 0
+    assert not leaf.exists()
+    assert job_leaves(daemon_cgroup_root) == []
+
+
+async def test_stale_cgroups_are_cleaned_when_a_killed_daemon_starts_again(
+    fork_server: ForkServer, pki: Pki, tmp_path: Path, daemon_cgroup_root: Path
+) -> None:
     with trio.fail_after(SLOW):
-        done = await trio.run_process(
-            [sys.executable, "-c", DAEMON_SCRIPT, str(subtree_root), JOB3],
-            capture_stdout=True,
-        )
-    out = json.loads(done.stdout)
-    assert out["own"] == f"0::/{subtree_root.name}/daemon"
-    assert out["path"] == str(subtree_root / "rund-trio")
-    assert out["controllers"] == ["cpu", "io", "memory", "pids"]
-    assert out["cpu_max"] == "50000 100000"
-    assert (subtree_root / "cgroup.subtree_control").read_text().split() == [
-        "cpu",
-        "io",
-        "memory",
-        "pids",
-    ]
+        async with daemon_process(
+            fork_server, pki, daemon_cgroup_root, tmp_path / "state1"
+        ) as first:
+            async with first.client() as rund:
+                job_id = await rund.start(start_request("sleep", "1000"))
+            leaf = daemon_cgroup_root / job_id
+            sleeps = [pid for pid in cgroup_pids(leaf) if comm(pid) == "sleep"]
+            first.send_signal(signal.SIGKILL)
+            assert await first.wait() == -signal.SIGKILL
+        # The daemon is gone; its job is not.
+        assert len(sleeps) == 1 and is_alive(sleeps[0])
+        assert (leaf / "cgroup.procs").read_text().split()
+        assert job_leaves(daemon_cgroup_root) == [job_id]
+
+        async with daemon_process(
+            fork_server, pki, daemon_cgroup_root, tmp_path / "state2"
+        ) as second:
+            # Listening: start-up, the stale leaves' removal included, is over.
+            assert not leaf.exists()
+            assert not is_alive(sleeps[0])
+            assert "removed 1 job cgroups left by an earlier daemon" in second.log_text()
+            second.send_signal(signal.SIGTERM)
+            assert await second.wait() == 0
+    assert not daemon_cgroup_root.exists()  # a clean shutdown leaves no subtree either
