@@ -39,10 +39,15 @@ test-host: setup lint
 test-kernel *ARGS: setup
     scripts/test-kernel.sh {{ARGS}}
 
+# benchmarks against a real daemon and OpenSSH on loopback, into bench/results/ (--quick: ~2 min)
+bench *ARGS: setup
+    {{python}} -m pip install -q --disable-pip-version-check -e '.[bench]'
+    {{python}} -m bench {{ARGS}}
+
 # ruff and mypy
 lint: setup
-    {{venv}}/bin/ruff check rund_trio tests
-    {{venv}}/bin/ruff format --check rund_trio tests
+    {{venv}}/bin/ruff check rund_trio tests bench
+    {{venv}}/bin/ruff format --check rund_trio tests bench
     {{venv}}/bin/mypy
 
 # regenerate rund_trio/api/ from proto/rund.proto

@@ -1,0 +1,34 @@
+"""Small statistics helpers (milliseconds in, milliseconds out)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (``fraction`` in 0..1)."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary(samples: Sequence[float]) -> dict[str, float]:
+    """n, p50, p90, p99, max and mean of ``samples``."""
+    if not samples:
+        return {"n": 0}
+    return {
+        "n": len(samples),
+        "p50": percentile(samples, 0.50),
+        "p90": percentile(samples, 0.90),
+        "p99": percentile(samples, 0.99),
+        "max": max(samples),
+        "mean": statistics.fmean(samples),
+    }
+
+
+def median(samples: Sequence[float]) -> float:
+    return statistics.median(samples) if samples else math.nan
