@@ -173,7 +173,7 @@ class HelperSpawner:
         pid, stdout_r, stderr_r, status_r = self._start_helper(payload)
         process = HelperProcess(pid, stdout_r, stderr_r, has_init=iso.namespaces.pid)
         try:
-            status = await _read_status(status_r)
+            status = await read_status(status_r)
         except BaseException:
             with trio.CancelScope(shield=True):
                 process.signal_tree(signal.SIGKILL)
@@ -238,7 +238,7 @@ class HelperSpawner:
         return pid, stdout_r, stderr_r, status_r
 
 
-async def _read_status(status_fd: int) -> bytes:
+async def read_status(status_fd: int) -> bytes:
     """Everything the helper wrote on the status fd, up to its end of file."""
     data = b""
     async with trio.lowlevel.FdStream(status_fd) as stream:
