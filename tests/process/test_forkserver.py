@@ -469,8 +469,10 @@ async def test_cancelled_spawn_leaves_nothing_behind(
 ) -> None:
     await run_job(spawner, "true")  # the server is up: cancel during the job's start
     marker = f"4243.{int(delay * 10000)}"
+    process = None
     with trio.move_on_after(delay):
         process = await spawner.spawn(ProcessSpec(("sleep", marker), {"PATH": PATH}))
+    if process is not None:  # the spawn finished first: the process is ours to end
         process.signal_tree(signal.SIGKILL)
         await finish(process)
     assert our_children(besides=(spawner.server_pid,)) == []
