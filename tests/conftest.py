@@ -97,9 +97,9 @@ async def start_daemon(
 ) -> Daemon:
     config = ServeConfig(
         tls=pki.server_tls(),
-        addr="127.0.0.1:0",
         state_dir=tmp_path / "state",
         **{  # type: ignore[arg-type]
+            "addr": "127.0.0.1:0",
             "output_linger": 0.5,
             "cgroups": CgroupOptions(root=private_cgroup_root()),
             **overrides,

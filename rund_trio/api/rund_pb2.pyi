@@ -151,6 +151,7 @@ class JobStatus(_message.Message):
     CPU_THROTTLED_TIME_FIELD_NUMBER: _builtins.int
     IO_READ_BYTES_FIELD_NUMBER: _builtins.int
     IO_WRITE_BYTES_FIELD_NUMBER: _builtins.int
+    OUTPUT_ERROR_FIELD_NUMBER: _builtins.int
     stopped: _builtins.bool
     """a Stop request ended the job"""
     killed: _builtins.bool
@@ -179,6 +180,8 @@ class JobStatus(_message.Message):
     """io.stat rbytes, summed over devices"""
     io_write_bytes: _builtins.int
     """io.stat wbytes, summed over devices"""
+    output_error: _builtins.str
+    """why output stopped being recorded (e.g. disk full)"""
     @_builtins.property
     def exit_code(self) -> _wrappers_pb2.UInt32Value:
         """unset while running or when killed"""
@@ -232,10 +235,11 @@ class JobStatus(_message.Message):
         cpu_throttled_time: _duration_pb2.Duration | None = ...,
         io_read_bytes: _builtins.int = ...,
         io_write_bytes: _builtins.int = ...,
+        output_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "signal", b"signal", "started_at", b"started_at", "system_time", b"system_time", "user_time", b"user_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cpu_throttled_periods", b"cpu_throttled_periods", "cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "io_read_bytes", b"io_read_bytes", "io_write_bytes", b"io_write_bytes", "killed", b"killed", "memory_current", b"memory_current", "memory_peak", b"memory_peak", "name", b"name", "oom_killed", b"oom_killed", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "pid", b"pid", "signal", b"signal", "signal_name", b"signal_name", "started_at", b"started_at", "state", b"state", "stopped", b"stopped", "system_time", b"system_time", "user_time", b"user_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cpu_throttled_periods", b"cpu_throttled_periods", "cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "io_read_bytes", b"io_read_bytes", "io_write_bytes", b"io_write_bytes", "killed", b"killed", "memory_current", b"memory_current", "memory_peak", b"memory_peak", "name", b"name", "oom_killed", b"oom_killed", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "output_error", b"output_error", "pid", b"pid", "signal", b"signal", "signal_name", b"signal_name", "started_at", b"started_at", "state", b"state", "stopped", b"stopped", "system_time", b"system_time", "user_time", b"user_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -98,6 +98,7 @@ def status_to_proto(snapshot: JobSnapshot) -> pb.JobStatus:
         cpu_throttled_time=_duration(snapshot.usage.cpu_throttled_time),
         io_read_bytes=snapshot.usage.io_read_bytes,
         io_write_bytes=snapshot.usage.io_write_bytes,
+        output_error=snapshot.output.error or "",
     )
     if snapshot.exit_code is not None:
         status.exit_code.value = snapshot.exit_code

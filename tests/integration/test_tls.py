@@ -4,6 +4,7 @@ its CA get through, and a silent client cannot hold a connection open."""
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import pytest
 import trio
@@ -12,7 +13,7 @@ import trustme
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.client.api import RundClient
 from rund_trio.errors import ConnectionFailed
-from tests.conftest import Daemon
+from tests.conftest import Daemon, Pki, start_daemon
 
 
 def client_context(daemon: Daemon, *, with_cert: bool = True) -> ssl.SSLContext:
@@ -74,3 +75,16 @@ async def test_a_silent_client_is_disconnected_after_the_handshake_timeout(
         assert await stream.receive_some(1024) == b""
     await stream.aclose()
     await still_serving(fast_handshake_daemon)
+
+
+async def test_the_daemon_serves_on_ipv6_loopback(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    daemon = await start_daemon(nursery, pki, tmp_path, addr="[::1]:0")
+    assert daemon.running.addresses[0][0] == "::1"
+    port = daemon.port
+    async with RundClient.connect(
+        f"[::1]:{port}", pki.client_tls("alice").client_context()
+    ) as rund:
+        job_id = await rund.start(pb.JobStartRequest(name="true"))
+    assert len(job_id) == 26

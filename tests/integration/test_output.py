@@ -1,0 +1,60 @@
+"""Job output is journaled, not buffered: the daemon's memory does not grow
+with it, and a subscriber that stops reading slows down nobody."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import trio
+
+from rund_trio.api import rund_pb2 as pb
+from tests.conftest import Daemon
+
+GIB = 1024**3
+
+
+def resident_bytes() -> int:
+    """This process's RSS: the daemon runs in it, in the test's nursery."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+async def test_a_job_writing_1_gib_grows_the_daemon_by_a_few_mib_at_most(daemon: Daemon) -> None:
+    async with daemon.client() as rund:
+        warmup = await rund.start(pb.JobStartRequest(name="head", args=["-c", "1M", "/dev/zero"]))
+        await daemon.running.supervisor.jobs[warmup].done.wait()
+        before = resident_bytes()
+        job_id = await rund.start(
+            pb.JobStartRequest(name="head", args=["-c", str(GIB), "/dev/zero"])
+        )
+        with trio.fail_after(120):
+            await daemon.running.supervisor.jobs[job_id].done.wait()
+        status = await rund.status(job_id)
+    growth = resident_bytes() - before
+    assert status.exit_code.value == 0 and status.output_bytes == GIB
+    assert growth < 8 * 1024**2, f"the daemon grew by {growth / 1024**2:.1f} MiB"
+
+
+async def test_a_stalled_subscriber_slows_neither_the_job_nor_other_subscribers(
+    daemon: Daemon,
+) -> None:
+    command = "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 67108864"
+    expected = hashlib.sha256(
+        subprocess.run(["sh", "-c", command], capture_output=True, check=True).stdout
+    ).hexdigest()
+    async with daemon.client() as stalled, daemon.client() as reader:
+        job_id = await stalled.start(pb.JobStartRequest(name="sh", args=["-c", command]))
+        stalled_log = stalled.log(job_id)
+        await anext(stalled_log)  # read one chunk, then never again
+        digest = hashlib.sha256()
+        with trio.fail_after(60):
+            async for chunk in reader.log(job_id):
+                digest.update(chunk.stdout)
+        status = await reader.status(job_id)
+        await stalled_log.aclose()
+    assert digest.hexdigest() == expected
+    assert status.state == pb.JOB_STATE_EXITED and status.exit_code.value == 0
