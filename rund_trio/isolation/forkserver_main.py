@@ -55,6 +55,10 @@ REQUEST_SPAWN_IN_CGROUP = b"spawn-in-cgroup"
 REQUEST_FDS = 5
 """stdin, stdout, stderr, spec, status."""
 REPLY_PID = b"pid "
+CHILD_PID = b"pid "
+"""The first line a job's process writes on its status fd: ``pid <pid>\n``.
+The daemon learns the pid from the child itself, so a server that dies
+between its fork and its reply cannot leave a child nobody knows."""
 REPLY_MAX = wire.STATUS_MAX
 
 CLONE_PARENT = 0x00008000
@@ -166,6 +170,7 @@ def _run_job(fds: list[int], cgroup_fd: int | None) -> None:
     stdin, stdout, stderr, spec_fd, status_fd = fds[:REQUEST_FDS]
     step = "forkserver"
     try:
+        posix.write(status_fd, CHILD_PID + b"%d\n" % posix.getpid())
         if cgroup_fd is not None:
             step = "cgroup"
             _join_cgroup(cgroup_fd)  # first: before anything can fork

@@ -37,6 +37,7 @@ import trio
 import rund_trio
 from rund_trio.errors import SpawnError
 from rund_trio.isolation.forkserver_main import (
+    CHILD_PID,
     REPLY_MAX,
     REPLY_PID,
     REQUEST_SPAWN,
@@ -82,6 +83,26 @@ class ForkServerDied(Exception):
     def __init__(self, message: str, *, unread: bool) -> None:
         super().__init__(message)
         self.unread = unread
+
+
+class _Unanswered(Exception):
+    """The server read a request and died without answering it."""
+
+
+def _child_pid(status: bytes) -> int | None:
+    """The pid a job's process reported as its status pipe's first line."""
+    line, newline, _ = status.partition(b"\n")
+    if not newline or not line.startswith(CHILD_PID):
+        return None
+    try:
+        return int(line[len(CHILD_PID) :])
+    except ValueError:
+        return None
+
+
+def _without_pid_line(status: bytes) -> bytes:
+    """The status the ``execute`` helper wrote, after the child's pid line."""
+    return status.partition(b"\n")[2] if _child_pid(status) is not None else status
 
 
 class ForkServer:
@@ -261,10 +282,21 @@ class ForkServerSpawner:
         the failed step in ``reason``, e.g. ``exec: ENOENT (...)``) or the
         fork server failed; no process is left behind then.
         """
+        program = spec.argv[0]
+        for _ in range(2):
+            process = await self._spawn_once(spec)
+            if process is not None:
+                return process
+        raise SpawnError(program, errno.EPIPE, "forkserver: died twice before forking the job")
+
+    async def _spawn_once(self, spec: ProcessSpec) -> HelperProcess | None:
+        """``spawn``, or None when the server died before forking the job
+        (nothing was started: safe to try again)."""
         payload, iso = spec_payload(spec, self._isolation)
         program = spec.argv[0]
         read_ends: list[int] = []
         to_close: list[int] = []
+        status: bytes | None = None
         try:
             to_close.append(_spec_memfd(payload))
             status_r, status_w = os.pipe2(os.O_CLOEXEC)
@@ -288,7 +320,25 @@ class ForkServerSpawner:
                 # From the request on, the pid must reach a HelperProcess
                 # (whose pidfd and cleanup own it) whatever happens outside.
                 with trio.CancelScope(shield=True):
-                    pid = await self._fork(program, request, fds)
+                    try:
+                        pid = await self._fork(program, request, fds)
+                    except _Unanswered:
+                        # The server died after reading the request. A child it
+                        # made says its own pid first on the status pipe, which
+                        # ends once the child ran its program or failed, or at
+                        # once if there is no child (our copy closed here).
+                        to_close.remove(status_w)
+                        os.close(status_w)
+                        status = b""
+                        with trio.move_on_after(REPLY_TIMEOUT):
+                            status = await read_status(status_r)
+                        read_ends.remove(status_r)  # read_status closed it
+                        child = _child_pid(status)
+                        if child is None:
+                            for fd in read_ends:
+                                os.close(fd)
+                            return None
+                        pid = child
                     process = _adopt(pid, stdout_r, stderr_r, has_init=iso.namespaces.pid)
                     read_ends.remove(stdout_r)
                     read_ends.remove(stderr_r)
@@ -300,7 +350,8 @@ class ForkServerSpawner:
             for fd in to_close:
                 os.close(fd)
         try:
-            status = await read_status(status_r)
+            if status is None:
+                status = await read_status(status_r)
         except BaseException:
             with trio.CancelScope(shield=True):
                 # The process may not lead its session yet (a group signal
@@ -312,6 +363,7 @@ class ForkServerSpawner:
                 await process.wait()
                 await process.aclose()
             raise
+        status = _without_pid_line(status)
         if status:
             with trio.CancelScope(shield=True):
                 await process.wait()
@@ -335,11 +387,11 @@ class ForkServerSpawner:
             except ForkServerDied as error:
                 await self._discard(server)
                 # Dead before it read the request: nothing was forked, so one
-                # more try with a new server. Otherwise it may have died
-                # between its fork and its reply, leaving a child we cannot
-                # name (see the report's risks); never retry then, or the job
-                # could run twice.
-                if not error.unread or attempt == 2:
+                # more try with a new server. Otherwise it may have forked the
+                # job before dying: the caller asks the job itself.
+                if not error.unread:
+                    raise _Unanswered from None
+                if attempt == 2:
                     raise SpawnError(program, errno.EPIPE, f"forkserver: died ({error})") from None
         if not reply:
             await self._discard(server, kill=True)

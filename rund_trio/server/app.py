@@ -22,7 +22,7 @@ from rund_trio.jobs.isolation_policy import IsolationPolicy
 from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.process.base import Spawner
 from rund_trio.process.cgrouped import CgroupSpawner
-from rund_trio.process.helper import HelperSpawner
+from rund_trio.process.forkserver import ForkServerSpawner
 from rund_trio.process.posix import PosixSpawner
 from rund_trio.server.address import parse_address
 from rund_trio.server.service import JobControllerService
@@ -105,18 +105,25 @@ def state_directory(path: Path | None) -> Iterator[Path]:
     yield path
 
 
-def make_spawner(isolation: IsolationPolicy, tree: CgroupTree | None) -> Spawner:
+@asynccontextmanager
+async def job_spawner(
+    isolation: IsolationPolicy, tree: CgroupTree | None
+) -> AsyncIterator[Spawner]:
     """The cheapest spawner that can contain jobs as configured: plain
     ``posix_spawn`` when there is nothing to set up before the program runs,
-    the ``execute`` helper otherwise; wrapped to give each job its own cgroup
-    where the host has a usable cgroup v2 hierarchy."""
+    the ``execute`` fork server otherwise; wrapped to give each job its own
+    cgroup where the host has a usable cgroup v2 hierarchy. The fork server is
+    stopped on exit (the jobs it started are the daemon's own children)."""
     cgrouped = tree is not None and tree.enabled
-    inner: Spawner
     if isolation == IsolationPolicy(namespaces=False) and not cgrouped:
-        inner = PosixSpawner()
-    else:
-        inner = HelperSpawner(Isolation.none())
-    return CgroupSpawner(inner, tree) if tree is not None and cgrouped else inner
+        yield PosixSpawner()
+        return
+    fork_server = ForkServerSpawner(Isolation.none())
+    try:
+        yield CgroupSpawner(fork_server, tree) if tree is not None and cgrouped else fork_server
+    finally:
+        with trio.CancelScope(shield=True):
+            await fork_server.aclose()
 
 
 @asynccontextmanager
@@ -159,10 +166,14 @@ async def serve(
     config.isolation.validate()
     listener = await open_listener(config.addr)
     addresses = listening_addresses(listener)
-    async with listener, job_cgroups(config.cgroups) as tree:
+    async with (
+        listener,
+        job_cgroups(config.cgroups) as tree,
+        job_spawner(config.isolation, tree) as spawner,
+    ):
         with state_directory(config.state_dir) as state_dir:
             supervisor = Supervisor(
-                make_spawner(config.isolation, tree),
+                spawner,
                 SupervisorConfig(
                     state_dir=state_dir,
                     output_cap=config.output_cap,
