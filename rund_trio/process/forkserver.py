@@ -44,9 +44,9 @@ from rund_trio.isolation.forkserver_main import (
     REQUEST_SPAWN_IN_CGROUP,
     SERVER_FD,
 )
-from rund_trio.isolation.spec import Isolation, IsolationSpec, hostname_for_job
+from rund_trio.isolation.spec import Isolation, IsolationSpec
 from rund_trio.process.base import ProcessSpec
-from rund_trio.process.helper import HelperProcess, read_status, spawn_error
+from rund_trio.process.helper import HelperProcess, job_isolation, read_status, spawn_error
 from rund_trio.process.pidfd import ChildWaiter
 from rund_trio.process.pipes import open_output_pipe
 
@@ -197,11 +197,7 @@ def spec_payload(spec: ProcessSpec, default: Isolation) -> tuple[bytes, Isolatio
     ``default``, the job's host name), as ``HelperSpawner`` sends them but
     without ``cgroup_dir``: the fork server puts the process in its cgroup.
     Raises ``InvalidRequest`` for a spec the helper cannot apply."""
-    iso = default if spec.isolation is None else spec.isolation
-    if iso.namespaces.uts and iso.hostname is None and spec.job_id:
-        iso = replace(iso, hostname=hostname_for_job(spec.job_id))
-    if spec.cgroup_dir is not None:
-        iso = replace(iso, cgroup_dir=spec.cgroup_dir)
+    iso = job_isolation(spec, default)
     IsolationSpec(spec.argv, spec.env, spec.cwd, iso).validate()
     payload = IsolationSpec(spec.argv, spec.env, spec.cwd, replace(iso, cgroup_dir=None))
     return payload.to_bytes(), iso

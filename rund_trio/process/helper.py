@@ -140,6 +140,17 @@ def session_usage(sid: int, *, helpers: int) -> ResourceUsage:
     )
 
 
+def job_isolation(spec: ProcessSpec, default: Isolation) -> Isolation:
+    """The containment of ``spec``'s job: ``spec.isolation`` (else
+    ``default``), with the job's host name in a UTS namespace and its cgroup."""
+    iso = default if spec.isolation is None else spec.isolation
+    if iso.namespaces.uts and iso.hostname is None and spec.job_id:
+        iso = replace(iso, hostname=hostname_for_job(spec.job_id))
+    if spec.cgroup_dir is not None:
+        iso = replace(iso, cgroup_dir=spec.cgroup_dir)
+    return iso
+
+
 class HelperSpawner:
     """Starts jobs through the ``execute`` helper with ``isolation`` (per
     spawn, or the spawner's default: new PID, mount, UTS and IPC namespaces,
@@ -164,11 +175,7 @@ class HelperSpawner:
         (errno and the failed step in ``reason``, e.g. ``exec: ENOENT (...)``);
         no process is left behind then.
         """
-        iso = self._isolation if spec.isolation is None else spec.isolation
-        if iso.namespaces.uts and iso.hostname is None and spec.job_id:
-            iso = replace(iso, hostname=hostname_for_job(spec.job_id))
-        if spec.cgroup_dir is not None:
-            iso = replace(iso, cgroup_dir=spec.cgroup_dir)
+        iso = job_isolation(spec, self._isolation)
         payload = IsolationSpec(spec.argv, spec.env, spec.cwd, iso).to_bytes()
         pid, stdout_r, stderr_r, status_r = self._start_helper(payload)
         process = HelperProcess(pid, stdout_r, stderr_r, has_init=iso.namespaces.pid)
