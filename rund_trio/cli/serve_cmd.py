@@ -139,6 +139,28 @@ def add_parser(subparsers: Any) -> None:
         metavar="GID",
         help="a gid clients may ask for; repeatable",
     )
+    caps = parser.add_argument_group("caps (beyond them: RESOURCE_EXHAUSTED)")
+    caps.add_argument(
+        "--max-running-jobs",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="jobs running at once (default: %(default)s; 0: no cap)",
+    )
+    caps.add_argument(
+        "--max-running-jobs-per-client",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="jobs running at once per client certificate (default: %(default)s; 0: no cap)",
+    )
+    caps.add_argument(
+        "--max-log-streams-per-client",
+        type=int,
+        default=256,
+        metavar="N",
+        help="Log streams open at once per client certificate (default: %(default)s; 0: no cap)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.set_defaults(handler=run)
 
@@ -172,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
             io_devices=tuple(parse_io_device(device) for device in args.io_device) or None,
             pids_max=args.pids_max or None,
         ),
+        max_running_jobs=args.max_running_jobs or None,
+        max_running_jobs_per_client=args.max_running_jobs_per_client or None,
+        max_log_streams_per_client=args.max_log_streams_per_client or None,
         isolation=IsolationPolicy(
             namespaces=not args.no_namespaces,
             network=Network(args.network or ("isolated" if args.forbid_host_network else "host")),

@@ -29,6 +29,7 @@ from rund_trio.cgroups.limits import Limits
 from rund_trio.errors import FailedPrecondition, JobNotFound, PermissionDenied, Unsupported
 from rund_trio.isolation.spec import Isolation
 from rund_trio.jobs.isolation_policy import IsolationPolicy
+from rund_trio.jobs.quota import Quota
 from rund_trio.jobs.spec import JobSpec, new_job_id
 from rund_trio.jobs.state import JobRecord, JobSnapshot, OutputCounts, final_usage
 from rund_trio.jobs.termination import terminate
@@ -81,6 +82,10 @@ class SupervisorConfig:
     """Grace period between SIGTERM and SIGKILL for jobs killed at shutdown."""
     isolation: IsolationPolicy = field(default_factory=IsolationPolicy)
     """How jobs are contained, and what a request may choose."""
+    max_running_jobs: int | None = 4096
+    """Jobs running at once, in total; None: no cap."""
+    max_running_jobs_per_client: int | None = 1024
+    """Jobs running at once per client identity (the SANs of its certificate)."""
     job_env: Mapping[str, str] = field(
         default_factory=lambda: {"PATH": DEFAULT_JOB_PATH, "HOME": "/", "LANG": "C.UTF-8"}
     )
@@ -140,6 +145,11 @@ class Supervisor:
         self._now = now
         self._jobs: dict[str, Job] = {}
         self._nursery: trio.Nursery | None = None
+        self._running = Quota(
+            "running jobs",
+            total=config.max_running_jobs,
+            per_client=config.max_running_jobs_per_client,
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Host the job tasks until cancelled.
@@ -165,9 +175,9 @@ class Supervisor:
         """Start a job for ``owner`` and return once its program runs.
 
         Raises ``PermissionDenied`` for a caller without any SAN, ``Unsupported``
-        for limits this host cannot enforce, ``SpawnError`` when the program
-        cannot be executed. If the caller is cancelled before the job runs, no
-        process is left behind.
+        for limits this host cannot enforce, ``ResourceExhausted`` at the caps
+        on running jobs, ``SpawnError`` when the program cannot be executed. If
+        the caller is cancelled before the job runs, no process is left behind.
         """
         if owner.is_anonymous:
             raise PermissionDenied(
@@ -178,7 +188,12 @@ class Supervisor:
         isolation = self._config.isolation.isolation_for(spec.isolation)
         if self._nursery is None:
             raise FailedPrecondition("the daemon is shutting down")
-        job: Job = await self._nursery.start(self._run_job, spec, isolation, owner)
+        self._running.acquire(owner.sans)
+        try:
+            job: Job = await self._nursery.start(self._run_job, spec, isolation, owner)
+        except BaseException:
+            self._running.release(owner.sans)
+            raise
         return job
 
     def find(self, job_id: str, caller: Identity) -> Job:
@@ -264,6 +279,7 @@ class Supervisor:
                     await process.aclose()
                 journal.close()
                 job.exited.set()
+                self._running.release(owner.sans)
                 job.done.set()
 
     async def _wait_or_stop(self, job: Job) -> ExitStatus:

@@ -47,6 +47,9 @@ class ServeConfig:
     """None: do not use cgroups at all (every limit is then refused)."""
     isolation: IsolationPolicy = field(default_factory=IsolationPolicy)
     """How jobs are contained: by default new PID, mount, UTS and IPC namespaces."""
+    max_running_jobs: int | None = 4096
+    max_running_jobs_per_client: int | None = 1024
+    max_log_streams_per_client: int | None = 256
 
 
 @dataclass(frozen=True)
@@ -180,12 +183,15 @@ async def serve(
                     output_linger=config.output_linger,
                     shutdown_grace=config.shutdown_grace,
                     isolation=config.isolation,
+                    max_running_jobs=config.max_running_jobs,
+                    max_running_jobs_per_client=config.max_running_jobs_per_client,
                 ),
                 limits=tree,
             )
-            server = GrpcServer(
-                [JobControllerService(supervisor).service], ssl_context, config.transport
+            service = JobControllerService(
+                supervisor, max_log_streams_per_client=config.max_log_streams_per_client
             )
+            server = GrpcServer([service.service], ssl_context, config.transport)
             async with trio.open_nursery() as nursery:
                 await nursery.start(supervisor.run)
                 nursery.start_soon(server.serve, listener)

@@ -9,6 +9,7 @@ from contextlib import aclosing
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.api.rund_grpc import JobControllerServicer
+from rund_trio.jobs.quota import Quota
 from rund_trio.jobs.spec import parse_job_id, parse_job_spec
 from rund_trio.jobs.supervisor import Job, Supervisor
 from rund_trio.logs.journal import Stream
@@ -22,8 +23,11 @@ from rund_trio.server.transport import current_identity
 
 
 class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # generated, untyped
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervisor, *, max_log_streams_per_client: int | None) -> None:
         self._supervisor = supervisor
+        self._log_streams = Quota(
+            "log streams open", total=None, per_client=max_log_streams_per_client
+        )
 
     def _find(self, job_id: str) -> Job:
         return self._supervisor.find(parse_job_id(job_id), current_identity())
@@ -48,9 +52,10 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
 
     async def Log(self, request: pb.JobIdentifier) -> AsyncIterator[pb.JobLog]:
         job = self._find(request.ulid)
-        async with aclosing(self._supervisor.follow(job)) as pieces:
-            async for piece in pieces:
-                if piece.stream is Stream.STDOUT:
-                    yield pb.JobLog(stdout=piece.data)
-                else:
-                    yield pb.JobLog(stderr=piece.data)
+        with self._log_streams.held(current_identity().sans):
+            async with aclosing(self._supervisor.follow(job)) as pieces:
+                async for piece in pieces:
+                    if piece.stream is Stream.STDOUT:
+                        yield pb.JobLog(stdout=piece.data)
+                    else:
+                        yield pb.JobLog(stderr=piece.data)

@@ -15,7 +15,7 @@ import trio
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.errors import RpcError
 from rund_trio.jobs.spec import MAX_ARGV_BYTES
-from tests.conftest import Daemon
+from tests.conftest import Daemon, Pki, start_daemon
 from tests.procs import live_pids
 
 
@@ -282,3 +282,23 @@ async def test_the_daemon_keeps_serving_after_errors(daemon: Daemon) -> None:
     await expect_error(daemon, "INVALID_ARGUMENT", start_request(""))
     status, out, _ = await run_to_end(daemon, "echo", "still here")
     assert out == b"still here\n" and status.exit_code.value == 0
+
+
+async def test_log_streams_beyond_the_per_client_cap_are_resource_exhausted(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    daemon = await start_daemon(nursery, pki, tmp_path, max_log_streams_per_client=2)
+    async with daemon.client() as rund:
+        job_id = await rund.start(start_request("sh", "-c", "echo up; sleep 300"))
+        open_streams = [rund.log(job_id), rund.log(job_id)]
+        for stream in open_streams:
+            assert (await anext(stream)).stdout == b"up\n"
+        with pytest.raises(RpcError) as error:
+            await anext(rund.log(job_id))
+        assert error.value.code == "RESOURCE_EXHAUSTED"
+        assert "log streams" in error.value.message
+        async with daemon.client("bob") as bob:  # another client is not affected
+            bobs_job = await bob.start(start_request("echo", "bob"))
+            assert b"".join([chunk.stdout async for chunk in bob.log(bobs_job)]) == b"bob\n"
+        for stream in open_streams:
+            await stream.aclose()

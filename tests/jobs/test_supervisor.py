@@ -12,7 +12,13 @@ import trio
 from trio.testing import MockClock
 
 from rund_trio.cgroups.limits import Limits
-from rund_trio.errors import JobNotFound, PermissionDenied, SpawnError, Unsupported
+from rund_trio.errors import (
+    JobNotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    SpawnError,
+    Unsupported,
+)
 from rund_trio.jobs.spec import JobSpec
 from rund_trio.jobs.state import JobState
 from rund_trio.jobs.supervisor import Job, Supervisor, SupervisorConfig
@@ -329,3 +335,41 @@ async def test_start_during_shutdown_is_refused(
         nursery.cancel_scope.cancel()
     with pytest.raises(Exception, match="shutting down"):
         await supervisor.start(SPEC, ALICE)
+
+
+async def test_starts_beyond_the_running_jobs_cap_are_refused_until_one_ends(
+    autojump_clock: MockClock, nursery: trio.Nursery, spawner: FakeSpawner, tmp_path: Path
+) -> None:
+    supervisor = Supervisor(spawner, SupervisorConfig(state_dir=tmp_path, max_running_jobs=2))
+    await nursery.start(supervisor.run)
+    first = await supervisor.start(SPEC, ALICE)
+    await supervisor.start(SPEC, BOB)
+    with pytest.raises(ResourceExhausted, match="2 running jobs"):
+        await supervisor.start(SPEC, ALICE)
+    await supervisor.stop(first)
+    await supervisor.start(SPEC, ALICE)
+
+
+async def test_a_client_at_its_running_jobs_cap_does_not_block_others(
+    autojump_clock: MockClock, nursery: trio.Nursery, spawner: FakeSpawner, tmp_path: Path
+) -> None:
+    config = SupervisorConfig(state_dir=tmp_path, max_running_jobs_per_client=1)
+    supervisor = Supervisor(spawner, config)
+    await nursery.start(supervisor.run)
+    await supervisor.start(SPEC, ALICE)
+    with pytest.raises(ResourceExhausted, match="the limit per client"):
+        await supervisor.start(SPEC, ALICE)
+    await supervisor.start(SPEC, BOB)
+
+
+async def test_a_failed_start_does_not_count_against_the_cap(
+    autojump_clock: MockClock, nursery: trio.Nursery, spawner: FakeSpawner, tmp_path: Path
+) -> None:
+    config = SupervisorConfig(state_dir=tmp_path, max_running_jobs_per_client=1)
+    supervisor = Supervisor(spawner, config)
+    await nursery.start(supervisor.run)
+    spawner.fail_with = SpawnError("nope", 2, "No such file or directory")
+    with pytest.raises(SpawnError):
+        await supervisor.start(SPEC, ALICE)
+    spawner.fail_with = None
+    await supervisor.start(SPEC, ALICE)
