@@ -49,14 +49,20 @@ class CgroupedProcess:
         self._leaf.signal(signum)
 
     def usage(self) -> ResourceUsage:
+        """The leaf's figures; memory from the process layer where the leaf
+        has no memory controller (a hybrid host)."""
         if not self._leaf.exists():
             return ResourceUsage()
         stats = self._leaf.stats()
+        memory_current, memory_peak = stats.memory_current, stats.memory_peak
+        if memory_current is None:
+            fallback = self._process.usage()
+            memory_current, memory_peak = fallback.memory_current, fallback.memory_peak
         return ResourceUsage(
             user_time=stats.user_seconds,
             system_time=stats.system_seconds,
-            memory_current=stats.memory_current or 0,
-            memory_peak=stats.memory_peak or 0,
+            memory_current=memory_current,
+            memory_peak=memory_peak or 0,
             oom_kills=stats.memory_oom_kills or 0,
             cpu_throttled_periods=stats.cpu_nr_throttled or 0,
             cpu_throttled_time=(stats.cpu_throttled_usec or 0) / 1e6,

@@ -76,3 +76,13 @@ async def test_a_limit_the_host_cannot_enforce_names_the_missing_controller(
         request.max_cpu_bandwidth.value = 50000
         with pytest.raises(Exception, match="'cpu' controller is not available"):
             await rund.start(request)
+
+
+async def test_memory_is_reported_even_where_the_cgroup_has_no_memory_controller(
+    daemon: Daemon,
+) -> None:
+    async with daemon.client() as rund:
+        job_id = await rund.start(pb.JobStartRequest(name="sleep", args=["1000"]))
+        status = await rund.status(job_id)
+        await rund.stop(job_id)
+    assert status.memory_current > 0
