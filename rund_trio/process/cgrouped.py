@@ -17,6 +17,7 @@ import trio
 
 from rund_trio.cgroups.tree import CgroupTree, JobCgroup
 from rund_trio.process.base import ExitStatus, JobProcess, ProcessSpec, ResourceUsage, Spawner
+from rund_trio.process.posix import read_proc_usage
 
 
 class CgroupedProcess:
@@ -25,6 +26,7 @@ class CgroupedProcess:
     def __init__(self, process: JobProcess, leaf: JobCgroup) -> None:
         self._process = process
         self._leaf = leaf
+        self._memory_peak_seen = 0
 
     @property
     def pid(self) -> int:
@@ -49,15 +51,17 @@ class CgroupedProcess:
         self._leaf.signal(signum)
 
     def usage(self) -> ResourceUsage:
-        """The leaf's figures; memory from the process layer where the leaf
-        has no memory controller (a hybrid host)."""
+        """The leaf's figures; where the leaf has no memory controller (a
+        hybrid host), the resident memory of the processes in it, and the
+        highest such total seen."""
         if not self._leaf.exists():
             return ResourceUsage()
         stats = self._leaf.stats()
         memory_current, memory_peak = stats.memory_current, stats.memory_peak
         if memory_current is None:
-            fallback = self._process.usage()
-            memory_current, memory_peak = fallback.memory_current, fallback.memory_peak
+            memory_current = sum(read_proc_usage(pid).memory_current for pid in self._leaf.pids())
+            self._memory_peak_seen = max(self._memory_peak_seen, memory_current)
+            memory_peak = self._memory_peak_seen
         return ResourceUsage(
             user_time=stats.user_seconds,
             system_time=stats.system_seconds,
