@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,3 +141,24 @@ def busybox_rootfs(tmp_path: Path) -> Path:
     for applet in BUSYBOX_APPLETS:
         (root / "bin" / applet).symlink_to("busybox")
     return root
+
+
+@pytest.fixture
+def host_cgroup() -> Iterator[Path]:
+    """A cgroup of this test's own on the host's cgroup2 hierarchy (skips where
+    there is none or it is not writable), removed with its children afterwards."""
+    location = read_location()
+    if location is None:
+        pytest.skip("no cgroup2 hierarchy on this machine")
+    root = location.mount.mount_point / f"rund-trio-test-{os.getpid()}-{secrets.token_hex(3)}"
+    try:
+        os.mkdir(root)
+    except OSError as error:
+        pytest.skip(f"cgroup2 at {location.mount.mount_point} is not writable: {error.strerror}")
+    try:
+        yield root
+    finally:
+        for sub, dirs, _files in os.walk(root, topdown=False):
+            for name in dirs:
+                os.rmdir(os.path.join(sub, name))
+        os.rmdir(root)

@@ -7,16 +7,12 @@ cgroup.events and rmdir. Skipped where cgroup2 is missing or read-only.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import trio
 
-from rund_trio.cgroups.discovery import read_location
 from rund_trio.cgroups.join import join_cgroup
 from rund_trio.cgroups.limits import Limits
 from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
@@ -24,28 +20,9 @@ from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
 JOB = "01HZX3K8Q9V7N2M4P6R8T0W2Y4"
 
 
-@pytest.fixture
-def host_root() -> Iterator[Path]:
-    loc = read_location()
-    if loc is None:
-        pytest.skip("no cgroup2 hierarchy on this machine")
-    root = loc.mount.mount_point / f"rund-trio-unit-{os.getpid()}"
-    try:
-        os.mkdir(root)
-    except OSError as exc:
-        pytest.skip(f"cgroup2 at {loc.mount.mount_point} is not writable: {exc.strerror}")
-    try:
-        yield root
-    finally:
-        for sub, dirs, _files in os.walk(root, topdown=False):
-            for d in dirs:
-                os.rmdir(os.path.join(sub, d))
-        os.rmdir(root)
-
-
-async def test_real_leaf_join_kill_remove(host_root: Path) -> None:
-    tree = CgroupTree.discover(CgroupOptions(root=host_root, io_devices=()))
-    assert tree.path == host_root
+async def test_real_leaf_join_kill_remove(host_cgroup: Path) -> None:
+    tree = CgroupTree.discover(CgroupOptions(root=host_cgroup, io_devices=()))
+    assert tree.path == host_cgroup
     job = tree.create_job(JOB, Limits())
     assert job is not None
     procs = [

@@ -9,7 +9,7 @@ import errno
 import os
 import signal
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -348,26 +348,6 @@ async def test_a_server_that_dies_at_start_is_spawn_error() -> None:
 
 
 # -- cgroups ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def host_cgroup() -> Iterator[Path]:
-    """A cgroup of our own on the host's cgroup2 hierarchy, removed afterwards."""
-    location = read_location()
-    if location is None:
-        pytest.skip("no cgroup2 hierarchy on this machine")
-    root = location.mount.mount_point / f"rund-trio-forkserver-{os.getpid()}"
-    try:
-        os.mkdir(root)
-    except OSError as error:
-        pytest.skip(f"cgroup2 at {location.mount.mount_point} is not writable: {error.strerror}")
-    try:
-        yield root
-    finally:
-        for sub, dirs, _files in os.walk(root, topdown=False):
-            for name in dirs:
-                os.rmdir(os.path.join(sub, name))
-        os.rmdir(root)
 
 
 async def test_cgroup_is_joined_before_the_job_runs(
