@@ -31,6 +31,8 @@ from purerpc.grpclib.events import ResponseEnded
 from purerpc.grpclib.status import Status, StatusCode
 
 from rund_trio.errors import sole_exception
+from rund_trio.wire.http2 import GrpcConnection
+from rund_trio.wire.tls import TlsStream
 
 CONNECTION_LOST = "connection lost"
 
@@ -38,6 +40,9 @@ CONNECTION_LOST = "connection lost"
 class _ClientSocket(GRPCProtoSocket):  # type: ignore[misc]
     def __init__(self, config: GRPCConfiguration, stream: anyio.abc.ByteStream) -> None:
         super().__init__(config, stream)
+        connection = GrpcConnection(config=config)
+        self._grpc_connection = connection
+        self._socket._grpc_connection = connection
         self._end_reason = (
             "the daemon closed the connection (at once, it means the daemon refused this "
             "client's certificate: check --cert and --key against the daemon's --ca)"
@@ -80,9 +85,14 @@ async def open_channel(host: str, port: int, ssl_context: ssl.SSLContext) -> Asy
     Connection and handshake errors propagate as OSError, ssl.SSLError or
     anyio.BrokenResourceError.
     """
-    stream = await anyio.connect_tcp(
-        host, port, ssl_context=ssl_context, tls=True, tls_standard_compatible=False
-    )
+    tcp = await anyio.connect_tcp(host, port)
+    try:
+        stream = await TlsStream.wrap(
+            tcp, hostname=host, ssl_context=ssl_context, standard_compatible=False
+        )
+    except BaseException:
+        await anyio.aclose_forcefully(tcp)
+        raise
     try:
         async with stream, _ClientSocket(GRPCConfiguration(client_side=True), stream) as grpc:
             yield Channel(grpc, host, port)

@@ -39,7 +39,7 @@ from anyio.streams.tls import TLSAttribute, TLSStream
 from google.protobuf.message import DecodeError
 from purerpc import Service
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
-from purerpc.grpclib.connection import GRPCConfiguration, GRPCConnection
+from purerpc.grpclib.connection import GRPCConfiguration
 from purerpc.grpclib.events import RequestEnded, RequestReceived, WindowUpdated
 from purerpc.grpclib.status import Status, StatusCode
 from purerpc.rpc import Cardinality
@@ -47,6 +47,8 @@ from purerpc.rpc import Cardinality
 from rund_trio.errors import InvalidRequest
 from rund_trio.server.status import status_for_exception
 from rund_trio.tls.identity import Identity, identity_from_peer_certificate
+from rund_trio.wire.http2 import GrpcConnection
+from rund_trio.wire.tls import TlsStream
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ class _StreamReset:
         self.stream_id = stream_id
 
 
-class _Connection(GRPCConnection):  # type: ignore[misc]
+class _Connection(GrpcConnection):
     def _stream_reset(self, event: h2.events.StreamReset) -> list[Any]:
         return [_StreamReset(event.stream_id)]
 
@@ -192,7 +194,7 @@ class GrpcServer:
     async def _handshake(self, tcp: anyio.abc.SocketStream) -> TLSStream | None:
         try:
             with anyio.fail_after(self._config.handshake_timeout):
-                return await TLSStream.wrap(
+                return await TlsStream.wrap(
                     tcp, server_side=True, ssl_context=self._ssl_context, standard_compatible=False
                 )
         except TimeoutError:

@@ -1,0 +1,126 @@
+"""purerpc's HTTP/2 connection with buffers that cost time linear in the bytes.
+
+purerpc 0.8 drives h2 3.2, whose buffers are quadratic or copy-heavy for the
+large DATA frames Log streams are made of (measured with py-spy on a 1 GB Log):
+
+* ``FrameBuffer.add_data`` appends each received TLS record (16 KiB) to a
+  ``bytes``, copying the whole partial frame every time: a 1 MiB frame cost
+  ~32 MiB of copying, and h2 then copied the frame body twice more;
+* every frame sent was copied four times on its way out (the padding join,
+  header + body, the outbound ``bytearray``, and ``bytes()`` of it).
+
+``GrpcConnection`` is purerpc's ``GRPCConnection`` on an ``H2Connection`` that
+receives into a ``bytearray`` consumed in place and queues outbound frames as a
+list of buffers joined once. The HTTP/2 state machine is h2's, unchanged.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.exceptions
+import h2.frame_buffer
+from hyperframe.exceptions import InvalidFrameError
+from hyperframe.frame import DataFrame, Frame
+from purerpc.grpclib.connection import GRPCConfiguration, GRPCConnection
+
+_FRAME_HEADER = struct.Struct(">HBBBL")
+_DATA_FRAME = 0x0
+_END_STREAM = 0x1
+
+
+class FrameBuffer(h2.frame_buffer.FrameBuffer):  # type: ignore[misc]
+    """h2's frame buffer over a ``bytearray``: appending and consuming are
+    amortised O(length), and a frame body is copied once (into its frame)."""
+
+    def __init__(self, server: bool = False) -> None:
+        super().__init__(server=server)
+        self.data = bytearray()
+
+    def next(self) -> Any:
+        while True:
+            if len(self.data) < 9:
+                raise StopIteration()
+            frame, length = self._parse_frame_header(bytes(self.data[:9]))
+            if len(self.data) < length + 9:
+                raise StopIteration()
+            self._validate_frame_length(length)
+            if frame is not None:
+                with memoryview(self.data) as view:
+                    try:
+                        frame.parse_body(view[9 : 9 + length])
+                    except InvalidFrameError as error:
+                        raise h2.exceptions.FrameDataMissingError(
+                            "Frame data missing or invalid"
+                        ) from error
+            del self.data[: 9 + length]
+            frame = self._update_header_buffer(frame)
+            if frame is not None:
+                return frame
+
+    __next__ = next
+
+
+class H2Connection(h2.connection.H2Connection):  # type: ignore[misc]
+    """h2's connection with the buffers above; outbound data is a list of
+    buffers until ``data_to_send`` joins it, once."""
+
+    _data_to_send: bytearray
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config=config)
+        self._outbound: list[bytes | bytearray] = []
+        self.incoming_buffer = FrameBuffer(server=not config.client_side)
+
+    def _prepare_for_sending(self, frames: list[Frame]) -> None:
+        self._take_direct_writes()
+        for frame in frames:
+            if isinstance(frame, DataFrame) and not frame.flags - {"END_STREAM"} and frame.data:
+                flags = _END_STREAM if "END_STREAM" in frame.flags else 0
+                length = len(frame.data)
+                self._outbound.append(
+                    _FRAME_HEADER.pack(
+                        (length >> 8) & 0xFFFF,
+                        length & 0xFF,
+                        _DATA_FRAME,
+                        flags,
+                        frame.stream_id & 0x7FFFFFFF,
+                    )
+                )
+                self._outbound.append(frame.data)
+            else:
+                self._outbound.append(frame.serialize())
+
+    def _take_direct_writes(self) -> None:
+        # h2 writes the connection preamble straight into ``_data_to_send``.
+        if self._data_to_send:
+            self._outbound.append(bytes(self._data_to_send))
+            self._data_to_send = bytearray()
+
+    def data_to_send(self, amount: int | None = None) -> bytes:
+        self._take_direct_writes()
+        data = b"".join(self._outbound)
+        self._outbound = []
+        if amount is not None and len(data) > amount:
+            self._outbound.append(data[amount:])
+            data = data[:amount]
+        return data
+
+    def clear_outbound_data_buffer(self) -> None:
+        self._data_to_send = bytearray()
+        self._outbound = []
+
+
+class GrpcConnection(GRPCConnection):  # type: ignore[misc]
+    """purerpc's gRPC-over-HTTP/2 state machine on the ``H2Connection`` above."""
+
+    def __init__(self, config: GRPCConfiguration) -> None:
+        super().__init__(config=config)
+        self.h2_connection = H2Connection(
+            h2.config.H2Configuration(client_side=config.client_side, header_encoding="utf-8")
+        )
+        self.h2_connection.clear_outbound_data_buffer()
+        self._set_h2_connection_local_settings()

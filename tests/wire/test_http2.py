@@ -1,0 +1,88 @@
+"""The linear-time HTTP/2 buffers behave exactly like h2's own."""
+
+from __future__ import annotations
+
+import random
+
+import h2.config
+import h2.connection
+import h2.frame_buffer
+from hyperframe.frame import DataFrame, Frame, HeadersFrame, SettingsFrame, WindowUpdateFrame
+
+from rund_trio.wire.http2 import FrameBuffer, H2Connection
+
+
+def _frames() -> list[Frame]:
+    settings = SettingsFrame(0)
+    settings.settings[SettingsFrame.MAX_FRAME_SIZE] = 2**20
+    headers = HeadersFrame(1, data=b"\x82\x86", flags=["END_HEADERS"])
+    big = DataFrame(1, data=bytes(range(256)) * 4096)
+    last = DataFrame(1, data=b"tail", flags=["END_STREAM"])
+    return [settings, headers, big, WindowUpdateFrame(0, window_increment=65535), last]
+
+
+def _describe(frames: list[Frame]) -> list[tuple[object, ...]]:
+    return [
+        (type(f).__name__, f.stream_id, sorted(f.flags), getattr(f, "data", None)) for f in frames
+    ]
+
+
+def _parse_in_pieces(buffer: h2.frame_buffer.FrameBuffer, wire: bytes, seed: int) -> list[Frame]:
+    buffer.max_frame_size = 2**24 - 1
+    rng = random.Random(seed)
+    parsed: list[Frame] = []
+    at = 0
+    while at < len(wire):
+        step = rng.choice([1, 7, 9, 100, 16384, 70000])
+        buffer.add_data(wire[at : at + step])
+        at += step
+        parsed.extend(buffer)
+    return parsed
+
+
+def test_frames_received_in_any_pieces_parse_as_h2_parses_them() -> None:
+    wire = b"".join(f.serialize() for f in _frames())
+    for seed in range(5):
+        ours = _parse_in_pieces(FrameBuffer(), wire, seed)
+        theirs = _parse_in_pieces(h2.frame_buffer.FrameBuffer(), wire, seed)
+        assert _describe(ours) == _describe(theirs) == _describe(_frames())
+
+
+def test_the_connection_preface_is_still_checked_on_the_server_side() -> None:
+    buffer = FrameBuffer(server=True)
+    buffer.max_frame_size = 16384
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    frame = WindowUpdateFrame(0, window_increment=1).serialize()
+    buffer.add_data(preface[:5])
+    buffer.add_data(preface[5:] + frame)
+    assert [type(f) for f in buffer] == [WindowUpdateFrame]
+
+
+def _converse(connection: h2.connection.H2Connection) -> None:
+    connection.initiate_connection()
+    connection.increment_flow_control_window(2**20)
+    stream = connection.get_next_available_stream_id()
+    connection.send_headers(
+        stream, [(":method", "POST"), (":path", "/x"), (":scheme", "https"), (":authority", "a")]
+    )
+    connection.send_data(stream, b"x" * 10000)
+    connection.send_data(stream, b"", end_stream=True)
+
+
+def _client(connection_class: type[h2.connection.H2Connection]) -> h2.connection.H2Connection:
+    connection = connection_class(config=h2.config.H2Configuration(client_side=True))
+    _converse(connection)
+    return connection
+
+
+def test_what_is_sent_is_byte_for_byte_what_h2_sends() -> None:
+    theirs = bytes(_client(h2.connection.H2Connection).data_to_send())
+    assert _client(H2Connection).data_to_send() == theirs
+
+
+def test_data_to_send_with_an_amount_keeps_the_rest_in_order() -> None:
+    whole = _client(H2Connection).data_to_send()
+    connection = _client(H2Connection)
+    first = connection.data_to_send(100)
+    assert len(first) == 100
+    assert first + connection.data_to_send() == whole
