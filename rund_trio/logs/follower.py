@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator
 from rund_trio.logs.journal import Piece, RecordDecoder, coalesce
 from rund_trio.logs.journal_file import JournalFile
 
-MAX_CHUNK = 128 * 1024
+MAX_CHUNK = 1024 * 1024
 READ_SIZE = 1024 * 1024
 
 
