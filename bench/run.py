@@ -9,6 +9,7 @@ Phases, in order (each bounded in count and time, loopback only):
   plain    a daemon with --no-namespaces --no-cgroups: Start latency, RSS per finished job
   scale    a fresh default daemon: RSS per finished job, then N `sleep 600`
            running at once: RSS per running job, Status p99, a Log answering
+  not-found  (only with --only) NOT_FOUND p50/p99, another client's job vs none
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 
 import trio
 
-from bench import baselines, rund_load
+from bench import baselines, not_found, rund_load
 from bench.daemon import Daemon, Pki, clean_env, rund_executable, spawn_daemon
 from bench.report import Report
 from bench.stats import median
@@ -460,8 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["floor", "ssh", "default", "plain", "scale"],
-        help="run only these phases (repeatable; default: all)",
+        choices=["floor", "ssh", "default", "plain", "scale", "not-found"],
+        help="run only these phases (repeatable; default: all but not-found)",
     )
     parser.add_argument(
         "--profile",
@@ -500,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
             "default": lambda: bench_default(report, pki, work, sz, prof),
             "plain": lambda: bench_plain(report, pki, work, sz),
             "scale": lambda: bench_scale(report, pki, work, sz, prof),
+            "not-found": lambda: not_found.bench_not_found(
+                report, pki, work, sz.status_count, sz.status_seconds
+            ),
         }
         for name in phases:
             t0 = time.perf_counter()

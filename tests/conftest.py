@@ -96,9 +96,9 @@ async def start_daemon(
     nursery: trio.Nursery, pki: Pki, tmp_path: Path, **overrides: object
 ) -> Daemon:
     config = ServeConfig(
-        tls=pki.server_tls(),
-        state_dir=tmp_path / "state",
         **{  # type: ignore[arg-type]
+            "tls": pki.server_tls(),
+            "state_dir": tmp_path / "state",
             "addr": "127.0.0.1:0",
             "output_linger": 0.5,
             "cgroups": CgroupOptions(root=private_cgroup_root()),

@@ -139,6 +139,15 @@ def add_parser(subparsers: Any) -> None:
         metavar="GID",
         help="a gid clients may ask for; repeatable",
     )
+    isolation.add_argument(
+        "--hide",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a file or directory no job may read, e.g. a CA key on this machine; repeatable "
+        "(the state directory and --key are always hidden; needs namespaces)",
+    )
     caps = parser.add_argument_group("caps (beyond them: RESOURCE_EXHAUSTED)")
     caps.add_argument(
         "--max-running-jobs",
@@ -205,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
             run_as=args.run_as,
             allowed_uids=frozenset(args.allow_uid),
             allowed_gids=frozenset(args.allow_gid),
+            hidden=tuple(str(path.absolute()) for path in args.hide),
         ),
     )
 

@@ -8,9 +8,9 @@ the status fd, made close-on-exec at once. The helper then
 1. joins the job's cgroup (``cgroup_dir``), before anything can fork;
 2. ``unshare``\\ s the requested namespaces;
 3. with a PID namespace, forks the namespace's PID 1 (``rund-init``, below);
-4. in the job's namespaces: makes ``/`` recursively private, mounts a fresh
-   /proc (or enters ``rootfs``), a fresh /sys with an isolated network, sets the
-   host name, brings ``lo`` up;
+4. in the job's namespaces: makes ``/`` recursively private, covers the
+   ``hidden`` paths, mounts a fresh /proc (or enters ``rootfs``), a fresh /sys
+   with an isolated network, sets the host name, brings ``lo`` up;
 5. drops to ``uid``/``gid``, changes to ``cwd``, restores default signal
    dispositions, and execs ``argv`` (looked up in the job's own ``PATH``).
 
@@ -142,6 +142,9 @@ def _setup_namespaces(record: dict[str, object]) -> None:
     ns: dict[str, bool] = record["namespaces"]  # type: ignore[assignment]
     if ns["mount"]:
         _step("mount-private", linux.mount, None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        hidden: list[str] = record["hidden"]  # type: ignore[assignment]
+        for path in hidden:
+            _step("hide", _hide, path)
         rootfs = record["rootfs"]
         if isinstance(rootfs, str):
             from rund_trio.isolation.rootfs import SetupError, enter_rootfs
@@ -163,6 +166,23 @@ def _setup_namespaces(record: dict[str, object]) -> None:
         _step("hostname", linux.sethostname, hostname)
     if ns["net"]:
         _step("net-lo", linux.interface_up, "lo")
+
+
+def _hide(path: str) -> None:
+    """Cover ``path`` in this mount namespace: a directory with an empty
+    read-only tmpfs, anything else with ``/dev/null`` (reads as empty). A path
+    that does not exist has nothing to hide."""
+    from rund_trio.isolation import linux
+
+    try:
+        mode = posix.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if mode & 0o170000 == 0o040000:  # S_ISDIR, without importing stat
+        flags = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+        linux.mount("tmpfs", path, "tmpfs", flags, "size=4k,nr_inodes=1,mode=000")
+    else:
+        linux.mount("/dev/null", path, None, linux.MS_BIND)
 
 
 def _fresh_sysfs() -> None:

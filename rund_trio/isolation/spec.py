@@ -48,7 +48,10 @@ class Isolation:
     the job sees as ``/``) a ``mount`` one. ``uid``/``gid`` are applied as
     given (the allowlist is the daemon's business); ``gid`` defaults to ``uid``
     when only ``uid`` is set, never to root's group. ``cgroup_dir`` is the
-    job's cgroup v2 leaf, joined before anything else.
+    job's cgroup v2 leaf, joined before anything else. ``hidden`` are absolute
+    paths the job must not read (the daemon's state directory, its TLS key):
+    in the job's mount namespace, before anything else is mounted, a directory
+    is covered by an empty read-only tmpfs and a file by ``/dev/null``.
     """
 
     namespaces: Namespaces = field(default_factory=Namespaces)
@@ -57,6 +60,7 @@ class Isolation:
     uid: int | None = None
     gid: int | None = None
     cgroup_dir: str | None = None
+    hidden: tuple[str, ...] = ()
 
     @classmethod
     def none(cls) -> Isolation:
@@ -78,6 +82,12 @@ class Isolation:
             _check_path("rootfs", self.rootfs)
             if not os.path.isabs(self.rootfs) or not self.rootfs.strip("/"):
                 raise InvalidRequest("rootfs must be an absolute path other than /")
+        if self.hidden and not ns.mount:
+            raise InvalidRequest("hiding paths from a job needs a mount namespace")
+        for path in self.hidden:
+            _check_path("hidden path", path)
+            if not os.path.isabs(path) or not path.strip("/"):
+                raise InvalidRequest(f"hidden path {path!r} must be absolute and not /")
         if self.cgroup_dir is not None:
             _check_path("cgroup_dir", self.cgroup_dir)
             if not os.path.isabs(self.cgroup_dir):
@@ -134,6 +144,7 @@ class IsolationSpec:
             },
             "hostname": iso.hostname,
             "rootfs": iso.rootfs,
+            "hidden": list(iso.hidden),
             "uid": iso.uid,
             "gid": gid,
         }
@@ -160,6 +171,7 @@ class IsolationSpec:
                 namespaces=Namespaces(**ns),
                 hostname=record["hostname"],  # type: ignore[arg-type]
                 rootfs=record["rootfs"],  # type: ignore[arg-type]
+                hidden=tuple(record["hidden"]),  # type: ignore[arg-type]
                 uid=record["uid"],  # type: ignore[arg-type]
                 gid=record["gid"],  # type: ignore[arg-type]
                 cgroup_dir=record["cgroup_dir"],  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ line ``b"RUND-SPEC 1\\n"`` followed by ``marshal.dumps(record, 4)``, where
      "namespaces": {"pid": bool, "mount": bool, "uts": bool, "ipc": bool, "net": bool},
      "hostname": str | None,
      "rootfs": str | None,
+     "hidden": [str, ...],           # absolute paths made unreadable (mount namespace)
      "uid": int | None,
      "gid": int | None}
 
@@ -84,6 +85,7 @@ def check_record(record: dict[str, object]) -> None:
         "namespaces",
         "hostname",
         "rootfs",
+        "hidden",
         "uid",
         "gid",
     }
@@ -101,6 +103,9 @@ def check_record(record: dict[str, object]) -> None:
         _optional(record, key, str)
     for key in ("uid", "gid"):
         _optional(record, key, int)
+    hidden = record["hidden"]
+    if not isinstance(hidden, list) or not all(isinstance(h, str) for h in hidden):
+        raise WireError("hidden must be a list of str")
     namespaces = record["namespaces"]
     if (
         not isinstance(namespaces, dict)

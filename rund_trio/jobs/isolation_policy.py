@@ -42,6 +42,8 @@ class IsolationPolicy:
     allowed_uids: frozenset[int] = field(default_factory=frozenset)
     """uids a request may choose (run_as's is always allowed)."""
     allowed_gids: frozenset[int] = field(default_factory=frozenset)
+    hidden: tuple[str, ...] = ()
+    """Absolute paths no job may read (covered in its mount namespace)."""
 
     def validate(self) -> None:
         """``ConfigError`` for settings that contradict each other."""
@@ -51,6 +53,8 @@ class IsolationPolicy:
             raise ConfigError("--rootfs needs namespaces (drop --no-namespaces)")
         if not self.allow_host_network and self.network is Network.HOST:
             raise ConfigError("--forbid-host-network needs --network isolated")
+        if not self.namespaces and self.hidden:
+            raise ConfigError("--hide needs namespaces (drop --no-namespaces)")
 
     def isolation_for(self, request: IsolationRequest) -> Isolation:
         """The containment of one job; raises ``FailedPrecondition`` for a
@@ -71,6 +75,7 @@ class IsolationPolicy:
             rootfs=self.rootfs,
             uid=uid,
             gid=gid,
+            hidden=self.hidden,
         )
 
     def _credentials(self, request: IsolationRequest) -> tuple[int | None, int | None]:

@@ -32,6 +32,7 @@ from rund_trio.jobs.isolation_policy import IsolationPolicy
 from rund_trio.jobs.quota import Quota
 from rund_trio.jobs.spec import JobSpec, new_job_id
 from rund_trio.jobs.state import JobRecord, JobSnapshot, OutputCounts, final_usage
+from rund_trio.jobs.table import JobTable
 from rund_trio.jobs.termination import terminate
 from rund_trio.logs.follower import follow
 from rund_trio.logs.journal import Piece, Stream
@@ -143,7 +144,7 @@ class Supervisor:
         self._config = config
         self._limits = limits if limits is not None else NoLimits()
         self._now = now
-        self._jobs: dict[str, Job] = {}
+        self._jobs: JobTable[Job] = JobTable()
         self._nursery: trio.Nursery | None = None
         self._running = Quota(
             "running jobs",
@@ -164,12 +165,12 @@ class Supervisor:
                 await trio.sleep_forever()
         finally:
             self._nursery = None
-            for job in self._jobs.values():
+            for job in self._jobs.all.values():
                 job.journal.remove()
 
     @property
     def jobs(self) -> Mapping[str, Job]:
-        return self._jobs
+        return self._jobs.all
 
     async def start(self, spec: JobSpec, owner: Identity) -> Job:
         """Start a job for ``owner`` and return once its program runs.
@@ -199,9 +200,9 @@ class Supervisor:
     def find(self, job_id: str, caller: Identity) -> Job:
         """The job ``job_id`` if ``caller`` may see it: it shares a SAN with the
         certificate that started it. Otherwise ``JobNotFound``, exactly as for
-        an unknown id."""
-        job = self._jobs.get(job_id)
-        if job is None or not caller.shares_san_with(job.owner):
+        an unknown id, and found the same way (``JobTable.find``)."""
+        job = self._jobs.find(job_id, caller)
+        if job is None:
             raise JobNotFound(job_id)
         return job
 
@@ -255,7 +256,7 @@ class Supervisor:
             raise
         record_ = JobRecord(job_id, spec.argv, process.pid, self._now())
         job = Job(record_, owner, process, journal)
-        self._jobs[job_id] = job
+        self._jobs.add(job_id, owner, job)
         log.info(
             "job %s started by %s: pid %d, %s", job_id, owner, process.pid, shlex.join(spec.argv)
         )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import stat
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import anyio
@@ -108,6 +109,27 @@ def state_directory(path: Path | None) -> Iterator[Path]:
     yield path
 
 
+def hide_daemon_files(policy: IsolationPolicy, state_dir: Path, key: Path) -> IsolationPolicy:
+    """``policy`` with the state directory (other jobs' output), the server's
+    private key and every ``--hide`` path hidden from jobs, by their real
+    paths: a mount covers what a symlink points to, and that is what must not
+    be read. A ``--hide`` path that does not exist is a ConfigError. Without
+    namespaces nothing can be hidden: say so."""
+    if not policy.namespaces:
+        log.warning(
+            "jobs run in the daemon's mount namespace (--no-namespaces): "
+            "a job running as root can read %s and %s",
+            state_dir,
+            key,
+        )
+        return policy
+    for path in policy.hidden:
+        if not os.path.lexists(path):
+            raise ConfigError(f"cannot hide {path} from jobs: No such file or directory")
+    hidden = (os.path.realpath(state_dir), os.path.realpath(key), *policy.hidden)
+    return replace(policy, hidden=tuple(dict.fromkeys(os.path.realpath(h) for h in hidden)))
+
+
 @asynccontextmanager
 async def job_spawner(
     isolation: IsolationPolicy, tree: CgroupTree | None
@@ -175,6 +197,7 @@ async def serve(
         job_spawner(config.isolation, tree) as spawner,
     ):
         with state_directory(config.state_dir) as state_dir:
+            isolation = hide_daemon_files(config.isolation, state_dir, config.tls.key)
             supervisor = Supervisor(
                 spawner,
                 SupervisorConfig(
@@ -182,7 +205,7 @@ async def serve(
                     output_cap=config.output_cap,
                     output_linger=config.output_linger,
                     shutdown_grace=config.shutdown_grace,
-                    isolation=config.isolation,
+                    isolation=isolation,
                     max_running_jobs=config.max_running_jobs,
                     max_running_jobs_per_client=config.max_running_jobs_per_client,
                 ),

@@ -3,7 +3,19 @@
 Both sides speak TLS 1.3 only, offer ALPN ``h2`` (gRPC), and trust nothing but
 the given CA (never the system store). The server requires a client
 certificate issued by that CA; the client checks the server's certificate and
-its host name.
+its host name. OpenSSL checks the extended key usage of the peer's
+certificate: serverAuth for a server, clientAuth for a client.
+
+**192-bit security, enforced by OpenSSL.** Both sides run at OpenSSL security
+level 4 (``@SECLEVEL=4``): every key in the peer's chain must offer at least
+192 bits of security -- ECDSA P-384 or P-521 in practice (RSA would need 7680
+bits, Ed448 passes) -- and only key-exchange groups that strong are offered
+and accepted (P-384, P-521, X448; never X25519 or P-256). A peer that falls
+short fails in the handshake. Not ``set_ecdh_curve``: under OpenSSL 3 it
+replaces the whole group list with that single curve (TLS 1.3 included), so
+P-384 alone would lock out P-521 and X448. Our own key is checked the same way
+when it is loaded, with a readable error. grpcio (BoringSSL) offers P-384, so
+it still connects (after a HelloRetryRequest).
 
 Every file is read and checked here before :mod:`ssl` sees it, so that a
 wrong path or a wrong file is reported as one :class:`~rund_trio.errors.ConfigError`
@@ -41,6 +53,10 @@ __all__ = [
 
 ALPN_PROTOCOLS = ("h2",)
 PKI_HINT = "run `rund-trio certs` to create a development PKI"
+SECURITY_LEVEL = 4
+"""OpenSSL's security level: 192 bits for keys, groups and signatures."""
+# TLS 1.2 suites never apply (TLS 1.3 only); the list only carries the level.
+_CIPHERS = f"ECDHE+AESGCM:@SECLEVEL={SECURITY_LEVEL}"
 
 StrPath = str | os.PathLike[str]
 
@@ -158,6 +174,7 @@ def _check_pair(
             f"{_describe(labels.key, key_path)} does not match "
             f"{_describe(labels.cert, cert_path)} (they are not a key pair)"
         )
+    _check_strength(key, _describe(labels.key, key_path))
     now = datetime.datetime.now(datetime.UTC)
     if certificate.not_valid_after_utc < now:
         expired = certificate.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
@@ -165,6 +182,28 @@ def _check_pair(
             f"{_describe(labels.cert, cert_path)} expired on {expired} ({PKI_HINT} --force)"
         )
     return certificate, key
+
+
+def _check_strength(key: PrivateKeyTypes, described: str) -> None:
+    """ConfigError unless ``key`` offers the 192 bits of security level 4 asks for."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
+
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        if key.curve.key_size >= 384:
+            return
+        what = f"an ECDSA key on {key.curve.name}"
+    elif isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size >= 7680:
+            return
+        what = f"a {key.key_size}-bit RSA key"
+    elif isinstance(key, ed448.Ed448PrivateKey):
+        return
+    else:
+        what = f"a {type(key).__name__.removesuffix('PrivateKey') or 'unknown'} key"
+    raise ConfigError(
+        f"{described} is {what}, too weak: rund-trio needs 192-bit security, "
+        f"an ECDSA key on P-384 or P-521 ({PKI_HINT})"
+    )
 
 
 def _configure(
@@ -204,6 +243,7 @@ def _set_protocol(context: ssl.SSLContext) -> None:
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.maximum_version = ssl.TLSVersion.TLSv1_3
     context.verify_mode = ssl.CERT_REQUIRED
+    context.set_ciphers(_CIPHERS)
     context.set_alpn_protocols(list(ALPN_PROTOCOLS))
 
 

@@ -44,6 +44,14 @@ def test_serve_with_a_bad_addr_is_one_line(pki: Pki, tmp_path: Path) -> None:
     assert_one_line_error(result, "nonsense")
 
 
+def test_serve_hiding_a_missing_path_is_one_line(pki: Pki, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    result = rund(
+        "serve", "--addr", "127.0.0.1:0", *pki.server_args(), "--hide", missing, cwd=tmp_path
+    )
+    assert_one_line_error(result, f"cannot hide {missing} from jobs")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_serve_on_a_signal_kills_jobs_removes_its_state_dir_and_exits_0(
     pki: Pki, tmp_path: Path, signum: signal.Signals

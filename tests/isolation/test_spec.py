@@ -155,3 +155,26 @@ def test_status_becomes_spawn_error_naming_errno_and_step() -> None:
     assert error.errno == 13
     assert error.reason == "pivot_root: EACCES (Permission denied)"
     assert error.program == "prog"
+
+
+def test_hidden_paths_need_a_mount_namespace() -> None:
+    with pytest.raises(InvalidRequest, match="mount namespace"):
+        spec(namespaces=Namespaces.none(), hidden=("/srv/state",)).validate()
+
+
+@pytest.mark.parametrize("path", ["relative/dir", "/", ""])
+def test_a_hidden_path_must_be_absolute_and_not_the_root(path: str) -> None:
+    with pytest.raises(InvalidRequest, match="hidden path"):
+        spec(hidden=(path,)).validate()
+
+
+def test_hidden_paths_travel_to_the_helper() -> None:
+    hidden = ("/srv/state", "/etc/rund/key.pem")
+    assert IsolationSpec.from_bytes(spec(hidden=hidden).to_bytes()).isolation.hidden == hidden
+
+
+def test_a_record_whose_hidden_paths_are_not_strings_is_rejected() -> None:
+    record = spec().to_record()
+    record["hidden"] = [b"/srv/state"]
+    with pytest.raises(wire.WireError, match="hidden"):
+        wire.decode_spec(wire.SPEC_MAGIC + marshal.dumps(record))

@@ -43,6 +43,11 @@ def test_every_job_gets_the_daemons_root_filesystem() -> None:
     assert policy.isolation_for(IsolationRequest()).rootfs == "/srv/rootfs"
 
 
+def test_every_job_gets_the_daemons_hidden_paths() -> None:
+    policy = IsolationPolicy(hidden=("/var/lib/rund", "/etc/rund/key.pem"))
+    assert policy.isolation_for(IsolationRequest()).hidden == ("/var/lib/rund", "/etc/rund/key.pem")
+
+
 def test_jobs_run_as_the_configured_user_by_default() -> None:
     isolation = IsolationPolicy(run_as=(1000, 100)).isolation_for(IsolationRequest())
     assert (isolation.uid, isolation.gid) == (1000, 100)
@@ -78,6 +83,7 @@ def test_a_gid_not_allowed_is_refused() -> None:
         IsolationPolicy(namespaces=False, network=Network.ISOLATED),
         IsolationPolicy(namespaces=False, rootfs="/srv/rootfs"),
         IsolationPolicy(allow_host_network=False),
+        IsolationPolicy(namespaces=False, hidden=("/etc/rund",)),
     ],
 )
 def test_contradicting_settings_are_a_config_error(policy: IsolationPolicy) -> None:

@@ -51,6 +51,7 @@ def test_ca_is_p521_sha512_with_critical_ca_constraints(pki: PkiFiles) -> None:
     assert isinstance(ca.signature_hash_algorithm, hashes.SHA512)
     constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints)
     assert constraints.critical and constraints.value.ca
+    assert constraints.value.path_length == 0  # it signs leaves, never another CA
     usage = ca.extensions.get_extension_for_class(x509.KeyUsage)
     assert usage.critical
     assert usage.value.key_cert_sign and usage.value.crl_sign

@@ -353,3 +353,50 @@ def test_expired_cert(pki: PkiFiles, tmp_path: Path) -> None:
 def test_client_context_reports_errors_the_same_way(pki: PkiFiles, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^cannot read --ca .*: No such file or directory"):
         client_ssl_context(tmp_path / "ca.pem", pki.server.cert, pki.server.key)
+
+
+def pair_on(pki: PkiFiles, tmp_path: Path, key: ec.EllipticCurvePrivateKey) -> CertKeyPaths:
+    """A client certificate from ``pki``'s CA on ``key``."""
+    ca_cert = x509.load_pem_x509_certificate(pki.ca.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca.key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(ca_key, hashes.SHA512())
+    )
+    pair = CertKeyPaths(tmp_path / "weak.pem", tmp_path / "weak-key.pem")
+    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pair.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return pair
+
+
+def test_a_client_will_not_load_a_key_weaker_than_192_bits(pki: PkiFiles, tmp_path: Path) -> None:
+    pair = pair_on(pki, tmp_path, ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(ConfigError) as info:
+        client_ssl_context(pki.ca.cert, pair.cert, pair.key)
+    assert str(info.value) == (
+        f"--key {pair.key} is an ECDSA key on secp256r1, too weak: rund-trio needs "
+        "192-bit security, an ECDSA key on P-384 or P-521 "
+        "(run `rund-trio certs` to create a development PKI)"
+    )
+
+
+@pytest.mark.parametrize("curve", [ec.SECP384R1(), ec.SECP521R1()], ids=["P-384", "P-521"])
+def test_p384_and_p521_keys_are_strong_enough(
+    pki: PkiFiles, tmp_path: Path, curve: ec.EllipticCurve
+) -> None:
+    pair = pair_on(pki, tmp_path, ec.generate_private_key(curve))
+    assert handshake(server_ctx(pki), client_ssl_context(pki.ca.cert, pair.cert, pair.key)).ok
