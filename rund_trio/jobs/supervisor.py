@@ -16,6 +16,7 @@ a job's process.
 from __future__ import annotations
 
 import logging
+import math
 import shlex
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -92,6 +93,10 @@ class SupervisorConfig:
     )
 
 
+USAGE_MAX_AGE = 0.05
+"""Seconds a running job's CPU and memory figures may be reused for."""
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -117,6 +122,8 @@ class Job:
         removed, its output complete."""
         self.stop_grace = 0.0
         self.wait_scope = trio.CancelScope()
+        self._usage = ResourceUsage()
+        self._usage_sampled_at = -math.inf
 
     @property
     def job_id(self) -> str:
@@ -125,8 +132,18 @@ class Job:
     def snapshot(self) -> JobSnapshot:
         book = self.journal.book
         output = OutputCounts(book.recorded, book.dropped, book.write_error)
-        live = self.process.usage() if self.record.running else ResourceUsage()
-        return self.record.snapshot(live, output)
+        return self.record.snapshot(self._live_usage(), output)
+
+    def _live_usage(self) -> ResourceUsage:
+        """The running job's usage, read at most every ``USAGE_MAX_AGE`` seconds:
+        reading a cgroup's files costs more than the rest of a Status call."""
+        if not self.record.running:
+            return ResourceUsage()
+        now = trio.current_time()
+        if now - self._usage_sampled_at >= USAGE_MAX_AGE:
+            self._usage = self.process.usage()
+            self._usage_sampled_at = now
+        return self._usage
 
 
 class Supervisor:

@@ -21,7 +21,7 @@ from rund_trio.errors import (
 )
 from rund_trio.jobs.spec import JobSpec
 from rund_trio.jobs.state import JobState
-from rund_trio.jobs.supervisor import Job, Supervisor, SupervisorConfig
+from rund_trio.jobs.supervisor import USAGE_MAX_AGE, Job, Supervisor, SupervisorConfig
 from rund_trio.logs.journal import Piece, Stream
 from rund_trio.tls.identity import Identity
 from tests.fakes import FakeProcess, FakeSpawner
@@ -128,6 +128,18 @@ async def test_exit_code_is_reported_once_the_process_ends(
     )
     assert status.usage.user_time == 0.5
     assert status.ended_at is not None
+
+
+async def test_a_running_jobs_usage_is_read_at_most_every_usage_max_age(
+    autojump_clock: MockClock, supervisor: Supervisor
+) -> None:
+    job = await supervisor.start(SPEC, ALICE)
+    process_of(job).memory = 100
+    assert job.snapshot().usage.memory_current == 100
+    process_of(job).memory = 200
+    assert job.snapshot().usage.memory_current == 100
+    await trio.sleep(USAGE_MAX_AGE)
+    assert job.snapshot().usage.memory_current == 200
 
 
 async def test_a_signal_nobody_asked_for_is_reported_as_killed(
