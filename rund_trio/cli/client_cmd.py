@@ -108,10 +108,14 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run_action(args: argparse.Namespace) -> int:
-    """Run one client action; SIGINT or SIGTERM end it quietly with 128 + signal."""
+    """Run one client action; SIGINT or SIGTERM end it quietly with 128 + signal.
+
+    The client runs on asyncio through anyio: a one-shot command starts faster
+    without importing trio (the daemon's event loop), and the client library
+    works under either."""
     import signal
 
-    import trio
+    import anyio
 
     from rund_trio.client.api import RundClient
     from rund_trio.errors import RundError
@@ -121,8 +125,8 @@ def run_action(args: argparse.Namespace) -> int:
     async def main() -> int:
         results: list[int] = []
         errors: list[RundError] = []
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as tasks:
 
                 async def act() -> None:
                     try:
@@ -130,18 +134,18 @@ def run_action(args: argparse.Namespace) -> int:
                             results.append(await args.action_fn(client, args))
                     except RundError as error:
                         errors.append(error)
-                    nursery.cancel_scope.cancel()
+                    tasks.cancel_scope.cancel()
 
-                nursery.start_soon(act)
+                tasks.start_soon(act)
                 async for signum in signals:
                     results.append(128 + signum)
-                    nursery.cancel_scope.cancel()
+                    tasks.cancel_scope.cancel()
                     break
         if errors:
             raise errors[0]
         return results[0]
 
-    return trio.run(main)
+    return anyio.run(main, backend="asyncio")
 
 
 def _start_request(args: argparse.Namespace) -> pb.JobStartRequest:
@@ -222,18 +226,18 @@ def exit_code_of(status: pb.JobStatus) -> int:
 async def _run(client: RundClient, args: argparse.Namespace) -> int:
     import signal
 
-    import trio
+    import anyio
 
     job_id = await client.start(_start_request(args))
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tasks:
 
             async def stop_on_signal() -> None:
                 async for _ in signals:
                     await client.stop(job_id)
                     return
 
-            nursery.start_soon(stop_on_signal)
+            tasks.start_soon(stop_on_signal)
             await _copy_log(client, job_id)
-            nursery.cancel_scope.cancel()
+            tasks.cancel_scope.cancel()
     return exit_code_of(await client.status(job_id))

@@ -16,6 +16,7 @@ purerpc 0.8's ``secure_channel`` has two gaps this module closes:
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -106,6 +107,8 @@ def describe_connection_error(error: BaseException) -> str:
     error, or the error itself."""
     if isinstance(error, ssl.SSLError):
         return str(error.reason or error).lower().replace("_", " ")
+    if isinstance(error, OSError) and error.errno:
+        return os.strerror(error.errno)  # asyncio words it "Connect call failed (...)"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     cause = error.__cause__ or error.__context__
