@@ -40,7 +40,7 @@ class Piece:
     """A run of one stream's bytes, possibly part of a larger record."""
 
     stream: Stream
-    data: bytes
+    data: bytes | memoryview
 
 
 class RecordDecoder:
@@ -56,12 +56,13 @@ class RecordDecoder:
         self._remaining = 0
 
     def feed(self, data: bytes) -> list[Piece]:
+        """The pieces in ``data``: views of it, not copies."""
         pieces: list[Piece] = []
         view = memoryview(data)
         while view:
             if self._remaining:
                 take = min(self._remaining, len(view))
-                pieces.append(Piece(self._stream, bytes(view[:take])))
+                pieces.append(Piece(self._stream, view[:take]))
                 self._remaining -= take
                 view = view[take:]
                 continue
@@ -88,7 +89,7 @@ def coalesce(pieces: list[Piece], max_chunk: int) -> list[Piece]:
     """Join adjacent pieces of the same stream into chunks of at most
     ``max_chunk`` bytes, so subscribers get few large messages."""
     chunks: list[Piece] = []
-    pending: list[bytes] = []
+    pending: list[bytes | memoryview] = []
     pending_stream: Stream | None = None
     pending_size = 0
 

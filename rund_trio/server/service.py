@@ -12,13 +12,13 @@ from rund_trio.api.rund_grpc import JobControllerServicer
 from rund_trio.jobs.quota import Quota
 from rund_trio.jobs.spec import parse_job_id, parse_job_spec
 from rund_trio.jobs.supervisor import Job, Supervisor
-from rund_trio.logs.journal import Stream
 from rund_trio.server.convert import (
     grace_from_request,
     isolation_from_request,
     limits_from_request,
     status_to_proto,
 )
+from rund_trio.server.log_messages import FramedMessage, framed_log_message
 from rund_trio.server.transport import current_identity
 
 
@@ -50,12 +50,10 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
     async def Status(self, request: pb.JobIdentifier) -> pb.JobStatus:
         return status_to_proto(self._find(request.ulid).snapshot())
 
-    async def Log(self, request: pb.JobIdentifier) -> AsyncIterator[pb.JobLog]:
+    async def Log(self, request: pb.JobIdentifier) -> AsyncIterator[FramedMessage]:
+        """``pb.JobLog`` messages, encoded here (see ``log_messages``)."""
         job = self._find(request.ulid)
         with self._log_streams.held(current_identity().sans):
             async with aclosing(self._supervisor.follow(job)) as pieces:
                 async for piece in pieces:
-                    if piece.stream is Stream.STDOUT:
-                        yield pb.JobLog(stdout=piece.data)
-                    else:
-                        yield pb.JobLog(stderr=piece.data)
+                    yield framed_log_message(piece)

@@ -45,6 +45,7 @@ from purerpc.grpclib.status import Status, StatusCode
 from purerpc.rpc import Cardinality
 
 from rund_trio.errors import InvalidRequest
+from rund_trio.server.log_messages import FramedMessage
 from rund_trio.server.status import status_for_exception
 from rund_trio.tls.identity import Identity, identity_from_peer_certificate
 from rund_trio.wire.http2 import GrpcConnection
@@ -275,12 +276,31 @@ class GrpcServer:
             responses = method_fn(message, request=event)
             try:
                 async for response in responses:
-                    await stream.send_message(response)
+                    if isinstance(response, FramedMessage):
+                        await _send_framed(stream, response)
+                    else:
+                        await stream.send_message(response)
             finally:
                 await responses.aclose()
         else:
             return Status(StatusCode.UNIMPLEMENTED, status_message="client streaming is not served")
         return Status(StatusCode.OK)
+
+
+async def _send_framed(stream: GRPCProtoStream, message: FramedMessage) -> None:
+    """Send an encoded message as purerpc's ``_send`` would, without copying
+    it into purerpc's buffer first: DATA frames as the flow-control window
+    allows, each a view of ``message``."""
+    connection = stream._grpc_connection
+    view = memoryview(message)
+    while view:
+        window = connection.flow_control_window(stream.stream_id)
+        if window <= 0:
+            await stream._wait_flow_control_update()
+            continue
+        connection.send_data(stream.stream_id, view[:window])
+        view = view[window:]
+        await stream._socket.flush()
 
 
 async def _single_message(stream: GRPCProtoStream, message_type: Any) -> Any:
