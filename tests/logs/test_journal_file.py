@@ -49,7 +49,7 @@ async def test_a_failed_write_is_counted_as_lost_and_never_read(
     journal.append(Stream.STDOUT, b"also lost")
     journal.close()
     assert (journal.book.recorded, journal.book.dropped) == (5, 13)
-    assert journal.book.write_error == "No space left on device"
+    assert journal.book.error == f"cannot write job output to {tmp_path}: No space left on device"
     assert (await read_all(journal))[Stream.STDOUT] == b"kept "
 
 
