@@ -10,7 +10,9 @@ what was written: the estimate never runs ahead of the daemon's own writes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 MIB = 1024**2
 CHECK_EVERY = MIB
@@ -50,19 +52,23 @@ class Reserve:
         return min(candidates, default=0)
 
 
-@dataclass(frozen=True)
-class Room:
-    """How many more bytes may be written, and what stops more (for messages)."""
+class Room(NamedTuple):
+    """How many more bytes may be written, and what stops more (for messages;
+    worded only when needed, since ``room`` is asked for every chunk)."""
 
     bytes: int | None
     """None: no limit."""
-    limit: str = ""
+    reason: str | Callable[[], str] = ""
+
+    @property
+    def limit(self) -> str:
+        return self.reason() if callable(self.reason) else self.reason
 
     def less(self, overhead: int) -> Room:
         """The room left for payload when each write costs ``overhead`` more."""
         if self.bytes is None:
             return self
-        return Room(max(0, self.bytes - overhead), self.limit)
+        return Room(max(0, self.bytes - overhead), self.reason)
 
 
 UNLIMITED = Room(None)
@@ -102,25 +108,27 @@ class DiskBudget:
 
     def room(self) -> Room:
         """What may still be written before the total or the reserve is reached."""
-        rooms = []
-        if self.max_total is not None:
-            rooms.append(
-                Room(
-                    max(0, self.max_total - self.used),
-                    f"job output on this daemon reached --max-output-total "
-                    f"({describe_size(self.max_total)})",
-                )
-            )
-        if self._free is not None:
-            rooms.append(
-                Room(
-                    max(0, self._free - self.min_free),
-                    f"the state directory's filesystem is down to its reserve of free space "
-                    f"(--min-free-disk {describe_size(self.min_free)}, "
-                    f"{describe_size(max(0, self._free))} free)",
-                )
-            )
-        return min(rooms, key=lambda room: room.bytes or 0, default=UNLIMITED)
+        total = None if self.max_total is None else max(0, self.max_total - self.used)
+        free = None if self._free is None else max(0, self._free - self.min_free)
+        if free is not None and (total is None or free < total):
+            return Room(free, self._reserve_reached)
+        if total is not None:
+            return Room(total, self._total_reached)
+        return UNLIMITED
+
+    def _total_reached(self) -> str:
+        assert self.max_total is not None
+        return (
+            f"job output on this daemon reached --max-output-total "
+            f"({describe_size(self.max_total)})"
+        )
+
+    def _reserve_reached(self) -> str:
+        return (
+            f"the state directory's filesystem is down to its reserve of free space "
+            f"(--min-free-disk {describe_size(self.min_free)}, "
+            f"{describe_size(max(0, self._free or 0))} free)"
+        )
 
     def refusal(self) -> str | None:
         """Why no new job may start (its output could not be recorded), or None."""
