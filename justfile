@@ -44,10 +44,14 @@ bench *ARGS: setup
     {{python}} -m pip install -q --disable-pip-version-check -e '.[bench]'
     {{python}} -m bench {{ARGS}}
 
+# the load test: 50 clients on a real daemon for 3 minutes (--duration SECONDS, --clients N, --help)
+load *ARGS: setup
+    {{python}} -m loadtest {{ARGS}}
+
 # ruff and mypy
 lint: setup
-    {{venv}}/bin/ruff check rund_trio tests bench
-    {{venv}}/bin/ruff format --check rund_trio tests bench
+    {{venv}}/bin/ruff check rund_trio tests bench loadtest
+    {{venv}}/bin/ruff format --check rund_trio tests bench loadtest
     {{venv}}/bin/mypy
 
 # regenerate rund_trio/api/ from proto/rund.proto

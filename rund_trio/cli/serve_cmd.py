@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rund_trio.cli.options import add_tls_options, tls_files
-from rund_trio.cli.sizes import parse_size
+from rund_trio.cli.sizes import parse_reserve, parse_size
 
 
 def parse_user(text: str) -> tuple[int, int]:
@@ -45,6 +45,24 @@ def add_parser(subparsers: Any) -> None:
         default="1G",
         help="output kept per job, e.g. 512M or 2G; the rest is dropped and counted "
         "(default: %(default)s; 0 keeps none)",
+    )
+    parser.add_argument(
+        "--max-output-total",
+        type=parse_size,
+        default="10G",
+        metavar="SIZE",
+        help="output of all jobs together kept in the state directory for the daemon's "
+        "lifetime; beyond it output is dropped and Start is refused (default: %(default)s; "
+        "0: no cap)",
+    )
+    parser.add_argument(
+        "--min-free-disk",
+        type=parse_reserve,
+        default=None,
+        metavar="SIZE|PERCENT%",
+        help="free space job output never eats into on the state directory's filesystem; "
+        "below it output is dropped and Start is refused (default: 1G or 5%% of the "
+        "filesystem, whichever is smaller; 0: none)",
     )
     parser.add_argument(
         "--shutdown-grace",
@@ -183,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
     from rund_trio.cgroups.devices import parse_io_device
     from rund_trio.cgroups.tree import CgroupOptions
     from rund_trio.jobs.isolation_policy import IsolationPolicy, Network
+    from rund_trio.logs.budget import Reserve
     from rund_trio.server.app import ServeConfig, serve
     from rund_trio.server.transport import TransportConfig
 
@@ -194,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
         addr=args.addr,
         state_dir=args.state_dir,
         output_cap=args.output_cap,
+        max_output_total=args.max_output_total or None,
+        min_free_disk=args.min_free_disk or Reserve(),
         shutdown_grace=args.shutdown_grace,
         transport=TransportConfig(handshake_timeout=args.handshake_timeout),
         cgroups=None

@@ -15,6 +15,7 @@ a job's process.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import shlex
@@ -27,7 +28,13 @@ from typing import Protocol
 import trio
 
 from rund_trio.cgroups.limits import Limits
-from rund_trio.errors import FailedPrecondition, JobNotFound, PermissionDenied, Unsupported
+from rund_trio.errors import (
+    FailedPrecondition,
+    JobNotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unsupported,
+)
 from rund_trio.isolation.spec import Isolation
 from rund_trio.jobs.isolation_policy import IsolationPolicy
 from rund_trio.jobs.quota import Quota
@@ -35,6 +42,8 @@ from rund_trio.jobs.spec import JobSpec, new_job_id
 from rund_trio.jobs.state import JobRecord, JobSnapshot, OutputCounts, final_usage
 from rund_trio.jobs.table import JobTable
 from rund_trio.jobs.termination import terminate
+from rund_trio.logs.budget import Reserve
+from rund_trio.logs.disk import StateDisk
 from rund_trio.logs.follower import follow
 from rund_trio.logs.journal import Piece, Stream
 from rund_trio.logs.journal_file import JournalFile
@@ -77,6 +86,11 @@ class SupervisorConfig:
     """Where job journals are written; private to the daemon."""
     output_cap: int | None = 1024**3
     """Bytes of output kept per job; the rest is dropped and counted."""
+    max_output_total: int | None = 10 * 1024**3
+    """Bytes of output of all jobs together in ``state_dir`` (journals are kept
+    for the daemon's lifetime); None: no cap."""
+    min_free_disk: Reserve = field(default_factory=Reserve)
+    """Free space output never eats into on ``state_dir``'s filesystem."""
     output_linger: float = 2.0
     """Seconds to keep draining output after a job's main process ended, for
     what its killed descendants had already written."""
@@ -131,7 +145,7 @@ class Job:
 
     def snapshot(self) -> JobSnapshot:
         book = self.journal.book
-        output = OutputCounts(book.recorded, book.dropped, book.write_error)
+        output = OutputCounts(book.recorded, book.dropped, book.error)
         return self.record.snapshot(self._live_usage(), output)
 
     def _live_usage(self) -> ResourceUsage:
@@ -163,6 +177,7 @@ class Supervisor:
         self._now = now
         self._jobs: JobTable[Job] = JobTable()
         self._nursery: trio.Nursery | None = None
+        self._disk: StateDisk | None = None
         self._running = Quota(
             "running jobs",
             total=config.max_running_jobs,
@@ -175,6 +190,11 @@ class Supervisor:
         On cancellation every running job's tree is killed and reaped before
         this returns, and every journal file is deleted.
         """
+        self._disk = StateDisk(
+            self._config.state_dir,
+            max_total=self._config.max_output_total,
+            reserve=self._config.min_free_disk,
+        )
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -184,6 +204,7 @@ class Supervisor:
             self._nursery = None
             for job in self._jobs.all.values():
                 job.journal.remove()
+            self._disk.close()
 
     @property
     def jobs(self) -> Mapping[str, Job]:
@@ -194,8 +215,10 @@ class Supervisor:
 
         Raises ``PermissionDenied`` for a caller without any SAN, ``Unsupported``
         for limits this host cannot enforce, ``ResourceExhausted`` at the caps
-        on running jobs, ``SpawnError`` when the program cannot be executed. If
-        the caller is cancelled before the job runs, no process is left behind.
+        on running jobs or when no more output can be recorded (the output total
+        or the free-space reserve), ``SpawnError`` when the program cannot be
+        executed. If the caller is cancelled before the job runs, no process is
+        left behind.
         """
         if owner.is_anonymous:
             raise PermissionDenied(
@@ -204,8 +227,10 @@ class Supervisor:
             )
         self._limits.check_limits(spec.limits)
         isolation = self._config.isolation.isolation_for(spec.isolation)
-        if self._nursery is None:
+        if self._nursery is None or self._disk is None:
             raise FailedPrecondition("the daemon is shutting down")
+        if (full := self._disk.refusal()) is not None:
+            raise ResourceExhausted(f"not starting jobs whose output could not be kept: {full}")
         self._running.acquire(owner.sans)
         try:
             job: Job = await self._nursery.start(self._run_job, spec, isolation, owner)
@@ -252,11 +277,12 @@ class Supervisor:
         job_id = new_job_id()
         journal_path = self._config.state_dir / f"{job_id}.log"
         try:
-            journal = JournalFile(journal_path, cap=self._config.output_cap)
+            journal = JournalFile(journal_path, cap=self._config.output_cap, disk=self._disk)
         except OSError as error:
-            raise FailedPrecondition(
-                f"cannot create the job's output file in {self._config.state_dir}: {error.strerror}"
-            ) from None
+            message = f"cannot create the job's output file in {self._config.state_dir}: "
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ResourceExhausted(message + str(error.strerror)) from None
+            raise FailedPrecondition(message + str(error.strerror)) from None
         try:
             env = {**self._config.job_env, "RUND_JOB_ID": job_id}
             process = await self._spawner.spawn(

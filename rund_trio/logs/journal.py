@@ -7,8 +7,8 @@ daemon read the chunks from the job's pipes::
 
 Per stream the concatenated payloads are exactly the bytes the process wrote.
 ``RecordDecoder`` turns any slicing of the file back into payload pieces;
-``OutputBook`` decides how much output is kept under the per-job cap and counts
-what was dropped.
+``OutputBook`` decides how much output is kept under the per-job cap and the
+room left on disk, and counts what was dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+
+from rund_trio.logs.budget import UNLIMITED, Room, describe_size
 
 HEADER = struct.Struct(">BI")
 HEADER_SIZE = HEADER.size
@@ -117,10 +119,13 @@ def coalesce(pieces: list[Piece], max_chunk: int) -> list[Piece]:
 
 
 class OutputBook:
-    """Accounts a job's output against its cap.
+    """Accounts a job's output against its cap and the room left on disk.
 
-    ``admit`` says how many bytes of a chunk to record; whatever is over the cap,
-    or could not be written (``lose``), is counted as dropped and never hidden.
+    ``admit`` says how many bytes of a chunk to record; whatever is over a
+    limit, or could not be written (``lose``), is counted as dropped and never
+    hidden. Once output was dropped nothing more is recorded, so what was
+    recorded is always a prefix of what the job wrote, and ``error`` says why
+    it stopped.
     """
 
     def __init__(self, cap: int | None) -> None:
@@ -129,16 +134,20 @@ class OutputBook:
         self.cap = cap
         self.recorded = 0
         self.dropped = 0
-        self.write_error: str | None = None
+        self.error: str | None = None
 
-    def admit(self, length: int) -> int:
-        """Record the arrival of ``length`` bytes; return how many to keep."""
-        if self.write_error is not None:
-            keep = 0
-        elif self.cap is None:
-            keep = length
-        else:
-            keep = max(0, min(length, self.cap - self.recorded))
+    def admit(self, length: int, room: Room = UNLIMITED) -> int:
+        """Record the arrival of ``length`` bytes, of which ``room`` may be
+        written; return how many to keep."""
+        keep = 0 if self.error is not None else length
+        if self.cap is not None and keep > self.cap - self.recorded:
+            keep = max(0, self.cap - self.recorded)
+            self.error = (
+                f"the job's output reached --output-cap ({describe_size(self.cap)} per job)"
+            )
+        if room.bytes is not None and keep > room.bytes:
+            keep = room.bytes
+            self.error = room.limit
         self.recorded += keep
         self.dropped += length - keep
         return keep
@@ -148,8 +157,8 @@ class OutputBook:
         nothing more is recorded after that."""
         self.recorded -= length
         self.dropped += length
-        if self.write_error is None:
-            self.write_error = reason
+        if self.error is None:
+            self.error = reason
 
     @property
     def capped(self) -> bool:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import trio
 
+from rund_trio.logs.budget import UNLIMITED
+from rund_trio.logs.disk import StateDisk
 from rund_trio.logs.journal import HEADER_SIZE, OutputBook, Stream, encode_header
 
 
@@ -19,8 +21,9 @@ class JournalFile:
     Appending never blocks on followers: they read the file at their own pace.
     """
 
-    def __init__(self, path: Path, *, cap: int | None) -> None:
+    def __init__(self, path: Path, *, cap: int | None, disk: StateDisk | None = None) -> None:
         self.path = path
+        self._disk = disk
         self.book = OutputBook(cap)
         self.size = 0
         self.closed = False
@@ -30,13 +33,14 @@ class JournalFile:
         self._lot = trio.lowlevel.ParkingLot()
 
     def append(self, stream: Stream, data: bytes | bytearray) -> None:
-        """Record one chunk of ``stream`` (what the cap allows of it).
+        """Record one chunk of ``stream`` (what the cap and the disk allow of it).
 
         Synchronous and without a checkpoint, so records are never interleaved.
         """
         if self._fd is None:
             raise RuntimeError("append to a closed journal")
-        keep = self.book.admit(len(data))
+        room = self._disk.room().less(HEADER_SIZE) if self._disk is not None else UNLIMITED
+        keep = self.book.admit(len(data), room)
         if not keep:
             return
         buffers: list[bytes | memoryview] = [encode_header(stream, keep), memoryview(data)[:keep]]
@@ -47,9 +51,13 @@ class JournalFile:
                 rest = b"".join(buffers)[written:]
                 written += os.pwrite(self._fd, rest, self.size + written)
         except OSError as error:
-            self.book.lose(keep, error.strerror or str(error))
+            self.book.lose(
+                keep, f"cannot write job output to {self.path.parent}: {error.strerror or error}"
+            )
             return
         self.size += HEADER_SIZE + keep
+        if self._disk is not None:
+            self._disk.charge(HEADER_SIZE + keep)
         self._lot.unpark_all()
 
     def close(self) -> None:

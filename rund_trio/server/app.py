@@ -21,6 +21,7 @@ from rund_trio.errors import ConfigError
 from rund_trio.isolation.spec import Isolation
 from rund_trio.jobs.isolation_policy import IsolationPolicy
 from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
+from rund_trio.logs.budget import Reserve
 from rund_trio.process.base import Spawner
 from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
@@ -41,6 +42,9 @@ class ServeConfig:
     """None: a fresh private directory under the system temp directory,
     removed at exit."""
     output_cap: int | None = 1024**3
+    max_output_total: int | None = 10 * 1024**3
+    min_free_disk: Reserve = field(default_factory=Reserve)
+    """Default: 1 GiB or 5% of the state directory's filesystem, whichever is smaller."""
     output_linger: float = 2.0
     shutdown_grace: float = 0.0
     transport: TransportConfig = field(default_factory=TransportConfig)
@@ -203,6 +207,8 @@ async def serve(
                 SupervisorConfig(
                     state_dir=state_dir,
                     output_cap=config.output_cap,
+                    max_output_total=config.max_output_total,
+                    min_free_disk=config.min_free_disk,
                     output_linger=config.output_linger,
                     shutdown_grace=config.shutdown_grace,
                     isolation=isolation,

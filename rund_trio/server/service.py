@@ -9,6 +9,7 @@ from contextlib import aclosing
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.api.rund_grpc import JobControllerServicer
+from rund_trio.errors import ResourceExhausted
 from rund_trio.jobs.quota import Quota
 from rund_trio.jobs.spec import parse_job_id, parse_job_spec
 from rund_trio.jobs.supervisor import Job, Supervisor
@@ -57,3 +58,10 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
             async with aclosing(self._supervisor.follow(job)) as pieces:
                 async for piece in pieces:
                     yield framed_log_message(piece)
+        # The stream is complete; say so honestly when it is not all the job wrote.
+        output = job.snapshot().output
+        if output.dropped_bytes:
+            raise ResourceExhausted(
+                f"{output.dropped_bytes} bytes of this job's output were dropped and are not "
+                f"in this log: {output.error}"
+            )

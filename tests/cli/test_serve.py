@@ -87,3 +87,45 @@ def test_serve_on_sigterm_removes_job_output_from_a_given_state_dir(
     assert code == 0
     assert state_dir.is_dir()
     assert list(state_dir.iterdir()) == []
+
+
+def test_serve_output_cap_ends_a_log_with_the_recorded_output_and_the_drop(
+    pki: Pki, tmp_path: Path
+) -> None:
+    with running_daemon([*pki.server_args(), "--output-cap", "1K"], cwd=tmp_path) as daemon:
+        alice = Client(daemon, pki, "alice", tmp_path)
+        job_id = alice.start("head", "-c", "4096", "/dev/zero")
+        log = alice("log", job_id)
+    assert log.stdout == bytes(1024)
+    assert log.returncode != 0
+    assert log.stderr.decode() == (
+        "rund-trio: RESOURCE_EXHAUSTED: 3072 bytes of this job's output were dropped and are "
+        "not in this log: the job's output reached --output-cap (1 KiB per job)\n"
+    )
+
+
+def test_serve_max_output_total_refuses_starts_once_reached(pki: Pki, tmp_path: Path) -> None:
+    args = [*pki.server_args(), "--max-output-total", "2K"]
+    with running_daemon(args, cwd=tmp_path) as daemon:
+        alice = Client(daemon, pki, "alice", tmp_path)
+        alice("log", alice.start("head", "-c", "4096", "/dev/zero"))
+        refused = alice("start", "--", "true")
+    assert refused.returncode != 0
+    assert_one_line_error(refused, "RESOURCE_EXHAUSTED")
+    assert b"--max-output-total (2 KiB)" in refused.stderr
+
+
+def test_serve_min_free_disk_as_a_share_of_the_filesystem(pki: Pki, tmp_path: Path) -> None:
+    args = [*pki.server_args(), "--min-free-disk", "100%"]
+    with running_daemon(args, cwd=tmp_path) as daemon:
+        refused = Client(daemon, pki, "alice", tmp_path)("start", "--", "true")
+    assert_one_line_error(refused, "RESOURCE_EXHAUSTED")
+    assert b"--min-free-disk" in refused.stderr
+
+
+def test_serve_refuses_a_min_free_disk_that_is_not_a_size_or_a_percentage(
+    pki: Pki, tmp_path: Path
+) -> None:
+    result = rund("serve", *pki.server_args(), "--min-free-disk", "120%", cwd=tmp_path)
+    assert result.returncode == 2
+    assert b"'120%' is not a percentage between 0% and 100%" in result.stderr

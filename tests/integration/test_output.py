@@ -7,10 +7,12 @@ import hashlib
 import subprocess
 from pathlib import Path
 
+import pytest
 import trio
 
 from rund_trio.api import rund_pb2 as pb
-from tests.conftest import Daemon
+from rund_trio.errors import RpcError
+from tests.conftest import Daemon, Pki, start_daemon
 
 GIB = 1024**3
 
@@ -58,3 +60,49 @@ async def test_a_stalled_subscriber_slows_neither_the_job_nor_other_subscribers(
         await stalled_log.aclose()
     assert digest.hexdigest() == expected
     assert status.state == pb.JOB_STATE_EXITED and status.exit_code.value == 0
+
+
+async def test_a_log_of_a_job_whose_output_was_capped_ends_with_resource_exhausted(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    daemon = await start_daemon(nursery, pki, tmp_path, output_cap=1000)
+    async with daemon.client() as rund:
+        job_id = await rund.start(pb.JobStartRequest(name="head", args=["-c", "5000", "/dev/zero"]))
+        received = b""
+        with pytest.raises(RpcError) as error:
+            async for chunk in rund.log(job_id):
+                received += chunk.stdout
+    assert received == bytes(1000)
+    assert error.value.code == "RESOURCE_EXHAUSTED"
+    assert error.value.message == (
+        "4000 bytes of this job's output were dropped and are not in this log: "
+        "the job's output reached --output-cap (1000 bytes per job)"
+    )
+
+
+async def test_a_log_of_a_job_within_every_cap_ends_ok(daemon: Daemon) -> None:
+    async with daemon.client() as rund:
+        job_id = await rund.start(pb.JobStartRequest(name="head", args=["-c", "5000", "/dev/zero"]))
+        received = b"".join([chunk.stdout async for chunk in rund.log(job_id)])
+    assert received == bytes(5000)
+
+
+async def test_start_is_resource_exhausted_once_the_output_total_is_reached(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    daemon = await start_daemon(nursery, pki, tmp_path, max_output_total=4096)
+    async with daemon.client() as rund:
+        filler = await rund.start(pb.JobStartRequest(name="head", args=["-c", "8192", "/dev/zero"]))
+        with pytest.raises(RpcError):
+            async for _ in rund.log(filler):
+                pass
+        status = await rund.status(filler)
+        with pytest.raises(RpcError) as error:
+            await rund.start(pb.JobStartRequest(name="true"))
+    assert status.output_bytes + status.output_dropped_bytes == 8192
+    assert status.output_error == "job output on this daemon reached --max-output-total (4 KiB)"
+    assert error.value.code == "RESOURCE_EXHAUSTED"
+    assert error.value.message == (
+        "not starting jobs whose output could not be kept: "
+        "job output on this daemon reached --max-output-total (4 KiB)"
+    )

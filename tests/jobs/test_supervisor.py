@@ -385,3 +385,20 @@ async def test_a_failed_start_does_not_count_against_the_cap(
         await supervisor.start(SPEC, ALICE)
     spawner.fail_with = None
     await supervisor.start(SPEC, ALICE)
+
+
+async def test_start_is_refused_once_the_output_total_is_reached(
+    autojump_clock: MockClock, nursery: trio.Nursery, spawner: FakeSpawner, tmp_path: Path
+) -> None:
+    supervisor = Supervisor(spawner, SupervisorConfig(state_dir=tmp_path, max_output_total=20))
+    await nursery.start(supervisor.run)
+    job = await supervisor.start(SPEC, ALICE)
+    process = process_of(job)
+    await process.write_stdout(b"0123456789abcdef0123456789")
+    process.exit(0)
+    await process.close_output()
+    await collect(supervisor, job)
+    with pytest.raises(ResourceExhausted, match="--max-output-total"):
+        await supervisor.start(SPEC, ALICE)
+    assert job.snapshot().output.error is not None
+    assert len(supervisor.jobs) == 1

@@ -78,4 +78,4 @@ def test_output_that_could_not_be_written_is_counted_as_lost_and_recording_stops
     book.admit(5)
     book.lose(5, "No space left on device")
     assert book.admit(3) == 0
-    assert (book.recorded, book.dropped, book.write_error) == (0, 8, "No space left on device")
+    assert (book.recorded, book.dropped, book.error) == (0, 8, "No space left on device")

@@ -10,8 +10,10 @@ import pytest
 import trio
 import trio.testing
 
+from rund_trio.logs.budget import Reserve
+from rund_trio.logs.disk import StateDisk
 from rund_trio.logs.follower import follow
-from rund_trio.logs.journal import Stream
+from rund_trio.logs.journal import HEADER_SIZE, Stream
 from rund_trio.logs.journal_file import JournalFile
 
 
@@ -49,7 +51,7 @@ async def test_a_failed_write_is_counted_as_lost_and_never_read(
     journal.append(Stream.STDOUT, b"also lost")
     journal.close()
     assert (journal.book.recorded, journal.book.dropped) == (5, 13)
-    assert journal.book.write_error == "No space left on device"
+    assert journal.book.error == f"cannot write job output to {tmp_path}: No space left on device"
     assert (await read_all(journal))[Stream.STDOUT] == b"kept "
 
 
@@ -61,3 +63,21 @@ async def test_a_follower_that_is_cancelled_releases_its_descriptor(
     with trio.move_on_after(0.01):
         await read_all(journal)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+async def test_journals_stop_recording_at_the_daemon_wide_output_total(tmp_path: Path) -> None:
+    disk = StateDisk(tmp_path, max_total=2 * HEADER_SIZE + 7, reserve=Reserve(0, None))
+    first = JournalFile(tmp_path / "first.log", cap=None, disk=disk)
+    second = JournalFile(tmp_path / "second.log", cap=None, disk=disk)
+    first.append(Stream.STDOUT, b"12345")
+    second.append(Stream.STDOUT, b"abcdef")
+    first.append(Stream.STDOUT, b"more")
+    first.close()
+    second.close()
+    disk.close()
+    assert (await read_all(first))[Stream.STDOUT] == b"12345"
+    assert (await read_all(second))[Stream.STDOUT] == b"ab"
+    assert (second.book.recorded, second.book.dropped) == (2, 4)
+    assert first.book.dropped == 4
+    assert second.book.error is not None and "--max-output-total" in second.book.error
+    assert disk.budget.used == first.size + second.size
