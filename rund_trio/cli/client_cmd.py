@@ -228,6 +228,8 @@ async def _run(client: RundClient, args: argparse.Namespace) -> int:
 
     import anyio
 
+    from rund_trio.errors import RpcError
+
     job_id = await client.start(_start_request(args))
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tasks:
@@ -238,6 +240,13 @@ async def _run(client: RundClient, args: argparse.Namespace) -> int:
                     return
 
             tasks.start_soon(stop_on_signal)
-            await _copy_log(client, job_id)
+            try:
+                await _copy_log(client, job_id)
+            except RpcError as error:
+                if error.code != "RESOURCE_EXHAUSTED":
+                    raise
+                # Output beyond a cap was dropped: say so, but the job's own
+                # exit code is still what the caller of `run` wants.
+                print(f"rund-trio: warning: {error.message}", file=sys.stderr)
             tasks.cancel_scope.cancel()
     return exit_code_of(await client.status(job_id))

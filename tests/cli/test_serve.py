@@ -104,6 +104,20 @@ def test_serve_output_cap_ends_a_log_with_the_recorded_output_and_the_drop(
     )
 
 
+def test_client_run_of_a_capped_job_warns_of_the_drop_and_exits_with_the_jobs_code(
+    pki: Pki, tmp_path: Path
+) -> None:
+    with running_daemon([*pki.server_args(), "--output-cap", "1K"], cwd=tmp_path) as daemon:
+        alice = Client(daemon, pki, "alice", tmp_path)
+        run = alice("run", "--", "sh", "-c", "head -c 4096 /dev/zero; exit 3")
+    assert run.stdout == bytes(1024)
+    assert run.returncode == 3
+    assert run.stderr.decode() == (
+        "rund-trio: warning: 3072 bytes of this job's output were dropped and are "
+        "not in this log: the job's output reached --output-cap (1 KiB per job)\n"
+    )
+
+
 def test_serve_max_output_total_refuses_starts_once_reached(pki: Pki, tmp_path: Path) -> None:
     args = [*pki.server_args(), "--max-output-total", "2K"]
     with running_daemon(args, cwd=tmp_path) as daemon:
