@@ -136,6 +136,21 @@ class OutputBook:
         self.dropped = 0
         self.error: str | None = None
 
+    def admissible(self, room: Room = UNLIMITED) -> int | None:
+        """How many bytes the next ``admit`` would keep in full (None: any
+        number), without recording anything."""
+        if self.error is not None:
+            return 0
+        limits = [
+            limit
+            for limit in (
+                None if self.cap is None else max(0, self.cap - self.recorded),
+                room.bytes,
+            )
+            if limit is not None
+        ]
+        return min(limits) if limits else None
+
     def admit(self, length: int, room: Room = UNLIMITED) -> int:
         """Record the arrival of ``length`` bytes, of which ``room`` may be
         written; return how many to keep."""

@@ -7,9 +7,13 @@ from pathlib import Path
 
 import trio
 
-from rund_trio.logs.budget import UNLIMITED
+from rund_trio.logs.budget import UNLIMITED, Room
 from rund_trio.logs.disk import StateDisk
 from rund_trio.logs.journal import HEADER_SIZE, OutputBook, Stream, encode_header
+
+SPLICE_SIZE = 1024 * 1024
+"""Most bytes taken from a job's pipe at once (its size: ``process.pipes``)."""
+_SPLICE_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
 
 
 class JournalFile:
@@ -32,33 +36,85 @@ class JournalFile:
         )
         self._lot = trio.lowlevel.ParkingLot()
 
+    def _open_fd(self) -> int:
+        if self._fd is None:
+            raise RuntimeError("append to a closed journal")
+        return self._fd
+
+    def _room(self) -> Room:
+        return self._disk.room().less(HEADER_SIZE) if self._disk is not None else UNLIMITED
+
+    def _lose(self, length: int, error: OSError) -> None:
+        reason = f"cannot write job output to {self.path.parent}: {error.strerror or error}"
+        self.book.lose(length, reason)
+
+    def _commit(self, payload: int) -> None:
+        self.size += HEADER_SIZE + payload
+        if self._disk is not None:
+            self._disk.charge(HEADER_SIZE + payload)
+        self._lot.unpark_all()
+
     def append(self, stream: Stream, data: bytes | bytearray) -> None:
         """Record one chunk of ``stream`` (what the cap and the disk allow of it).
 
         Synchronous and without a checkpoint, so records are never interleaved.
         """
-        if self._fd is None:
-            raise RuntimeError("append to a closed journal")
-        room = self._disk.room().less(HEADER_SIZE) if self._disk is not None else UNLIMITED
-        keep = self.book.admit(len(data), room)
+        fd = self._open_fd()
+        keep = self.book.admit(len(data), self._room())
         if not keep:
             return
         buffers: list[bytes | memoryview] = [encode_header(stream, keep), memoryview(data)[:keep]]
         try:
-            written = os.pwritev(self._fd, buffers, self.size)
+            written = os.pwritev(fd, buffers, self.size)
             total = HEADER_SIZE + keep
             while written < total:  # short writes only happen near a full disk
                 rest = b"".join(buffers)[written:]
-                written += os.pwrite(self._fd, rest, self.size + written)
+                written += os.pwrite(fd, rest, self.size + written)
         except OSError as error:
-            self.book.lose(
-                keep, f"cannot write job output to {self.path.parent}: {error.strerror or error}"
-            )
+            self._lose(keep, error)
             return
-        self.size += HEADER_SIZE + keep
-        if self._disk is not None:
-            self._disk.charge(HEADER_SIZE + keep)
-        self._lot.unpark_all()
+        self._commit(keep)
+
+    def append_from_pipe(self, stream: Stream, pipe: int) -> int:
+        """Record what the non-blocking ``pipe`` holds (up to ``SPLICE_SIZE``)
+        as one chunk of ``stream``; return the bytes taken from the pipe, 0 at
+        its end. ``BlockingIOError`` if it is empty.
+
+        The bytes go from the pipe to the file inside the kernel (splice(2)),
+        never through the daemon's memory. Where the cap or the disk leaves no
+        room they are read and ``append``ed, so the drop is counted as there;
+        where the write fails they are read and counted as lost. Synchronous,
+        like ``append``.
+        """
+        fd = self._open_fd()
+        room = self._room()
+        admissible = self.book.admissible(room)
+        if admissible != 0:
+            limit = SPLICE_SIZE if admissible is None else min(SPLICE_SIZE, admissible)
+            try:
+                moved = os.splice(
+                    pipe, fd, limit, offset_dst=self.size + HEADER_SIZE, flags=_SPLICE_NONBLOCK
+                )
+            except BlockingIOError:
+                raise
+            except OSError as error:  # e.g. the disk is full: the chunk is lost
+                data = os.read(pipe, limit)
+                self._lose(self.book.admit(len(data), room), error)
+                return len(data)
+            else:
+                if moved:
+                    self.book.admit(moved, room)
+                    try:
+                        os.pwrite(fd, encode_header(stream, moved), self.size)
+                    except OSError as error:
+                        self._lose(moved, error)
+                    else:
+                        self._commit(moved)
+                return moved
+        data = os.read(pipe, SPLICE_SIZE)
+        if data:
+            self.append(stream, data)
+        return len(data)
 
     def close(self) -> None:
         """No more output will come; followers finish once they have read it all."""

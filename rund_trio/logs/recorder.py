@@ -13,8 +13,23 @@ READ_SIZE = 256 * 1024
 async def record(pipe: trio.abc.ReceiveStream, stream: Stream, journal: JournalFile) -> None:
     """Copy everything from ``pipe`` into ``journal`` until end of file.
 
-    The pipe is drained as fast as the job writes, whatever subscribers do.
-    Cancellation stops the copy; every chunk already read is in the journal.
+    The pipe is drained as fast as the job writes, whatever subscribers do;
+    a pipe with a descriptor is spliced into the journal by the kernel.
+    Cancellation stops the copy; every chunk already taken is in the journal.
     """
+    if isinstance(pipe, trio.lowlevel.FdStream):
+        await _splice_all(pipe.fileno(), stream, journal)
+        return
     while data := await pipe.receive_some(READ_SIZE):
         journal.append(stream, data)
+
+
+async def _splice_all(pipe: int, stream: Stream, journal: JournalFile) -> None:
+    while True:
+        try:
+            if not journal.append_from_pipe(stream, pipe):
+                return
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(pipe)
+        else:
+            await trio.lowlevel.checkpoint()
