@@ -33,30 +33,67 @@ _END_STREAM = 0x1
 
 
 class FrameBuffer(h2.frame_buffer.FrameBuffer):  # type: ignore[misc]
-    """h2's frame buffer over a ``bytearray``: appending and consuming are
-    amortised O(length), and a frame body is copied once (into its frame)."""
+    """h2's frame buffer, keeping what was received as a list of pieces: a
+    frame's body is joined from them once, and a DATA frame's body is that
+    join (hyperframe would copy it again)."""
+
+    data: bytes
 
     def __init__(self, server: bool = False) -> None:
         super().__init__(server=server)
-        self.data = bytearray()
+        self._pieces: list[memoryview] = []
+        self._size = 0
+
+    def add_data(self, data: bytes) -> None:
+        if self._preamble_len:  # h2's own check of the client's connection preface
+            super().add_data(data)
+            data, self.data = self.data, b""
+        if data:
+            self._pieces.append(memoryview(data))
+            self._size += len(data)
+
+    def _take(self, length: int) -> bytes:
+        """The next ``length`` received bytes, removed from the buffer."""
+        taken: list[memoryview] = []
+        needed = length
+        while needed:
+            piece = self._pieces[0]
+            if len(piece) <= needed:
+                taken.append(self._pieces.pop(0))
+                needed -= len(piece)
+            else:
+                taken.append(piece[:needed])
+                self._pieces[0] = piece[needed:]
+                needed = 0
+        self._size -= length
+        return taken[0].tobytes() if len(taken) == 1 else b"".join(taken)
+
+    def _peek_header(self) -> bytes:
+        first = self._pieces[0]
+        if len(first) >= 9:
+            return first[:9].tobytes()
+        return b"".join(self._pieces)[:9]
 
     def next(self) -> Any:
         while True:
-            if len(self.data) < 9:
+            if self._size < 9:
                 raise StopIteration()
-            frame, length = self._parse_frame_header(bytes(self.data[:9]))
-            if len(self.data) < length + 9:
+            frame, length = self._parse_frame_header(self._peek_header())
+            if self._size < length + 9:
                 raise StopIteration()
             self._validate_frame_length(length)
-            if frame is not None:
-                with memoryview(self.data) as view:
-                    try:
-                        frame.parse_body(view[9 : 9 + length])
-                    except InvalidFrameError as error:
-                        raise h2.exceptions.FrameDataMissingError(
-                            "Frame data missing or invalid"
-                        ) from error
-            del self.data[: 9 + length]
+            self._take(9)
+            body = self._take(length)
+            if isinstance(frame, DataFrame) and "PADDED" not in frame.flags:
+                frame.data = body
+                frame.body_len = length
+            elif frame is not None:
+                try:
+                    frame.parse_body(memoryview(body))
+                except InvalidFrameError as error:
+                    raise h2.exceptions.FrameDataMissingError(
+                        "Frame data missing or invalid"
+                    ) from error
             frame = self._update_header_buffer(frame)
             if frame is not None:
                 return frame

@@ -42,8 +42,10 @@ async def _connected_pair(stream_class: type[TLSStream]) -> tuple[TLSStream, TLS
 
 async def test_one_receive_returns_every_record_already_received() -> None:
     server, client = await _connected_pair(TlsStream)
-    payload = b"r" * (3 * RECORD_SIZE)
-    await server.send(payload)  # three records, all in the client's socket buffer now
+    # Four records: more than anyio's 64 KiB socket read, all in the client's
+    # socket buffer once send() returns.
+    payload = b"r" * (4 * RECORD_SIZE)
+    await server.send(payload)
     assert await client.receive(1024 * 1024) == payload
     await server.aclose()
     await client.aclose()
