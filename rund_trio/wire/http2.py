@@ -17,6 +17,7 @@ list of buffers joined once. The HTTP/2 state machine is h2's, unchanged.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from typing import Any
 
 import h2.config
@@ -28,6 +29,8 @@ from hyperframe.frame import DataFrame, Frame
 from purerpc.grpclib.connection import GRPCConfiguration, GRPCConnection
 
 _FRAME_HEADER = struct.Struct(">HBBBL")
+LARGE_WRITE = 64 * 1024
+"""Outbound buffers this large are written on their own rather than joined."""
 _DATA_FRAME = 0x0
 _END_STREAM = 0x1
 
@@ -102,14 +105,15 @@ class FrameBuffer(h2.frame_buffer.FrameBuffer):  # type: ignore[misc]
 
 
 class H2Connection(h2.connection.H2Connection):  # type: ignore[misc]
-    """h2's connection with the buffers above; outbound data is a list of
-    buffers until ``data_to_send`` joins it, once."""
+    """h2's connection with the buffers above. Outbound frames wait as a queue
+    of buffers; ``data_to_send`` joins runs of small ones (so a unary reply is
+    one write) and hands a large DATA payload over as it is, uncopied."""
 
     _data_to_send: bytearray
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config=config)
-        self._outbound: list[bytes | bytearray] = []
+        self._outbound: deque[bytes | memoryview] = deque()
         self.incoming_buffer = FrameBuffer(server=not config.client_side)
 
     def _prepare_for_sending(self, frames: list[Frame]) -> None:
@@ -137,18 +141,28 @@ class H2Connection(h2.connection.H2Connection):  # type: ignore[misc]
             self._outbound.append(bytes(self._data_to_send))
             self._data_to_send = bytearray()
 
-    def data_to_send(self, amount: int | None = None) -> bytes:
+    def data_to_send(self, amount: int | None = None) -> bytes | memoryview:
+        """The next bytes to write; call until it returns nothing."""
         self._take_direct_writes()
-        data = b"".join(self._outbound)
-        self._outbound = []
-        if amount is not None and len(data) > amount:
-            self._outbound.append(data[amount:])
-            data = data[:amount]
-        return data
+        if amount is not None:
+            data = b"".join(self._outbound)
+            self._outbound.clear()
+            if len(data) > amount:
+                self._outbound.append(data[amount:])
+                data = data[:amount]
+            return data
+        run: list[bytes | memoryview] = []
+        while self._outbound:
+            if len(self._outbound[0]) >= LARGE_WRITE:
+                if not run:
+                    return self._outbound.popleft()
+                break
+            run.append(self._outbound.popleft())
+        return b"".join(run)
 
     def clear_outbound_data_buffer(self) -> None:
         self._data_to_send = bytearray()
-        self._outbound = []
+        self._outbound = deque()
 
 
 class GrpcConnection(GRPCConnection):  # type: ignore[misc]

@@ -9,7 +9,7 @@ import h2.connection
 import h2.frame_buffer
 from hyperframe.frame import DataFrame, Frame, HeadersFrame, SettingsFrame, WindowUpdateFrame
 
-from rund_trio.wire.http2 import FrameBuffer, H2Connection
+from rund_trio.wire.http2 import LARGE_WRITE, FrameBuffer, H2Connection
 
 
 def _frames() -> list[Frame]:
@@ -75,14 +75,42 @@ def _client(connection_class: type[h2.connection.H2Connection]) -> h2.connection
     return connection
 
 
+def _drain(connection: h2.connection.H2Connection) -> list[bytes]:
+    writes = []
+    while data := connection.data_to_send():
+        writes.append(bytes(data))
+    return writes
+
+
 def test_what_is_sent_is_byte_for_byte_what_h2_sends() -> None:
     theirs = bytes(_client(h2.connection.H2Connection).data_to_send())
-    assert _client(H2Connection).data_to_send() == theirs
+    assert b"".join(_drain(_client(H2Connection))) == theirs
 
 
-def test_data_to_send_with_an_amount_keeps_the_rest_in_order() -> None:
-    whole = _client(H2Connection).data_to_send()
-    connection = _client(H2Connection)
-    first = connection.data_to_send(100)
-    assert len(first) == 100
-    assert first + connection.data_to_send() == whole
+def test_small_frames_go_out_in_one_write_and_a_large_payload_uncopied() -> None:
+    connection = H2Connection(config=h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    settings = SettingsFrame(0)
+    settings.settings[SettingsFrame.INITIAL_WINDOW_SIZE] = 2**20
+    settings.settings[SettingsFrame.MAX_FRAME_SIZE] = 2**20
+    connection.receive_data(
+        settings.serialize() + WindowUpdateFrame(0, window_increment=2**20).serialize()
+    )
+    _drain(connection)
+    stream = connection.get_next_available_stream_id()
+    connection.send_headers(
+        stream, [(":method", "POST"), (":path", "/x"), (":scheme", "https"), (":authority", "a")]
+    )
+    payload = memoryview(bytes(LARGE_WRITE))
+    connection.send_data(stream, payload, end_stream=True)
+    small, large = _drain_raw(connection)
+    data_frame_header = DataFrame(stream, data=bytes(payload), flags=["END_STREAM"]).serialize()[:9]
+    assert bytes(small).endswith(data_frame_header)  # the HEADERS frame, then this
+    assert large is payload
+
+
+def _drain_raw(connection: H2Connection) -> list[bytes | memoryview]:
+    writes = []
+    while data := connection.data_to_send():
+        writes.append(data)
+    return writes
