@@ -21,11 +21,13 @@ from collections import deque
 from typing import Any
 
 import h2.config
+import h2.events
 import h2.connection
 import h2.exceptions
 import h2.frame_buffer
 from hyperframe.exceptions import InvalidFrameError
 from hyperframe.frame import DataFrame, Frame
+from purerpc.grpclib.buffers import ByteBuffer
 from purerpc.grpclib.connection import GRPCConfiguration, GRPCConnection
 
 _FRAME_HEADER = struct.Struct(">HBBBL")
@@ -165,8 +167,30 @@ class H2Connection(h2.connection.H2Connection):  # type: ignore[misc]
         self._outbound = deque()
 
 
+class _ViewBuffer(ByteBuffer):  # type: ignore[misc]
+    """purerpc's buffer of received DATA, holding views: taking a message's
+    5-byte prefix off a 1 MiB piece no longer copies the rest."""
+
+    def append(self, data: bytes, flow_controlled_length: int | None = None) -> None:
+        super().append(data, flow_controlled_length)
+        piece, length = self._deque.pop()
+        self._deque.append((memoryview(piece), length))
+
+
 class GrpcConnection(GRPCConnection):  # type: ignore[misc]
-    """purerpc's gRPC-over-HTTP/2 state machine on the ``H2Connection`` above."""
+    """purerpc's gRPC-over-HTTP/2 state machine on the ``H2Connection`` above,
+    its message buffers holding views."""
+
+    def _request_received(self, event: h2.events.RequestReceived) -> list[Any]:
+        events: list[Any] = super()._request_received(event)
+        self.message_read_buffers[event.stream_id]._buffer = _ViewBuffer()
+        return events
+
+    def _response_received(self, event: h2.events.ResponseReceived) -> list[Any]:
+        events: list[Any] = super()._response_received(event)
+        if event.stream_id in self.message_read_buffers:
+            self.message_read_buffers[event.stream_id]._buffer = _ViewBuffer()
+        return events
 
     def __init__(self, config: GRPCConfiguration) -> None:
         super().__init__(config=config)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import random
+import struct
 
 import h2.config
 import h2.connection
+import h2.events
 import h2.frame_buffer
 from hyperframe.frame import DataFrame, Frame, HeadersFrame, SettingsFrame, WindowUpdateFrame
+from purerpc.grpclib.buffers import MessageReadBuffer
+from purerpc.grpclib.config import GRPCConfiguration
 
-from rund_trio.wire.http2 import LARGE_WRITE, FrameBuffer, H2Connection
+from rund_trio.wire.http2 import LARGE_WRITE, FrameBuffer, GrpcConnection, H2Connection
 
 
 def _frames() -> list[Frame]:
@@ -114,3 +118,34 @@ def _drain_raw(connection: H2Connection) -> list[bytes | memoryview]:
     while data := connection.data_to_send():
         writes.append(data)
     return writes
+
+
+def test_grpc_messages_split_anywhere_come_out_whole() -> None:
+    buffer = request_buffer(GrpcConnection(GRPCConfiguration(client_side=False)))
+    messages = [b"", b"a", bytes(range(256)) * 300, b"tail"]
+    wire = b"".join(struct.pack(">BI", 0, len(m)) + m for m in messages)
+    rng = random.Random(1)
+    at = 0
+    while at < len(wire):
+        step = rng.choice([1, 3, 5, 4096, 70000])
+        buffer.data_received(wire[at : at + step])
+        at += step
+    assert buffer.read_all_complete_messages() == messages
+
+
+def request_buffer(connection: GrpcConnection) -> MessageReadBuffer:
+    """The message buffer ``connection`` gives a new request stream."""
+    headers = [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":path", "/rund.JobController/Status"),
+        (":authority", "x"),
+        ("content-type", "application/grpc+proto"),
+        ("te", "trailers"),
+    ]
+    event = h2.events.RequestReceived()
+    event.stream_id = 1
+    event.headers = headers
+    connection._request_received(event)
+    buffer: MessageReadBuffer = connection.message_read_buffers[1]
+    return buffer
