@@ -36,6 +36,7 @@ from bench import baselines, not_found, rund_load
 from bench.daemon import Daemon, Pki, clean_env, rund_executable, spawn_daemon
 from bench.report import Report
 from bench.stats import median
+from rund_trio.wire.heap import keep_stream_buffers_in_heap
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -472,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sz = QUICK if args.quick else FULL
+    # The bench's subscribers stand in for `rund-trio client log`, which does this.
+    keep_stream_buffers_in_heap()
     phases = args.only or ["floor", "ssh", "default", "plain", "scale"]
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -199,6 +199,9 @@ async def _status(client: RundClient, args: argparse.Namespace) -> int:
 
 
 async def _copy_log(client: RundClient, job_id: str) -> None:
+    from rund_trio.wire.heap import keep_stream_buffers_in_heap
+
+    keep_stream_buffers_in_heap()
     stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
     async for chunk in client.log(job_id):
         if chunk.stdout:

@@ -204,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
     from rund_trio.logs.budget import Reserve
     from rund_trio.server.app import ServeConfig, serve
     from rund_trio.server.transport import TransportConfig
+    from rund_trio.wire.heap import keep_stream_buffers_in_heap
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -238,6 +239,8 @@ def run(args: argparse.Namespace) -> int:
             hidden=tuple(str(path.absolute()) for path in args.hide),
         ),
     )
+
+    keep_stream_buffers_in_heap()
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

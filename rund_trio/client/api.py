@@ -14,14 +14,22 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
+import purerpc
 from google.protobuf.message import Message
 from purerpc.grpclib.exceptions import RpcFailedError
+from purerpc.rpc import Cardinality, RPCSignature
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.api.rund_grpc import JobControllerStub
-from rund_trio.client.channel import CONNECTION_LOST, describe_connection_error, open_channel
+from rund_trio.client.channel import (
+    CONNECTION_LOST,
+    Channel,
+    describe_connection_error,
+    open_channel,
+)
 from rund_trio.errors import ConnectionFailed, RpcError
 from rund_trio.server.address import parse_address
+from rund_trio.wire.job_log import LogChunk
 
 
 def _rpc_error(error: RpcFailedError) -> RpcError | ConnectionFailed:
@@ -35,8 +43,12 @@ def _rpc_error(error: RpcFailedError) -> RpcError | ConnectionFailed:
 class RundClient:
     """A connection to one daemon. Use ``RundClient.connect`` to make one."""
 
-    def __init__(self, stub: JobControllerStub) -> None:
+    def __init__(self, stub: JobControllerStub, channel: Channel) -> None:
         self._stub = stub
+        # Log responses decoded by hand (see rund_trio.wire.job_log)
+        self._log = purerpc.Client("rund.JobController", channel).get_method_stub(
+            "Log", RPCSignature(Cardinality.UNARY_STREAM, pb.JobIdentifier, LogChunk)
+        )
 
     @classmethod
     @asynccontextmanager
@@ -63,7 +75,7 @@ class RundClient:
                 raise ConnectionFailed(
                     f"cannot connect to {addr}: {describe_connection_error(error)}"
                 ) from None
-            yield cls(JobControllerStub(channel))
+            yield cls(JobControllerStub(channel), channel)
 
     async def start(self, request: pb.JobStartRequest) -> str:
         """Start a job; returns its id."""
@@ -81,10 +93,11 @@ class RundClient:
         status: pb.JobStatus = await self._call(self._stub.Status, pb.JobIdentifier(ulid=job_id))
         return status
 
-    async def log(self, job_id: str) -> AsyncIterator[pb.JobLog]:
-        """The job's output from the beginning until it ended."""
+    async def log(self, job_id: str) -> AsyncIterator[LogChunk]:
+        """The job's output from the beginning until it ended, as chunks with
+        ``stdout`` and ``stderr`` bytes (like ``pb.JobLog``)."""
         try:
-            async for chunk in self._stub.Log(pb.JobIdentifier(ulid=job_id)):
+            async for chunk in self._log(pb.JobIdentifier(ulid=job_id)):
                 yield chunk
         except RpcFailedError as error:
             raise _rpc_error(error) from None

@@ -19,8 +19,8 @@ from rund_trio.server.convert import (
     limits_from_request,
     status_to_proto,
 )
-from rund_trio.server.log_messages import FramedMessage, framed_log_message
 from rund_trio.server.transport import current_identity
+from rund_trio.wire.job_log import FramedMessage, framed_log_message
 
 
 class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # generated, untyped

@@ -45,10 +45,10 @@ from purerpc.grpclib.status import Status, StatusCode
 from purerpc.rpc import Cardinality
 
 from rund_trio.errors import InvalidRequest
-from rund_trio.server.log_messages import FramedMessage
 from rund_trio.server.status import status_for_exception
 from rund_trio.tls.identity import Identity, identity_from_peer_certificate
 from rund_trio.wire.http2 import GrpcConnection
+from rund_trio.wire.job_log import FramedMessage
 from rund_trio.wire.tls import TlsStream
 
 log = logging.getLogger(__name__)

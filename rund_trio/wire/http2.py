@@ -21,8 +21,8 @@ from collections import deque
 from typing import Any
 
 import h2.config
-import h2.events
 import h2.connection
+import h2.events
 import h2.exceptions
 import h2.frame_buffer
 from hyperframe.exceptions import InvalidFrameError

@@ -1,0 +1,71 @@
+"""Log messages encoded and decoded by hand are exactly what protobuf makes of them."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from google.protobuf.message import DecodeError
+
+from rund_trio.api import rund_pb2 as pb
+from rund_trio.logs.journal import Piece, Stream
+from rund_trio.wire.job_log import LogChunk, framed_log_message
+
+
+def grpc_framed(message: pb.JobLog) -> bytes:
+    body = message.SerializeToString()
+    return struct.pack(">BI", 0, len(body)) + body
+
+
+@pytest.mark.parametrize("size", [1, 127, 128, 16383, 16384, 2**21 - 1, 2**21])
+def test_a_stdout_chunk_is_encoded_as_protobuf_encodes_it(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    assert framed_log_message(Piece(Stream.STDOUT, data)) == grpc_framed(pb.JobLog(stdout=data))
+
+
+def test_a_stderr_chunk_goes_in_the_stderr_field() -> None:
+    data = b"oops\n"
+    assert framed_log_message(Piece(Stream.STDERR, data)) == grpc_framed(pb.JobLog(stderr=data))
+
+
+def test_a_view_is_encoded_like_the_bytes_it_shows() -> None:
+    data = b"0123456789"
+    piece = Piece(Stream.STDOUT, memoryview(data)[2:7])
+    assert framed_log_message(piece) == grpc_framed(pb.JobLog(stdout=b"23456"))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pb.JobLog(),
+        pb.JobLog(stdout=b"out"),
+        pb.JobLog(stderr=b"err" * 100),
+        pb.JobLog(stdout=bytes(2**21), stderr=b"both"),
+    ],
+    ids=["empty", "stdout", "stderr", "both"],
+)
+def test_a_received_log_chunk_holds_what_protobuf_would_parse(message: pb.JobLog) -> None:
+    chunk = LogChunk()
+    chunk.ParseFromString(message.SerializeToString())
+    assert (chunk.stdout, chunk.stderr) == (message.stdout, message.stderr)
+
+
+def test_a_field_sent_twice_keeps_its_last_value_as_in_protobuf() -> None:
+    data = pb.JobLog(stdout=b"first").SerializeToString()
+    data += pb.JobLog(stdout=b"second").SerializeToString()
+    chunk = LogChunk()
+    chunk.ParseFromString(data)
+    assert chunk.stdout == pb.JobLog.FromString(data).stdout == b"second"
+
+
+def test_a_chunk_with_fields_this_daemon_does_not_send_is_parsed_by_protobuf() -> None:
+    data = pb.JobLog(stdout=b"out").SerializeToString() + b"\x18\x01"  # field 3, a varint
+    chunk = LogChunk()
+    chunk.ParseFromString(data)
+    assert chunk.stdout == b"out"
+
+
+def test_a_truncated_chunk_is_refused_as_protobuf_refuses_it() -> None:
+    data = pb.JobLog(stdout=b"out").SerializeToString()[:-1]
+    with pytest.raises(DecodeError):
+        LogChunk().ParseFromString(data)
