@@ -516,12 +516,12 @@ def main(argv: list[str] | None = None) -> int:
     report.meta["total_s"] = round(time.perf_counter() - began, 1)
     report.meta["loadavg_at_end"] = loadavg()
     report.finish()
-    print(report.table())
-    for note in report.notes:
-        print("note:", note)
+    table = report.table() + "".join(f"\nnote: {note}" for note in report.notes)
+    print(table)
+    (args.out / "table.txt").write_text(table + "\n")
     (args.out / "results.json").write_text(json.dumps(report.as_json(), indent=2) + "\n")
     chart = report.chart(args.out / "chart.png")
-    print(f"\nwrote {args.out / 'results.json'}" + (f" and {chart}" if chart else ""))
+    print(f"\nwrote {args.out / 'table.txt'}, results.json" + (f" and {chart}" if chart else ""))
     if prof.files:
         from bench.profile import summarize
 

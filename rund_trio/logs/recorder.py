@@ -24,12 +24,23 @@ async def record(pipe: trio.abc.ReceiveStream, stream: Stream, journal: JournalF
         journal.append(stream, data)
 
 
+DRAIN_PER_TURN = 8 * 1024 * 1024
+"""Bytes a recorder may take before letting other tasks run: more than each
+Log subscriber sends per turn, so a job is not slowed by its own subscribers."""
+
+
 async def _splice_all(pipe: int, stream: Stream, journal: JournalFile) -> None:
+    taken = 0
     while True:
         try:
-            if not journal.append_from_pipe(stream, pipe):
-                return
+            moved = journal.append_from_pipe(stream, pipe)
         except BlockingIOError:
+            taken = 0
             await trio.lowlevel.wait_readable(pipe)
-        else:
+            continue
+        if not moved:
+            return
+        taken += moved
+        if taken >= DRAIN_PER_TURN:
+            taken = 0
             await trio.lowlevel.checkpoint()
