@@ -13,7 +13,10 @@ default:
 # create .venv with the project and its development tools, and a development PKI in tls/
 setup:
     test -x {{python}} || python3 -m venv {{venv}}
-    {{python}} -m pip install -q --disable-pip-version-check -e '.[dev]'
+    # strict: a static link tree in build/, no import hook. The default editable
+    # mode's hook costs every rund-trio process ~50 ms of start-up (measured);
+    # a file added to the package needs `just setup` again (every recipe runs it).
+    {{python}} -m pip install -q --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=strict
     test -f tls/ca.pem || {{venv}}/bin/rund-trio certs --out tls
     # busybox-static: the root filesystems of the isolation tests
     test -x /bin/busybox || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null) || echo "warning: busybox-static could not be installed: the root filesystem tests will skip" >&2
@@ -41,7 +44,7 @@ test-kernel *ARGS: setup
 
 # benchmarks against a real daemon and OpenSSH on loopback, into bench/results/ (--quick: ~2 min)
 bench *ARGS: setup
-    {{python}} -m pip install -q --disable-pip-version-check -e '.[bench]'
+    {{python}} -m pip install -q --disable-pip-version-check -e '.[bench]' --config-settings editable_mode=strict
     {{python}} -m bench {{ARGS}}
 
 # the load test: 50 clients on a real daemon for 3 minutes (--duration SECONDS, --clients N, --help)
