@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from rund_trio.logs.budget import Reserve
+if TYPE_CHECKING:  # the client imports this module and needs none of the daemon's
+    from rund_trio.logs.budget import Reserve
 
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
@@ -22,6 +24,8 @@ def parse_size(text: str) -> int:
 
 def parse_reserve(text: str) -> Reserve:
     """Free space to keep: a size (``2G``) or a share of the filesystem (``5%``)."""
+    from rund_trio.logs.budget import Reserve
+
     if text.strip().endswith("%"):
         number = text.strip().removesuffix("%")
         try:

@@ -11,14 +11,17 @@ with one (``LogChunk``). Both are checked against protobuf in the tests.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 from rund_trio.api import rund_pb2 as pb
-from rund_trio.logs.journal import Piece, Stream
+
+if TYPE_CHECKING:  # clients import this module: no need for the daemon's journal
+    from rund_trio.logs.journal import Piece
 
 _GRPC_PREFIX = struct.Struct(">BI")  # compressed flag, message length
 # JobLog: stdout = 1, stderr = 2, both bytes (wire type 2)
 _STDOUT_TAG, _STDERR_TAG = 0x0A, 0x12
-_TAGS = {Stream.STDOUT: bytes([_STDOUT_TAG]), Stream.STDERR: bytes([_STDERR_TAG])}
+_TAGS = {1: bytes([_STDOUT_TAG]), 2: bytes([_STDERR_TAG])}  # by journal.Stream
 
 
 class FramedMessage(bytes):
