@@ -16,6 +16,7 @@ _CODES: list[tuple[type[errors.RundError], StatusCode]] = [
     (errors.PermissionDenied, StatusCode.PERMISSION_DENIED),
     (errors.FailedPrecondition, StatusCode.FAILED_PRECONDITION),
     (errors.ResourceExhausted, StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Unimplemented, StatusCode.UNIMPLEMENTED),
 ]
 
 
