@@ -193,7 +193,8 @@ async def test_start_with_a_nul_byte_is_invalid(daemon: Daemon) -> None:
 
 async def test_start_with_an_oversized_argv_is_invalid(daemon: Daemon) -> None:
     request = start_request("echo", *(["x" * 4095] * (MAX_ARGV_BYTES // 4096 + 1)))
-    assert "at most" in await expect_error(daemon, "INVALID_ARGUMENT", request)
+    message = await expect_error(daemon, "RESOURCE_EXHAUSTED", request)
+    assert "at most 1048576 bytes" in message and "--max-argv-bytes" in message
 
 
 async def test_start_with_a_limit_this_host_cannot_enforce_is_refused(daemon: Daemon) -> None:
