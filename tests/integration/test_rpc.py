@@ -191,10 +191,31 @@ async def test_start_with_a_nul_byte_is_invalid(daemon: Daemon) -> None:
     assert "argument 1 contains a NUL byte" in message
 
 
-async def test_start_with_an_oversized_argv_is_invalid(daemon: Daemon) -> None:
+async def test_start_with_an_argv_over_the_default_cap_is_resource_exhausted(
+    daemon: Daemon,
+) -> None:
     request = start_request("echo", *(["x" * 4095] * (MAX_ARGV_BYTES // 4096 + 1)))
     message = await expect_error(daemon, "RESOURCE_EXHAUSTED", request)
     assert "at most 1048576 bytes" in message and "--max-argv-bytes" in message
+
+
+async def test_the_argv_cap_is_configurable(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    daemon = await start_daemon(nursery, pki, tmp_path, max_argv_bytes=16)
+    # "echo\0" + "0123456789\0" is 16 bytes: at the cap
+    assert (await run_to_end(daemon, "echo", "0123456789"))[1] == b"0123456789\n"
+    message = await expect_error(daemon, "RESOURCE_EXHAUSTED", start_request("echo", "0123456789a"))
+    assert "the command line is 17 bytes; at most 16 bytes" in message
+
+
+async def test_without_an_argv_cap_the_kernel_limit_applies(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    daemon = await start_daemon(nursery, pki, tmp_path, max_argv_bytes=None)
+    chunk = "x" * 100_000  # 11 of them: over the default cap, under Linux's limits
+    _, out, _ = await run_to_end(daemon, "sh", "-c", 'echo "$#"', "sh", *[chunk] * 11)
+    assert out == b"11\n"
 
 
 async def test_start_with_a_limit_this_host_cannot_enforce_is_refused(daemon: Daemon) -> None:
