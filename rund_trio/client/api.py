@@ -7,6 +7,7 @@ the gRPC status code) when the daemon answers with an error.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -14,10 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
+import h2.exceptions
 import purerpc
 from google.protobuf.message import Message
 from purerpc.grpclib.exceptions import RpcFailedError
 from purerpc.rpc import Cardinality, RPCSignature
+from purerpc.wrappers import extract_message_from_singleton_stream
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.api.rund_grpc import JobControllerStub
@@ -27,7 +30,7 @@ from rund_trio.client.channel import (
     describe_connection_error,
     open_channel,
 )
-from rund_trio.errors import ConnectionFailed, RpcError
+from rund_trio.errors import ConnectionFailed, RpcError, sole_exception
 from rund_trio.server.address import parse_address
 from rund_trio.wire.job_log import LogChunk
 
@@ -106,8 +109,31 @@ class RundClient:
 
     async def _call(self, method: Any, request: Message) -> Any:
         try:
-            return await method(request)
+            return await _unary_call(method, request)
         except RpcFailedError as error:
             raise _rpc_error(error) from None
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
             raise ConnectionFailed(f"connection lost: {describe_connection_error(error)}") from None
+
+
+async def _unary_call(method: Any, request: Message) -> Any:
+    """purerpc's unary call, except that the answer is awaited while the
+    request is still being sent: a daemon refuses a request over its size cap
+    from the first bytes and resets the stream, and purerpc would otherwise
+    raise h2's StreamClosedError, or wait forever for flow-control credit,
+    instead of reporting the daemon's status."""
+    stream = await method._stream_fn()
+
+    async def send() -> None:
+        with contextlib.suppress(h2.exceptions.StreamClosedError):
+            await stream.send_message(request)
+        await stream.close()
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(send)
+            response = await extract_message_from_singleton_stream(stream)
+            group.cancel_scope.cancel()
+    except BaseExceptionGroup as errors:
+        raise sole_exception(errors) from None
+    return response

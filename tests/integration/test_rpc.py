@@ -207,6 +207,18 @@ async def test_start_with_an_argv_over_the_default_cap_is_resource_exhausted(
     assert "at most 1048576 bytes" in message and "--max-argv-bytes" in message
 
 
+@pytest.mark.parametrize("megabytes", [5, 20], ids=["within", "beyond"])
+async def test_a_request_over_the_size_cap_is_answered_whatever_the_window(
+    daemon: Daemon, megabytes: int
+) -> None:
+    """Refused from its length prefix, with the rest still being sent: within
+    or beyond the stream's flow-control window (8 MiB)."""
+    request = start_request("echo", *["a" * 1_000_000] * megabytes)
+    with trio.fail_after(20):
+        message = await expect_error(daemon, "RESOURCE_EXHAUSTED", request)
+    assert "at most 4194304 bytes are accepted (--max-request-size)" in message
+
+
 async def test_the_argv_cap_is_configurable(
     nursery: trio.Nursery, pki: Pki, tmp_path: Path
 ) -> None:
