@@ -30,7 +30,7 @@ from rund_trio.client.channel import (
     describe_connection_error,
     open_channel,
 )
-from rund_trio.errors import ConnectionFailed, RpcError, sole_exception
+from rund_trio.errors import ConnectionFailed, ResourceExhausted, RpcError, sole_exception
 from rund_trio.server.address import parse_address
 from rund_trio.wire.job_log import LogChunk
 
@@ -102,6 +102,8 @@ class RundClient:
         try:
             async for chunk in self._log(pb.JobIdentifier(ulid=job_id)):
                 yield chunk
+        except h2.exceptions.TooManyStreamsError:
+            raise _too_many_calls() from None
         except RpcFailedError as error:
             raise _rpc_error(error) from None
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
@@ -110,10 +112,19 @@ class RundClient:
     async def _call(self, method: Any, request: Message) -> Any:
         try:
             return await _unary_call(method, request)
+        except h2.exceptions.TooManyStreamsError:
+            raise _too_many_calls() from None
         except RpcFailedError as error:
             raise _rpc_error(error) from None
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
             raise ConnectionFailed(f"connection lost: {describe_connection_error(error)}") from None
+
+
+def _too_many_calls() -> ResourceExhausted:
+    return ResourceExhausted(
+        "this connection already has as many calls open as the daemon allows "
+        "(its --max-streams-per-connection); end one or open another connection"
+    )
 
 
 async def _unary_call(method: Any, request: Message) -> Any:

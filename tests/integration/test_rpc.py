@@ -13,8 +13,9 @@ import pytest
 import trio
 
 from rund_trio.api import rund_pb2 as pb
-from rund_trio.errors import RpcError
+from rund_trio.errors import ResourceExhausted, RpcError
 from rund_trio.jobs.spec import MAX_ARGV_BYTES
+from rund_trio.server.transport import TransportConfig
 from tests.conftest import Daemon, Pki, start_daemon
 from tests.procs import live_pids
 
@@ -286,6 +287,26 @@ async def test_the_daemon_keeps_serving_after_errors(daemon: Daemon) -> None:
     await expect_error(daemon, "INVALID_ARGUMENT", start_request(""))
     status, out, _ = await run_to_end(daemon, "echo", "still here")
     assert out == b"still here\n" and status.exit_code.value == 0
+
+
+async def test_a_call_beyond_the_daemons_stream_cap_is_refused_by_the_client(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    daemon = await start_daemon(
+        nursery, pki, tmp_path, transport=TransportConfig(max_streams_per_connection=2)
+    )
+    async with daemon.client() as rund:
+        job_id = await rund.start(start_request("sh", "-c", "echo up; sleep 300"))
+        open_streams = [rund.log(job_id), rund.log(job_id)]
+        for stream in open_streams:
+            assert (await anext(stream)).stdout == b"up\n"
+        with pytest.raises(ResourceExhausted) as error:
+            await rund.status(job_id)
+        assert "--max-streams-per-connection" in str(error.value)
+        async with daemon.client() as another_connection:
+            assert (await another_connection.stop(job_id)).stopped
+        for stream in open_streams:
+            await stream.aclose()
 
 
 async def test_log_streams_beyond_the_per_client_cap_are_resource_exhausted(
