@@ -30,7 +30,7 @@ from rund_trio.client.channel import (
     describe_connection_error,
     open_channel,
 )
-from rund_trio.errors import ConnectionFailed, ResourceExhausted, RpcError, sole_exception
+from rund_trio.errors import ConnectionFailed, ResourceExhausted, RpcError
 from rund_trio.server.address import parse_address
 from rund_trio.wire.job_log import LogChunk
 
@@ -128,23 +128,11 @@ def _too_many_calls() -> ResourceExhausted:
 
 
 async def _unary_call(method: Any, request: Message) -> Any:
-    """purerpc's unary call, except that the answer is awaited while the
-    request is still being sent: a daemon refuses a request over its size cap
-    from the first bytes and resets the stream, and purerpc would otherwise
-    raise h2's StreamClosedError, or wait forever for flow-control credit,
-    instead of reporting the daemon's status."""
+    """purerpc's unary call, except that a request the daemon answered and
+    reset before it was all sent (one over its size cap, refused from its
+    first bytes) reports the daemon's status instead of h2's StreamClosedError."""
     stream = await method._stream_fn()
-
-    async def send() -> None:
-        with contextlib.suppress(h2.exceptions.StreamClosedError):
-            await stream.send_message(request)
-        await stream.close()
-
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(send)
-            response = await extract_message_from_singleton_stream(stream)
-            group.cancel_scope.cancel()
-    except BaseExceptionGroup as errors:
-        raise sole_exception(errors) from None
-    return response
+    with contextlib.suppress(h2.exceptions.StreamClosedError):
+        await stream.send_message(request)
+    await stream.close()
+    return await extract_message_from_singleton_stream(stream)
