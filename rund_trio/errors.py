@@ -58,6 +58,10 @@ class ResourceExhausted(RundError):
     """A configured cap was reached (RESOURCE_EXHAUSTED)."""
 
 
+class Unimplemented(RundError):
+    """The daemon does not offer what the request asks for (UNIMPLEMENTED)."""
+
+
 class ConnectionFailed(RundError):
     """The client could not reach the daemon or lost its connection."""
 

@@ -120,6 +120,8 @@ def run_action(args: argparse.Namespace) -> int:
     from rund_trio.client.api import RundClient
     from rund_trio.errors import RundError
 
+    if getattr(args, "command", None):
+        check_text_command(args.command)
     ssl_context = tls_files(args).client_context()
 
     async def main() -> int:
@@ -146,6 +148,25 @@ def run_action(args: argparse.Namespace) -> int:
         return results[0]
 
     return anyio.run(main, backend="asyncio")
+
+
+def check_text_command(command: list[str]) -> None:
+    """Refuse a command line with bytes that are not UTF-8 (Python hands them
+    over as lone surrogates): the API carries a job's arguments as protobuf
+    strings, so they cannot be sent as they are, and changing them silently
+    would run another command than the one typed."""
+    from rund_trio.errors import InvalidRequest
+
+    for index, argument in enumerate(command):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = argument.encode("utf-8", "surrogateescape")
+            where = "the command name" if index == 0 else f"argument {index} of the command"
+            raise InvalidRequest(
+                f"{where} is not valid UTF-8 ({raw!r}); the API carries text only: pass such "
+                "bytes through a file or let the job produce them (e.g. printf '\\377')"
+            ) from None
 
 
 def _start_request(args: argparse.Namespace) -> pb.JobStartRequest:

@@ -188,6 +188,30 @@ def add_parser(subparsers: Any) -> None:
         metavar="N",
         help="Log streams open at once per client certificate (default: %(default)s; 0: no cap)",
     )
+    caps.add_argument(
+        "--max-request-size",
+        type=parse_size,
+        default="4M",
+        metavar="SIZE",
+        help="largest request message, e.g. 64K or 16M, refused from its length prefix "
+        "(default: %(default)s)",
+    )
+    caps.add_argument(
+        "--max-argv-bytes",
+        type=parse_size,
+        default="1M",
+        metavar="SIZE",
+        help="largest command line a job may have: its arguments' bytes and NULs "
+        "(default: %(default)s; 0: no cap, Linux then refuses beyond ~2M)",
+    )
+    caps.add_argument(
+        "--max-streams-per-connection",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="requests one connection may have open at once; a client that opens more "
+        "loses the connection (default: %(default)s)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.set_defaults(handler=run)
 
@@ -217,7 +241,11 @@ def run(args: argparse.Namespace) -> int:
         max_output_total=args.max_output_total or None,
         min_free_disk=args.min_free_disk or Reserve(),
         shutdown_grace=args.shutdown_grace,
-        transport=TransportConfig(handshake_timeout=args.handshake_timeout),
+        transport=TransportConfig(
+            handshake_timeout=args.handshake_timeout,
+            max_request_size=args.max_request_size,
+            max_streams_per_connection=args.max_streams_per_connection,
+        ),
         cgroups=None
         if args.no_cgroups
         else CgroupOptions(
@@ -228,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
         max_running_jobs=args.max_running_jobs or None,
         max_running_jobs_per_client=args.max_running_jobs_per_client or None,
         max_log_streams_per_client=args.max_log_streams_per_client or None,
+        max_argv_bytes=args.max_argv_bytes or None,
         isolation=IsolationPolicy(
             namespaces=not args.no_namespaces,
             network=Network(args.network or ("isolated" if args.forbid_host_network else "host")),

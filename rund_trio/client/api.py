@@ -7,6 +7,7 @@ the gRPC status code) when the daemon answers with an error.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -14,10 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
+import h2.exceptions
 import purerpc
 from google.protobuf.message import Message
 from purerpc.grpclib.exceptions import RpcFailedError
 from purerpc.rpc import Cardinality, RPCSignature
+from purerpc.wrappers import extract_message_from_singleton_stream
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.api.rund_grpc import JobControllerStub
@@ -27,7 +30,7 @@ from rund_trio.client.channel import (
     describe_connection_error,
     open_channel,
 )
-from rund_trio.errors import ConnectionFailed, RpcError
+from rund_trio.errors import ConnectionFailed, ResourceExhausted, RpcError
 from rund_trio.server.address import parse_address
 from rund_trio.wire.job_log import LogChunk
 
@@ -99,6 +102,8 @@ class RundClient:
         try:
             async for chunk in self._log(pb.JobIdentifier(ulid=job_id)):
                 yield chunk
+        except h2.exceptions.TooManyStreamsError:
+            raise _too_many_calls() from None
         except RpcFailedError as error:
             raise _rpc_error(error) from None
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
@@ -106,8 +111,28 @@ class RundClient:
 
     async def _call(self, method: Any, request: Message) -> Any:
         try:
-            return await method(request)
+            return await _unary_call(method, request)
+        except h2.exceptions.TooManyStreamsError:
+            raise _too_many_calls() from None
         except RpcFailedError as error:
             raise _rpc_error(error) from None
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
             raise ConnectionFailed(f"connection lost: {describe_connection_error(error)}") from None
+
+
+def _too_many_calls() -> ResourceExhausted:
+    return ResourceExhausted(
+        "this connection already has as many calls open as the daemon allows "
+        "(its --max-streams-per-connection); end one or open another connection"
+    )
+
+
+async def _unary_call(method: Any, request: Message) -> Any:
+    """purerpc's unary call, except that a request the daemon answered and
+    reset before it was all sent (one over its size cap, refused from its
+    first bytes) reports the daemon's status instead of h2's StreamClosedError."""
+    stream = await method._stream_fn()
+    with contextlib.suppress(h2.exceptions.StreamClosedError):
+        await stream.send_message(request)
+    await stream.close()
+    return await extract_message_from_singleton_stream(stream)

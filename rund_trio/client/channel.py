@@ -25,10 +25,12 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from purerpc.grpc_proto import GRPCProtoSocket
+import h2.events
+import h2.exceptions
+from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
 from purerpc.grpc_socket import GRPCStreamState
 from purerpc.grpclib.config import GRPCConfiguration
-from purerpc.grpclib.events import ResponseEnded
+from purerpc.grpclib.events import ResponseEnded, WindowUpdated
 from purerpc.grpclib.status import Status, StatusCode
 
 from rund_trio.errors import sole_exception
@@ -38,10 +40,28 @@ from rund_trio.wire.tls import TlsStream
 CONNECTION_LOST = "connection lost"
 
 
+class _ClientConnection(GrpcConnection):
+    def _stream_reset(self, event: h2.events.StreamReset) -> list[Any]:
+        # Wakes a call waiting for flow-control credit to send on a stream the
+        # daemon reset (it refused the request from its first bytes).
+        return [WindowUpdated(stream_id=event.stream_id, delta=0)]
+
+
+class _ClientStream(GRPCProtoStream):  # type: ignore[misc]
+    async def _wait_flow_control_update(self) -> None:
+        await super()._wait_flow_control_update()
+        h2_stream = self._grpc_connection.h2_connection.streams.get(self._stream_id)
+        if h2_stream is None or h2_stream.closed:
+            # The credit will never come: fail the send as h2 fails sending on it.
+            raise h2.exceptions.StreamClosedError(self._stream_id)
+
+
 class _ClientSocket(GRPCProtoSocket):  # type: ignore[misc]
+    StreamClass = _ClientStream
+
     def __init__(self, config: GRPCConfiguration, stream: anyio.abc.ByteStream) -> None:
         super().__init__(config, stream)
-        connection = GrpcConnection(config=config)
+        connection = _ClientConnection(config=config)
         self._grpc_connection = connection
         self._socket._grpc_connection = connection
         self._end_reason = (

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from ulid import ULID
 
 from rund_trio.cgroups.limits import Limits
-from rund_trio.errors import InvalidRequest
+from rund_trio.errors import InvalidRequest, ResourceExhausted
 from rund_trio.jobs.isolation_policy import IsolationRequest
 
 MAX_ARGV_BYTES = 1024 * 1024
-"""Bound on a job's argv: the sum of each argument's UTF-8 length plus its
-terminating NUL. Linux refuses much beyond ~2 MiB of argv+environment anyway."""
+"""Default bound on a job's argv (``--max-argv-bytes``): the sum of each
+argument's UTF-8 length plus its terminating NUL. Linux refuses much beyond
+~2 MiB of argv+environment anyway."""
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,11 @@ def parse_job_spec(
     args: list[str] | tuple[str, ...],
     limits: Limits,
     isolation: IsolationRequest | None = None,
+    *,
+    max_argv_bytes: int | None = MAX_ARGV_BYTES,
 ) -> JobSpec:
-    """Validate a Start request's command; raise ``InvalidRequest`` naming the problem."""
+    """Validate a Start request's command: ``InvalidRequest`` for malformed
+    content, ``ResourceExhausted`` for an argv over ``max_argv_bytes`` (None: no cap)."""
     if not name:
         raise InvalidRequest("the command name is empty")
     argv = (name, *args)
@@ -39,9 +43,10 @@ def parse_job_spec(
             where = "the command name" if index == 0 else f"argument {index}"
             raise InvalidRequest(f"{where} contains a NUL byte")
     size = sum(len(argument.encode("utf-8", "surrogateescape")) + 1 for argument in argv)
-    if size > MAX_ARGV_BYTES:
-        raise InvalidRequest(
-            f"the command line is {size} bytes; at most {MAX_ARGV_BYTES} bytes are allowed"
+    if max_argv_bytes is not None and size > max_argv_bytes:
+        raise ResourceExhausted(
+            f"the command line is {size} bytes; at most {max_argv_bytes} bytes are allowed "
+            "(--max-argv-bytes)"
         )
     return JobSpec(argv=argv, limits=limits, isolation=isolation or IsolationRequest())
 

@@ -20,6 +20,7 @@ from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
 from rund_trio.errors import ConfigError
 from rund_trio.isolation.spec import Isolation
 from rund_trio.jobs.isolation_policy import IsolationPolicy
+from rund_trio.jobs.spec import MAX_ARGV_BYTES
 from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.logs.budget import Reserve
 from rund_trio.process.base import Spawner
@@ -55,6 +56,8 @@ class ServeConfig:
     max_running_jobs: int | None = 4096
     max_running_jobs_per_client: int | None = 1024
     max_log_streams_per_client: int | None = 256
+    max_argv_bytes: int | None = MAX_ARGV_BYTES
+    """Bytes of a job's command line (arguments and their NULs); None: no cap."""
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,9 @@ async def serve(
                 limits=tree,
             )
             service = JobControllerService(
-                supervisor, max_log_streams_per_client=config.max_log_streams_per_client
+                supervisor,
+                max_log_streams_per_client=config.max_log_streams_per_client,
+                max_argv_bytes=config.max_argv_bytes,
             )
             server = GrpcServer([service.service], ssl_context, config.transport)
             async with trio.open_nursery() as nursery:

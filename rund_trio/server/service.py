@@ -11,7 +11,7 @@ from rund_trio.api import rund_pb2 as pb
 from rund_trio.api.rund_grpc import JobControllerServicer
 from rund_trio.errors import ResourceExhausted
 from rund_trio.jobs.quota import Quota
-from rund_trio.jobs.spec import parse_job_id, parse_job_spec
+from rund_trio.jobs.spec import MAX_ARGV_BYTES, parse_job_id, parse_job_spec
 from rund_trio.jobs.supervisor import Job, Supervisor
 from rund_trio.server.convert import (
     grace_from_request,
@@ -24,8 +24,15 @@ from rund_trio.wire.job_log import FramedMessage, framed_log_message
 
 
 class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # generated, untyped
-    def __init__(self, supervisor: Supervisor, *, max_log_streams_per_client: int | None) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        *,
+        max_log_streams_per_client: int | None,
+        max_argv_bytes: int | None = MAX_ARGV_BYTES,
+    ) -> None:
         self._supervisor = supervisor
+        self._max_argv_bytes = max_argv_bytes
         self._log_streams = Quota(
             "log streams open", total=None, per_client=max_log_streams_per_client
         )
@@ -39,6 +46,7 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
             tuple(request.args),
             limits_from_request(request),
             isolation_from_request(request),
+            max_argv_bytes=self._max_argv_bytes,
         )
         job = await self._supervisor.start(spec, current_identity())
         return pb.JobIdentifier(ulid=job.job_id)

@@ -33,21 +33,22 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import h2.events
+import h2.exceptions
 import trio
 from anyio.streams.tls import TLSAttribute, TLSStream
 from google.protobuf.message import DecodeError
 from purerpc import Service
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
+from purerpc.grpc_socket import GRPCStreamState
 from purerpc.grpclib.connection import GRPCConfiguration
 from purerpc.grpclib.events import RequestEnded, RequestReceived, WindowUpdated
 from purerpc.grpclib.status import Status, StatusCode
 from purerpc.rpc import Cardinality
 
-from rund_trio.errors import InvalidRequest
+from rund_trio.errors import ConfigError, InvalidRequest
+from rund_trio.server.connection import ServerConnection, StreamRejected, StreamReset
 from rund_trio.server.status import status_for_exception
 from rund_trio.tls.identity import Identity, identity_from_peer_certificate
-from rund_trio.wire.http2 import GrpcConnection
 from rund_trio.wire.job_log import FramedMessage
 from rund_trio.wire.tls import TlsStream
 
@@ -61,47 +62,79 @@ def current_identity() -> Identity:
     return _peer_identity.get()
 
 
+MAX_REQUEST_SIZE_LIMIT = 2**30
+MAX_RESPONSE_SIZE = 4 * 1024 * 1024
+"""Largest message the daemon sends (Log chunks are at most 128 KiB)."""
+
+
 @dataclass(frozen=True)
 class TransportConfig:
     handshake_timeout: float = 10.0
     """Seconds a new connection has to complete its TLS handshake."""
-    max_message_length: int = 4 * 1024 * 1024
-    """Largest request message accepted, as in gRPC's default."""
+    max_request_size: int = 4 * 1024 * 1024
+    """Largest request message accepted, as in gRPC's default; checked from the
+    message's length prefix, before its body is buffered."""
+    max_streams_per_connection: int = 1024
+    """Requests one connection may have open at once (HTTP/2
+    SETTINGS_MAX_CONCURRENT_STREAMS); a client that opens more loses the
+    connection. Above the default cap on a client's Log streams."""
 
-
-class _StreamReset:
-    """The client sent RST_STREAM for ``stream_id``: it no longer wants the answer."""
-
-    def __init__(self, stream_id: int) -> None:
-        self.stream_id = stream_id
-
-
-class _Connection(GrpcConnection):
-    def _stream_reset(self, event: h2.events.StreamReset) -> list[Any]:
-        return [_StreamReset(event.stream_id)]
+    def __post_init__(self) -> None:
+        # purerpc opens each stream's receive window at twice the largest
+        # message, and HTTP/2 windows end at 2**31 - 1.
+        if not 1 <= self.max_request_size < MAX_REQUEST_SIZE_LIMIT:
+            raise ConfigError(
+                f"--max-request-size must be between 1 byte and {MAX_REQUEST_SIZE_LIMIT - 1} "
+                f"bytes, not {self.max_request_size}"
+            )
+        if self.max_streams_per_connection < 1:
+            raise ConfigError(
+                "--max-streams-per-connection must be at least 1, "
+                f"not {self.max_streams_per_connection}"
+            )
 
 
 class _Socket(GRPCProtoSocket):  # type: ignore[misc]
-    """purerpc's server socket that also reports stream resets and ignores
-    frames for streams it no longer tracks instead of crashing the connection."""
+    """purerpc's server socket that also reports stream resets, answers
+    malformed requests per stream (``ServerConnection``), ignores frames for
+    streams it no longer tracks, and ends a connection that breaks the HTTP/2
+    protocol with GOAWAY instead of an exception."""
 
-    def __init__(self, config: GRPCConfiguration, sock: anyio.abc.ByteStream) -> None:
+    def __init__(
+        self, config: GRPCConfiguration, sock: anyio.abc.ByteStream, caps: TransportConfig
+    ) -> None:
         super().__init__(config, sock)
-        connection = _Connection(config=config)
+        connection = ServerConnection(
+            config,
+            max_request_size=caps.max_request_size,
+            max_concurrent_streams=caps.max_streams_per_connection,
+        )
         self._grpc_connection = connection
         self._socket._grpc_connection = connection
 
-    async def events(self) -> AsyncIterator[GRPCProtoStream | _StreamReset]:
+    async def events(self) -> AsyncIterator[GRPCProtoStream | StreamReset]:
         """New request streams and stream resets, until the client goes away."""
         while True:
             try:
                 data = await self._socket.recv(self._receive_buffer_size)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return
-            events = self._grpc_connection.receive_data(data)
+            try:
+                events = self._grpc_connection.receive_data(data)
+            except h2.exceptions.ProtocolError as error:
+                # h2 has queued GOAWAY; it is sent as the connection closes.
+                log.info("closing a connection that broke HTTP/2: %s", self._why(error))
+                return
             await self._socket.flush()
             for event in events:
-                if isinstance(event, _StreamReset):
+                if isinstance(event, StreamRejected):
+                    # Handed to the handler; the client's own end of the
+                    # request is yet to come.
+                    rejected = self._streams.get(event.stream_id)
+                    if rejected is not None:
+                        await rejected._incoming_events[0].send(event)
+                    continue
+                if isinstance(event, StreamReset):
                     self._streams.pop(event.stream_id, None)
                     yield event
                     continue
@@ -124,8 +157,26 @@ class _Socket(GRPCProtoSocket):  # type: ignore[misc]
                 await stream._incoming_events[0].send(event)
                 if isinstance(event, RequestReceived):
                     yield stream
-                elif isinstance(event, RequestEnded):
+                elif isinstance(event, RequestEnded) and event.stream_id in self._streams:
+                    # (``finish`` may have dropped it while the event was queued)
                     stream._close_remote()
+
+    def _why(self, error: h2.exceptions.ProtocolError) -> str:
+        if isinstance(error, h2.exceptions.TooManyStreamsError):
+            limit = self._grpc_connection.MAX_CONCURRENT_STREAMS
+            return f"it opened more than {limit} streams at once (--max-streams-per-connection)"
+        return str(error) or type(error).__name__
+
+    async def finish(self, stream: GRPCProtoStream, status: Status) -> None:
+        """Answer ``stream`` with ``status``; if the client is still sending
+        (an answer before the whole request, e.g. an error), reset the stream
+        so that it stops, as gRPC servers do."""
+        await stream.close(status)
+        if stream.state is GRPCStreamState.CLOSED:
+            return
+        self._streams.pop(stream.stream_id, None)
+        self._grpc_connection.stop_reading(stream.stream_id)
+        await self._socket.flush()
 
 
 @dataclass
@@ -147,7 +198,8 @@ class GrpcServer:
         self._ssl_context = ssl_context
         self._config = config or TransportConfig()
         self._grpc_config = GRPCConfiguration(
-            client_side=False, max_message_length=self._config.max_message_length
+            client_side=False,
+            max_message_length=max(self._config.max_request_size, MAX_RESPONSE_SIZE),
         )
         self.connections = 0
         """Connections currently open (for tests and diagnostics)."""
@@ -207,23 +259,27 @@ class GrpcServer:
     async def _serve_grpc(self, stream: anyio.abc.ByteStream) -> None:
         requests: dict[int, _Request] = {}
         async with (
-            _Socket(self._grpc_config, stream) as grpc_socket,
+            _Socket(self._grpc_config, stream, self._config) as grpc_socket,
             trio.open_nursery() as nursery,
         ):
             async for event in grpc_socket.events():
-                if isinstance(event, _StreamReset):
+                if isinstance(event, StreamReset):
                     request = requests.get(event.stream_id)
                     if request is not None:
                         request.reset = True
                         request.scope.cancel()
                     continue
                 request = requests[event.stream_id] = _Request()
-                nursery.start_soon(self._handle_request, event, request, requests)
+                nursery.start_soon(self._handle_request, grpc_socket, event, request, requests)
             # The client is gone: nobody will read what the handlers still have to say.
             nursery.cancel_scope.cancel()
 
     async def _handle_request(
-        self, stream: GRPCProtoStream, request: _Request, requests: dict[int, _Request]
+        self,
+        grpc_socket: _Socket,
+        stream: GRPCProtoStream,
+        request: _Request,
+        requests: dict[int, _Request],
     ) -> None:
         self.requests += 1
         self._counts_changed.unpark_all()
@@ -231,7 +287,7 @@ class GrpcServer:
             with request.scope:
                 status = await self._dispatch(stream)
                 if status is not None:
-                    await stream.close(status)
+                    await grpc_socket.finish(stream, status)
         except Exception as error:
             log.debug("request on stream %d ended by %r", stream.stream_id, error)
         finally:
@@ -311,5 +367,7 @@ async def _single_message(stream: GRPCProtoStream, message_type: Any) -> Any:
             f"the request is not a valid {message_type.DESCRIPTOR.full_name} message"
         ) from None
     if message is None:
+        if isinstance(stream.end_stream_event, StreamRejected):
+            raise stream.end_stream_event.error
         raise InvalidRequest("the request has no message")
     return message

@@ -7,7 +7,9 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.cli.conftest import Client, Daemon, Pki, rund
+import pytest
+
+from tests.cli.conftest import Client, Daemon, Pki, clean_env, rund
 
 UNKNOWN_ULID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 
@@ -54,6 +56,15 @@ def test_malformed_job_id_is_one_line_invalid_argument(alice: Client) -> None:
 def test_missing_program_is_one_line_failed_precondition(alice: Client) -> None:
     result = alice("start", "--", "/no/such/program")
     assert_one_line_error(result, "FAILED_PRECONDITION", "/no/such/program")
+
+
+@pytest.mark.parametrize("action", ["start", "run"])
+def test_a_command_line_that_is_not_utf8_is_one_line(alice: Client, action: str) -> None:
+    argv = [*alice.argv(action, "--"), b"printf", b"\xff"]
+    result = subprocess.run(
+        argv, cwd=alice.cwd, env=clean_env(), stdin=subprocess.DEVNULL, capture_output=True
+    )
+    assert_one_line_error(result, "argument 1 of the command is not valid UTF-8 (b'\\xff')")
 
 
 def test_limit_this_host_cannot_enforce_is_one_line_failed_precondition(alice: Client) -> None:

@@ -143,3 +143,27 @@ def test_serve_refuses_a_min_free_disk_that_is_not_a_size_or_a_percentage(
     result = rund("serve", *pki.server_args(), "--min-free-disk", "120%", cwd=tmp_path)
     assert result.returncode == 2
     assert b"'120%' is not a percentage between 0% and 100%" in result.stderr
+
+
+def test_serve_with_a_request_cap_http2_cannot_carry_is_one_line(pki: Pki, tmp_path: Path) -> None:
+    result = rund(
+        "serve", "--addr", "127.0.0.1:0", *pki.server_args(), "--max-request-size", "1G",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_one_line_error(result, "--max-request-size must be between 1 byte and")
+
+
+def test_serve_refuses_a_command_line_over_max_argv_bytes(pki: Pki, tmp_path: Path) -> None:
+    with running_daemon([*pki.server_args(), "--max-argv-bytes", "16"], cwd=tmp_path) as daemon:
+        alice = Client(daemon, pki, "alice", tmp_path)
+        assert alice("run", "--", "echo", "0123456789").stdout == b"0123456789\n"
+        result = alice("start", "--", "echo", "0123456789a")
+    assert_one_line_error(result, "RESOURCE_EXHAUSTED", "at most 16 bytes", "--max-argv-bytes")
+
+
+def test_serve_refuses_a_request_over_max_request_size(pki: Pki, tmp_path: Path) -> None:
+    with running_daemon([*pki.server_args(), "--max-request-size", "1K"], cwd=tmp_path) as daemon:
+        alice = Client(daemon, pki, "alice", tmp_path)
+        assert alice("run", "--", "echo", "x" * 900).stdout == b"x" * 900 + b"\n"
+        result = alice("start", "--", "echo", "x" * 1100)
+    assert_one_line_error(result, "RESOURCE_EXHAUSTED", "at most 1024 bytes", "--max-request-size")

@@ -13,8 +13,9 @@ import pytest
 import trio
 
 from rund_trio.api import rund_pb2 as pb
-from rund_trio.errors import RpcError
+from rund_trio.errors import ResourceExhausted, RpcError
 from rund_trio.jobs.spec import MAX_ARGV_BYTES
+from rund_trio.server.transport import TransportConfig
 from tests.conftest import Daemon, Pki, start_daemon
 from tests.procs import live_pids
 
@@ -172,6 +173,14 @@ async def test_start_of_a_missing_program_fails_with_the_os_reason(daemon: Daemo
     assert "No such file or directory" in message and "no-such-program" in message
 
 
+async def test_an_error_quoting_a_huge_name_is_bounded(
+    daemon: Daemon,
+) -> None:
+    message = await expect_error(daemon, "FAILED_PRECONDITION", start_request("n" * 300_000))
+    assert len(message) <= 1000 and " … " in message
+    assert message.startswith("cannot execute 'nnn")
+
+
 async def test_start_of_a_file_without_execute_permission_fails(
     daemon: Daemon, tmp_path: Path
 ) -> None:
@@ -191,9 +200,43 @@ async def test_start_with_a_nul_byte_is_invalid(daemon: Daemon) -> None:
     assert "argument 1 contains a NUL byte" in message
 
 
-async def test_start_with_an_oversized_argv_is_invalid(daemon: Daemon) -> None:
+async def test_start_with_an_argv_over_the_default_cap_is_resource_exhausted(
+    daemon: Daemon,
+) -> None:
     request = start_request("echo", *(["x" * 4095] * (MAX_ARGV_BYTES // 4096 + 1)))
-    assert "at most" in await expect_error(daemon, "INVALID_ARGUMENT", request)
+    message = await expect_error(daemon, "RESOURCE_EXHAUSTED", request)
+    assert "at most 1048576 bytes" in message and "--max-argv-bytes" in message
+
+
+@pytest.mark.parametrize("megabytes", [5, 20], ids=["within", "beyond"])
+async def test_a_request_over_the_size_cap_is_answered_whatever_the_window(
+    daemon: Daemon, megabytes: int
+) -> None:
+    """Refused from its length prefix, with the rest still being sent: within
+    or beyond the stream's flow-control window (8 MiB)."""
+    request = start_request("echo", *["a" * 1_000_000] * megabytes)
+    with trio.fail_after(20):
+        message = await expect_error(daemon, "RESOURCE_EXHAUSTED", request)
+    assert "at most 4194304 bytes are accepted (--max-request-size)" in message
+
+
+async def test_the_argv_cap_is_configurable(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    daemon = await start_daemon(nursery, pki, tmp_path, max_argv_bytes=16)
+    # "echo\0" + "0123456789\0" is 16 bytes: at the cap
+    assert (await run_to_end(daemon, "echo", "0123456789"))[1] == b"0123456789\n"
+    message = await expect_error(daemon, "RESOURCE_EXHAUSTED", start_request("echo", "0123456789a"))
+    assert "the command line is 17 bytes; at most 16 bytes" in message
+
+
+async def test_without_an_argv_cap_the_kernel_limit_applies(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    daemon = await start_daemon(nursery, pki, tmp_path, max_argv_bytes=None)
+    chunk = "x" * 100_000  # 11 of them: over the default cap, under Linux's limits
+    _, out, _ = await run_to_end(daemon, "sh", "-c", 'echo "$#"', "sh", *[chunk] * 11)
+    assert out == b"11\n"
 
 
 async def test_start_with_a_limit_this_host_cannot_enforce_is_refused(daemon: Daemon) -> None:
@@ -244,6 +287,26 @@ async def test_the_daemon_keeps_serving_after_errors(daemon: Daemon) -> None:
     await expect_error(daemon, "INVALID_ARGUMENT", start_request(""))
     status, out, _ = await run_to_end(daemon, "echo", "still here")
     assert out == b"still here\n" and status.exit_code.value == 0
+
+
+async def test_a_call_beyond_the_daemons_stream_cap_is_refused_by_the_client(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    daemon = await start_daemon(
+        nursery, pki, tmp_path, transport=TransportConfig(max_streams_per_connection=2)
+    )
+    async with daemon.client() as rund:
+        job_id = await rund.start(start_request("sh", "-c", "echo up; sleep 300"))
+        open_streams = [rund.log(job_id), rund.log(job_id)]
+        for stream in open_streams:
+            assert (await anext(stream)).stdout == b"up\n"
+        with pytest.raises(ResourceExhausted) as error:
+            await rund.status(job_id)
+        assert "--max-streams-per-connection" in str(error.value)
+        async with daemon.client() as another_connection:
+            assert (await another_connection.stop(job_id)).stopped
+        for stream in open_streams:
+            await stream.aclose()
 
 
 async def test_log_streams_beyond_the_per_client_cap_are_resource_exhausted(
