@@ -64,7 +64,7 @@ def current_identity() -> Identity:
 
 MAX_REQUEST_SIZE_LIMIT = 2**30
 MAX_RESPONSE_SIZE = 4 * 1024 * 1024
-"""Largest message the daemon sends (Log chunks are at most 128 KiB)."""
+"""Largest message the daemon sends (Log chunks are at most 1 MiB)."""
 
 
 @dataclass(frozen=True)
