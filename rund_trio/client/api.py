@@ -15,12 +15,16 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
+import h2.errors
 import h2.exceptions
 import purerpc
 from google.protobuf.message import Message
 from purerpc.grpclib.exceptions import RpcFailedError
-from purerpc.rpc import Cardinality, RPCSignature
-from purerpc.wrappers import extract_message_from_singleton_stream
+from purerpc.wrappers import (
+    extract_message_from_singleton_stream,
+    send_single_message_client,
+    stream_to_async_iterator,
+)
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.api.rund_grpc import JobControllerStub
@@ -49,9 +53,7 @@ class RundClient:
     def __init__(self, stub: JobControllerStub, channel: Channel) -> None:
         self._stub = stub
         # Log responses decoded by hand (see rund_trio.wire.job_log)
-        self._log = purerpc.Client("rund.JobController", channel).get_method_stub(
-            "Log", RPCSignature(Cardinality.UNARY_STREAM, pb.JobIdentifier, LogChunk)
-        )
+        self._client = purerpc.Client("rund.JobController", channel)
 
     @classmethod
     @asynccontextmanager
@@ -100,8 +102,14 @@ class RundClient:
         """The job's output from the beginning until it ended, as chunks with
         ``stdout`` and ``stderr`` bytes (like ``pb.JobLog``)."""
         try:
-            async for chunk in self._log(pb.JobIdentifier(ulid=job_id)):
-                yield chunk
+            # Log responses are decoded by hand (see rund_trio.wire.job_log).
+            stream = await self._client.rpc("Log", pb.JobIdentifier, LogChunk)
+            try:
+                await send_single_message_client(stream, pb.JobIdentifier(ulid=job_id))
+                async for chunk in stream_to_async_iterator(stream):
+                    yield chunk
+            finally:
+                await _abandon(stream)
         except h2.exceptions.TooManyStreamsError:
             raise _too_many_calls() from None
         except RpcFailedError as error:
@@ -118,6 +126,17 @@ class RundClient:
             raise _rpc_error(error) from None
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
             raise ConnectionFailed(f"connection lost: {describe_connection_error(error)}") from None
+
+
+async def _abandon(stream: Any) -> None:
+    """Reset a call whose answer did not end (the caller stopped reading):
+    the daemon then ends its side and frees the stream at once. Never
+    suspends, so it is safe where a generator is being closed."""
+    if stream.end_stream_event is not None:
+        return
+    with contextlib.suppress(h2.exceptions.ProtocolError):
+        stream._grpc_connection.reset_stream(stream.stream_id, h2.errors.ErrorCodes.CANCEL)
+        await stream._socket.flush()
 
 
 def _too_many_calls() -> ResourceExhausted:

@@ -283,6 +283,20 @@ async def test_abandoned_log_streams_leave_no_task_or_descriptor(daemon: Daemon)
     assert len(os.listdir("/proc/self/fd")) == fds_before
 
 
+async def test_a_log_the_client_stops_reading_is_ended_on_the_daemon_at_once(
+    daemon: Daemon,
+) -> None:
+    async with daemon.client() as rund:
+        job_id = await rund.start(start_request("sh", "-c", "echo first; exec sleep 300"))
+        log = rund.log(job_id)
+        assert (await anext(log)).stdout == b"first\n"
+        await log.aclose()  # the connection stays open
+        with trio.fail_after(10):
+            while daemon.running.server.requests:
+                await daemon.running.server.wait_until_requests_change()
+        await rund.stop(job_id)
+
+
 async def test_the_daemon_keeps_serving_after_errors(daemon: Daemon) -> None:
     await expect_error(daemon, "INVALID_ARGUMENT", start_request(""))
     status, out, _ = await run_to_end(daemon, "echo", "still here")
