@@ -4,25 +4,18 @@ no task, no file descriptor, and no harm to the job or its other subscribers."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
-import socket
-import ssl
-import struct
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import h2.config
-import h2.connection
 import trio
-from google.protobuf.message import Message
 
 from rund_trio.api import rund_pb2 as pb
 from tests.conftest import Daemon
+from tests.raw_grpc import RawTls, raw_request
 from tests.resources import open_fds, trio_tasks
 
 RUND = shutil.which("rund-trio", path=str(Path(sys.executable).parent))
@@ -31,81 +24,6 @@ LOGS, STARTS = 45, 5
 Start requests one at a time, each reset once the daemon handles it (in about
 four of ten, measured, the reset comes while the job is being started)."""
 LOGS_AND_STARTS = LOGS + STARTS
-
-
-def raw_request(method: str, message: Message) -> bytes:
-    """What a gRPC client sends for one call of ``method`` on a new HTTP/2
-    connection: the preface, the request headers, and the message, ending the stream."""
-    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    connection.initiate_connection()
-    connection.send_headers(
-        1,
-        [
-            (":method", "POST"),
-            (":scheme", "https"),
-            (":path", f"/rund.JobController/{method}"),
-            (":authority", "localhost"),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-        ],
-    )
-    body = message.SerializeToString()
-    connection.send_data(1, b"\0" + len(body).to_bytes(4, "big") + body, end_stream=True)
-    data: bytes = connection.data_to_send()
-    return data
-
-
-@dataclass
-class RawTls:
-    """A client's TLS connection, just enough of it to send a request: no
-    reading, so the daemon's answers pile up unread."""
-
-    tcp: trio.SocketStream
-    tls: ssl.SSLObject
-    incoming: ssl.MemoryBIO
-    outgoing: ssl.MemoryBIO
-
-    @classmethod
-    async def connect(
-        cls, daemon: Daemon, context: ssl.SSLContext, session: ssl.SSLSession | None = None
-    ) -> RawTls:
-        """Handshake, resuming ``session`` if given (as gRPC clients do: it
-        spares both sides the certificate signatures)."""
-        tcp = await trio.open_tcp_stream("127.0.0.1", daemon.port)
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost", session=session)
-        connection = cls(tcp, tls, incoming, outgoing)
-        while True:
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                await tcp.send_all(outgoing.read())
-                await connection._receive()
-        await tcp.send_all(outgoing.read())
-        return connection
-
-    async def _receive(self) -> None:
-        data = await self.tcp.receive_some()
-        assert data, "the daemon closed the connection"
-        self.incoming.write(data)
-
-    async def ticket(self) -> ssl.SSLSession:
-        """A session to resume later, from the ticket the daemon sends."""
-        while (session := self.tls.session) is None or not session.has_ticket:
-            await self._receive()
-            with contextlib.suppress(ssl.SSLWantReadError):
-                self.tls.read(1)
-        return session
-
-    async def send(self, data: bytes) -> None:
-        self.tls.write(data)
-        await self.tcp.send_all(self.outgoing.read())
-
-    async def reset(self) -> None:
-        """Close with SO_LINGER 0: the kernel sends RST and drops what is unread."""
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        await self.tcp.aclose()
 
 
 async def wait_for_requests(daemon: Daemon, count: int, *, at_least: bool = True) -> None:
