@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import trio
+
 
 def _live_state(pid: int) -> tuple[int, bytes] | None:
     """(process group, command line) of a live, non-zombie process, else None."""
@@ -36,3 +38,35 @@ def live_pids(*, group: int | None = None, cmdline: bytes | None = None) -> list
         if (group is None or state[0] == group) and (cmdline is None or state[1] == cmdline):
             found.append(int(entry))
     return found
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants, from /proc/PID/task/*/children."""
+    tree, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        tree.append(parent)
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = Path(f"/proc/{parent}/task/{task}/children").read_text().split()
+            except OSError:
+                continue
+            todo.extend(int(child) for child in children)
+    return tree
+
+
+async def wait_until_gone(pid: int) -> None:
+    """Return once process ``pid`` (any process, not only a child) has ended:
+    its pidfd becomes readable when it does."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)

@@ -32,8 +32,12 @@ exit code, or kills itself with the signal that killed the job (default
 disposition, no core dump). ``rund-init`` hands the job's wait status up
 through a pipe because, being a PID 1, it cannot die of a signal itself.
 
+``rund-init`` asks the kernel for SIGKILL when the helper ends
+(``PR_SET_PDEATHSIG``), and the fork server asks the same for the helper when
+the daemon ends: a daemon that dies, even of SIGKILL, takes its jobs with it.
+
 Only built-in and frozen modules are imported (``ctypes`` too when namespaces
-are asked for): the interpreter start is most of this helper's cost.
+or another user are asked for): the interpreter start is most of this helper's cost.
 """
 
 from __future__ import annotations
@@ -202,15 +206,29 @@ def _fresh_sysfs() -> None:
             posix.close(cgroup)
 
 
-def _exec_job(record: dict[str, object]) -> None:
-    """Step 5: only returns by raising ``SetupFailed``."""
-    uid, gid = record["uid"], record["gid"]
-    if isinstance(gid, int) or isinstance(uid, int):
-        _step("setgroups", posix.setgroups, [])
+def _change_user(uid: object, gid: object) -> None:
+    """setgroups, setgid, setuid; keeping the parent death signal, which the
+    kernel clears on a change of credentials."""
+    from rund_trio.isolation import linux
+
+    death_signal = linux.parent_death_signal()
+    parent = posix.getppid()
+    _step("setgroups", posix.setgroups, [])
     if isinstance(gid, int):
         _step("setgid", posix.setgid, gid)
     if isinstance(uid, int):
         _step("setuid", posix.setuid, uid)
+    if death_signal:
+        linux.set_parent_death_signal(death_signal)
+        if posix.getppid() != parent:  # the parent ended meanwhile
+            posix._exit(wire.EXIT_SETUP_FAILED)
+
+
+def _exec_job(record: dict[str, object]) -> None:
+    """Step 5: only returns by raising ``SetupFailed``."""
+    uid, gid = record["uid"], record["gid"]
+    if isinstance(gid, int) or isinstance(uid, int):
+        _change_user(uid, gid)
     cwd = record["cwd"]
     if isinstance(cwd, str):
         _step("chdir", posix.chdir, cwd)
@@ -277,11 +295,30 @@ def _end_like(status: int) -> None:
     posix._exit(posix.waitstatus_to_exitcode(status) if posix.WIFEXITED(status) else 1)
 
 
-def _run_init(record: dict[str, object], status_fd: int, result_w: int) -> None:
+def _die_with_parent(parent_alive: int) -> None:
+    """In ``rund-init``: SIGKILL from the kernel when the helper above it ends
+    (say, killed with the daemon), which ends the whole namespace.
+    ``parent_alive`` is a pipe's read end whose only writer is the helper: at
+    end of file the helper ended before the kernel could be asked."""
+    from rund_trio.isolation import linux
+
+    linux.set_parent_death_signal(_SIGKILL)
+    posix.set_blocking(parent_alive, False)
+    try:
+        gone = posix.read(parent_alive, 1) == b""
+    except BlockingIOError:
+        gone = False
+    if gone:
+        posix._exit(wire.EXIT_SETUP_FAILED)
+    posix.close(parent_alive)
+
+
+def _run_init(record: dict[str, object], status_fd: int, result_w: int, parent_alive: int) -> None:
     """PID 1 of the job's PID namespace (a forked child: never returns)."""
     try:
         from rund_trio.isolation import linux
 
+        _die_with_parent(parent_alive)
         linux.set_process_name("rund-init")
         _setup_namespaces(record)
         job = _step("fork", posix.fork)
@@ -333,13 +370,16 @@ def _start(record: dict[str, object], status_fd: int) -> None:
         _exec_job(record)
         return
     result_r, result_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
+    alive_r, alive_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
     _ignore_group_signals()
     init = _step("fork", posix.fork)
     if init == 0:
         posix.close(result_r)
-        _run_init(record, status_fd, result_w)
+        posix.close(alive_w)
+        _run_init(record, status_fd, result_w, alive_r)
     linux.set_process_name("rund-execute")
     posix.close(result_w)
+    posix.close(alive_r)  # alive_w stays open until this process ends
     posix.close(status_fd)
     _, init_status = posix.waitpid(init, 0)
     relayed = posix.read(result_r, 32)

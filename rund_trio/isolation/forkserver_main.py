@@ -70,9 +70,12 @@ _EINVAL = 22
 _E2BIG = 7
 _EPROTO = 71
 _SIGINT = 2
+_SIGKILL = 9
 _FD_SIZE = 4  # a C int in SCM_RIGHTS
 
 _clone3_works = True
+_daemon_pid = 0
+"""The daemon's pid: this server's parent, and every job's."""
 _into_cgroup_works = True
 
 
@@ -162,6 +165,18 @@ def _received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     return fds
 
 
+def _die_with_the_daemon() -> None:
+    """SIGKILL from the kernel when the daemon (this child's parent, through
+    ``CLONE_PARENT``) ends, however it ends: a job must not outlive the only
+    process that can stop it. With a PID namespace ``rund-init`` does the same
+    with this process, and its death ends the namespace."""
+    from rund_trio.isolation import linux
+
+    linux.set_parent_death_signal(_SIGKILL)
+    if posix.getppid() != _daemon_pid:  # it ended before the line above
+        posix._exit(wire.EXIT_SETUP_FAILED)
+
+
 def _run_job(fds: list[int], cgroup_fd: int | None) -> None:
     """In the freshly cloned child: never returns."""
     from rund_trio.isolation import execute  # imported by main() already
@@ -170,6 +185,7 @@ def _run_job(fds: list[int], cgroup_fd: int | None) -> None:
     stdin, stdout, stderr, spec_fd, status_fd = fds[:REQUEST_FDS]
     step = "forkserver"
     try:
+        _die_with_the_daemon()
         posix.write(status_fd, CHILD_PID + b"%d\n" % posix.getpid())
         if cgroup_fd is not None:
             step = "cgroup"
@@ -242,6 +258,8 @@ def main(fd: int = SERVER_FD) -> int:
     # In its own session already; SIGINT aimed at a process group must not end
     # it (the jobs get default dispositions back before their exec anyway).
     _signal.signal(_SIGINT, _signal.SIG_IGN)
+    global _daemon_pid
+    _daemon_pid = posix.getppid()
     linux.set_process_name("rund-forkserver")
     sock = _socket.socket(fileno=fd)
     try:

@@ -33,6 +33,8 @@ MS_PRIVATE = 0x40000
 
 MNT_DETACH = 0x2
 
+PR_SET_PDEATHSIG = 1
+PR_GET_PDEATHSIG = 2
 PR_SET_NAME = 15
 
 _AT_FDCWD = -100
@@ -194,6 +196,19 @@ def disable_core_dumps() -> None:
 def set_process_name(name: str) -> None:
     """The name ``ps`` shows (``comm``, at most 15 bytes); best effort."""
     _prctl(_Int(PR_SET_NAME), name.encode()[:15], _ULong(0), _ULong(0), _ULong(0))
+
+
+def set_parent_death_signal(signum: int) -> None:
+    """Have the kernel send ``signum`` to this process when its parent ends
+    (``PR_SET_PDEATHSIG``: cleared in a fork's child and by credential changes)."""
+    _check(_prctl(_Int(PR_SET_PDEATHSIG), _ULong(signum), _ULong(0), _ULong(0), _ULong(0)))
+
+
+def parent_death_signal() -> int:
+    """This process's ``PR_SET_PDEATHSIG`` signal, 0 for none."""
+    result = _Buffer()
+    _check(_prctl(_Int(PR_GET_PDEATHSIG), result, _ULong(0), _ULong(0), _ULong(0)))
+    return int.from_bytes(bytes(result)[:4], sys.byteorder)
 
 
 def interface_up(name: str = "lo") -> None:

@@ -48,6 +48,7 @@ from rund_trio.logs.follower import follow
 from rund_trio.logs.journal import Piece, Stream
 from rund_trio.logs.journal_file import JournalFile
 from rund_trio.logs.recorder import record
+from rund_trio.logs.state_dir import journal_path
 from rund_trio.process.base import ExitStatus, JobProcess, ProcessSpec, ResourceUsage, Spawner
 from rund_trio.tls.identity import Identity
 
@@ -275,9 +276,9 @@ class Supervisor:
         task_status: trio.TaskStatus[Job],
     ) -> None:
         job_id = new_job_id()
-        journal_path = self._config.state_dir / f"{job_id}.log"
+        path = journal_path(self._config.state_dir, job_id)
         try:
-            journal = JournalFile(journal_path, cap=self._config.output_cap, disk=self._disk)
+            journal = JournalFile(path, cap=self._config.output_cap, disk=self._disk)
         except OSError as error:
             message = f"cannot create the job's output file in {self._config.state_dir}: "
             if error.errno in (errno.ENOSPC, errno.EDQUOT):

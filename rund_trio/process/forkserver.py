@@ -116,7 +116,11 @@ class ForkServer:
     @classmethod
     def start(cls, command: Sequence[str]) -> ForkServer:
         """posix_spawn the server: a new session, stdin and stdout /dev/null,
-        stderr the daemon's (for its last words), its socket end on fd 3."""
+        stderr the daemon's (for its last words), its socket end on fd 3.
+
+        Call it from the daemon's main thread: the jobs' parent (through
+        ``CLONE_PARENT``) is the thread that spawned the server, and their
+        parent death signal fires when that thread ends."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:

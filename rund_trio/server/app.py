@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import stat
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from rund_trio.jobs.isolation_policy import IsolationPolicy
 from rund_trio.jobs.spec import MAX_ARGV_BYTES
 from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.logs.budget import Reserve
+from rund_trio.logs.state_dir import state_directory
 from rund_trio.process.base import Spawner
 from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
@@ -87,33 +85,6 @@ def listening_addresses(
         host, port = one.extra(anyio.abc.SocketAttribute.local_address)[:2]
         addresses.append((str(host), int(port)))
     return addresses
-
-
-@contextmanager
-def state_directory(path: Path | None) -> Iterator[Path]:
-    """The directory job output goes to, private to the daemon (mode 0700).
-
-    A directory the daemon made itself is removed on exit; a given one is kept
-    (the supervisor deletes the files it wrote there).
-    """
-    if path is None:
-        made = Path(tempfile.mkdtemp(prefix="rund-trio-"))
-        try:
-            yield made
-        finally:
-            shutil.rmtree(made, ignore_errors=True)
-        return
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        mode = path.stat().st_mode
-    except OSError as error:
-        raise ConfigError(f"cannot use --state-dir {path}: {error.strerror}") from None
-    if stat.S_IMODE(mode) & 0o077:
-        raise ConfigError(
-            f"--state-dir {path} is accessible to other users (mode {stat.S_IMODE(mode):o}); "
-            "job output must stay private: chmod 700 it"
-        )
-    yield path
 
 
 def hide_daemon_files(policy: IsolationPolicy, state_dir: Path, key: Path) -> IsolationPolicy:

@@ -10,7 +10,10 @@ source and tried here):
 * it ignores RST_STREAM and, when the client closes the connection, still
   waits for every handler, so a Log handler waiting on an idle job never ends;
 * its bare ``except:`` swallows ``trio.Cancelled``;
-* it parses grpc-timeout but never enforces it.
+* it parses grpc-timeout but never enforces it;
+* a response stream's messages are queued in memory as fast as the client's
+  flow-control window allows (purerpc's own client opens 64 MiB per stream),
+  however slowly the client reads them.
 
 So this module keeps purerpc's wire machinery (``GRPCProtoSocket``, its
 streams, ``purerpc.Service`` method tables) and replaces the rest: the caller
@@ -18,7 +21,10 @@ binds the listener; each connection gets a bounded TLS handshake; the peer's
 identity goes into a context variable that every request task inherits; each
 request runs in its own task inside a per-connection nursery, under its own
 cancel scope, cancelled when the client resets the stream, when the deadline
-passes, or when the connection ends. Errors map to gRPC statuses in one place
+passes, or when the connection ends; a streaming handler sends its next
+message only once the previous ones were written to the socket, so a slow
+reader holds back its own stream and nothing piles up in the daemon's memory.
+Errors map to gRPC statuses in one place
 (``rund_trio.server.status``).
 """
 
@@ -39,7 +45,7 @@ from anyio.streams.tls import TLSAttribute, TLSStream
 from google.protobuf.message import DecodeError
 from purerpc import Service
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
-from purerpc.grpc_socket import GRPCStreamState
+from purerpc.grpc_socket import GRPCStreamState, SocketWrapper
 from purerpc.grpclib.connection import GRPCConfiguration
 from purerpc.grpclib.events import RequestEnded, RequestReceived, WindowUpdated
 from purerpc.grpclib.status import Status, StatusCode
@@ -94,11 +100,48 @@ class TransportConfig:
             )
 
 
+class _Writer(SocketWrapper):  # type: ignore[misc]
+    """purerpc's connection writer (one task writing whatever the HTTP/2
+    connection has queued), able to tell when all of it went to the socket."""
+
+    _flush_event: anyio.Event
+
+    def __init__(self, connection: ServerConnection, sock: anyio.abc.ByteStream) -> None:
+        super().__init__(connection, sock)
+        self._idle = anyio.Event()
+        """Set (and replaced) each time the writer finds nothing left to write."""
+
+    async def _writer_thread(self) -> None:
+        try:
+            while True:
+                data = self._grpc_connection.data_to_send()
+                if data:
+                    await self._stream.send(data)
+                elif self._running:
+                    self._idle.set()
+                    self._idle = anyio.Event()
+                    await self._flush_event.wait()
+                    self._flush_event = anyio.Event()
+                else:
+                    return
+        finally:
+            self._idle.set()  # the connection is over: nobody waits for it
+
+    async def drained(self) -> None:
+        """Return once everything queued before the call was written to the
+        socket (or the connection ended). Waits as long as the client reads
+        slower than the daemon writes."""
+        idle = self._idle
+        self._flush_event.set()
+        await idle.wait()
+
+
 class _Socket(GRPCProtoSocket):  # type: ignore[misc]
     """purerpc's server socket that also reports stream resets, answers
     malformed requests per stream (``ServerConnection``), ignores frames for
-    streams it no longer tracks, and ends a connection that breaks the HTTP/2
-    protocol with GOAWAY instead of an exception."""
+    streams it no longer tracks, ends a connection that breaks the HTTP/2
+    protocol with GOAWAY instead of an exception, and can wait for its output
+    to drain."""
 
     def __init__(
         self, config: GRPCConfiguration, sock: anyio.abc.ByteStream, caps: TransportConfig
@@ -110,7 +153,8 @@ class _Socket(GRPCProtoSocket):  # type: ignore[misc]
             max_concurrent_streams=caps.max_streams_per_connection,
         )
         self._grpc_connection = connection
-        self._socket._grpc_connection = connection
+        self.writer = _Writer(connection, sock)
+        self._socket = self.writer
 
     async def events(self) -> AsyncIterator[GRPCProtoStream | StreamReset]:
         """New request streams and stream resets, until the client goes away."""
@@ -285,7 +329,7 @@ class GrpcServer:
         self._counts_changed.unpark_all()
         try:
             with request.scope:
-                status = await self._dispatch(stream)
+                status = await self._dispatch(stream, grpc_socket.writer)
                 if status is not None:
                     await grpc_socket.finish(stream, status)
         except Exception as error:
@@ -295,7 +339,7 @@ class GrpcServer:
             requests.pop(stream.stream_id, None)
             self._counts_changed.unpark_all()
 
-    async def _dispatch(self, stream: GRPCProtoStream) -> Status | None:
+    async def _dispatch(self, stream: GRPCProtoStream, writer: _Writer) -> Status | None:
         await stream.start_response()
         event = await stream.receive_event()
         if not isinstance(event, RequestReceived):
@@ -310,7 +354,7 @@ class GrpcServer:
         deadline = trio.current_time() + event.timeout.total_seconds() if event.timeout else None
         with trio.CancelScope(deadline=deadline or float("inf")) as deadline_scope:
             try:
-                return await self._call(stream, event, method.method_fn, method.signature)
+                return await self._call(stream, writer, event, method.method_fn, method.signature)
             except Exception as error:
                 return status_for_exception(error)
         assert deadline_scope.cancelled_caught
@@ -319,6 +363,7 @@ class GrpcServer:
     async def _call(
         self,
         stream: GRPCProtoStream,
+        writer: _Writer,
         event: RequestReceived,
         method_fn: Callable[..., Any],
         signature: Any,
@@ -336,6 +381,7 @@ class GrpcServer:
                         await _send_framed(stream, response)
                     else:
                         await stream.send_message(response)
+                    await writer.drained()
             finally:
                 await responses.aclose()
         else:

@@ -13,6 +13,7 @@ import trio
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.errors import RpcError
 from tests.conftest import Daemon, Pki, start_daemon
+from tests.raw_grpc import MAX_WINDOW, RawTls, raw_call
 
 GIB = 1024**3
 
@@ -106,3 +107,28 @@ async def test_start_is_resource_exhausted_once_the_output_total_is_reached(
         "not starting jobs whose output could not be kept: "
         "job output on this daemon reached --max-output-total (4 KiB)"
     )
+
+
+async def test_a_subscriber_slower_than_the_job_gets_every_byte_in_order_in_bounded_memory(
+    daemon: Daemon,
+) -> None:
+    expected = b"".join(b"%d\n" % i for i in range(1, 5_000_001))
+    async with daemon.client() as rund:
+        warmup = await rund.start(pb.JobStartRequest(name="seq", args=["1", "100000"]))
+        await daemon.running.supervisor.jobs[warmup].done.wait()
+        before = resident_bytes()
+        job_id = await rund.start(pb.JobStartRequest(name="seq", args=["1", "5000000"]))
+    # A subscriber that lets the daemon send it 2 GiB, then reads nothing
+    # until the job has written everything.
+    subscriber = await RawTls.connect(daemon, daemon.pki.client_tls("alice").client_context())
+    call, request = raw_call("Log", pb.JobIdentifier(ulid=job_id), window=MAX_WINDOW)
+    await subscriber.send(request)
+    with trio.fail_after(60):
+        await daemon.running.supervisor.jobs[job_id].done.wait()
+    growth = resident_bytes() - before
+    with trio.fail_after(60):
+        messages = await subscriber.responses(call)
+    await subscriber.reset()
+    received = b"".join(pb.JobLog.FromString(message).stdout for message in messages)
+    assert received == expected
+    assert growth < 8 * 1024**2, f"{len(expected) >> 20} MiB unread grew the daemon by {growth:_}"

@@ -4,7 +4,6 @@ processes, as a client would drive it."""
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ from rund_trio.jobs.spec import MAX_ARGV_BYTES
 from rund_trio.server.transport import TransportConfig
 from tests.conftest import Daemon, Pki, start_daemon
 from tests.procs import live_pids
+from tests.resources import open_fds, trio_tasks
 
 
 def start_request(*argv: str, **limits: int) -> pb.JobStartRequest:
@@ -265,7 +265,7 @@ async def test_abandoned_log_streams_leave_no_task_or_descriptor(daemon: Daemon)
     async with daemon.client() as rund:
         job_id = await rund.start(start_request("sleep", "300"))
     await daemon.running.server.wait_until_idle()
-    fds_before = len(os.listdir("/proc/self/fd"))
+    fds_before, tasks_before = open_fds(), trio_tasks()
 
     async def abandon_log() -> None:
         async with daemon.client() as rund:
@@ -280,7 +280,7 @@ async def test_abandoned_log_streams_leave_no_task_or_descriptor(daemon: Daemon)
             nursery.cancel_scope.cancel()
     with trio.fail_after(10):
         await daemon.running.server.wait_until_idle()
-    assert len(os.listdir("/proc/self/fd")) == fds_before
+    assert (open_fds(), trio_tasks()) == (fds_before, tasks_before)
 
 
 async def test_a_log_the_client_stops_reading_is_ended_on_the_daemon_at_once(

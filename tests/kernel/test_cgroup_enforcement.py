@@ -238,16 +238,21 @@ async def test_stale_cgroups_are_cleaned_when_a_killed_daemon_starts_again(
     fork_server: ForkServer, pki: Pki, tmp_path: Path, daemon_cgroup_root: Path
 ) -> None:
     with trio.fail_after(SLOW):
+        # Without namespaces: the job's own process dies with the daemon
+        # (PR_SET_PDEATHSIG), but a child of it can outlive them both.
         async with daemon_process(
-            fork_server, pki, daemon_cgroup_root, tmp_path / "state1"
+            fork_server, pki, daemon_cgroup_root, tmp_path / "state1", "--no-namespaces"
         ) as first:
             async with first.client() as rund:
-                job_id = await rund.start(start_request("sleep", "1000"))
+                job_id = await rund.start(
+                    start_request("sh", "-c", "sleep 1000 & echo started; wait")
+                )
+                await read_output_until(rund, job_id, b"started")
             leaf = daemon_cgroup_root / job_id
             sleeps = [pid for pid in cgroup_pids(leaf) if comm(pid) == "sleep"]
             first.send_signal(signal.SIGKILL)
             assert await first.wait() == -signal.SIGKILL
-        # The daemon is gone; its job is not.
+        # The daemon is gone; its job's child is not.
         assert len(sleeps) == 1 and is_alive(sleeps[0])
         assert (leaf / "cgroup.procs").read_text().split()
         assert job_leaves(daemon_cgroup_root) == [job_id]
