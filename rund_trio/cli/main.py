@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -37,4 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         if isinstance(error, KeyboardInterrupt):
             return 130
+        if isinstance(error, BrokenPipeError):
+            # The reader went away (`... | head`): quiet, as a killed-by-SIGPIPE
+            # tool would be; keep Python from failing again on the final flush.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 128 + signal.SIGPIPE
         raise

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -98,3 +99,16 @@ def test_client_certificate_from_another_ca_is_one_line(
         UNKNOWN_ULID, cwd=workdir, timeout=10,
     )  # fmt: skip
     assert_one_line_error(result, "connection lost")
+
+
+def test_a_reader_that_goes_away_ends_log_quietly(alice: Client) -> None:
+    job_id = alice.start("head", "-c", "8M", "/dev/zero")
+    log = subprocess.Popen(
+        alice.argv("log", job_id), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env()
+    )
+    assert log.stdout is not None and log.stderr is not None
+    assert log.stdout.read(1) == b"\0"
+    log.stdout.close()  # as `| head -c 1` does
+    stderr = log.stderr.read()
+    assert log.wait(timeout=30) == 128 + signal.SIGPIPE
+    assert stderr == b""
