@@ -355,6 +355,11 @@ class GrpcServer:
         with trio.CancelScope(deadline=deadline or float("inf")) as deadline_scope:
             try:
                 return await self._call(stream, writer, event, method.method_fn, method.signature)
+            except h2.exceptions.StreamClosedError:
+                # The client reset the stream (it stopped reading a Log) and h2
+                # forgot it before the reset reached this request's cancel scope.
+                log.debug("stream %d was reset by the client", stream.stream_id)
+                return None
             except Exception as error:
                 return status_for_exception(error)
         assert deadline_scope.cancelled_caught

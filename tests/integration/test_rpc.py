@@ -4,6 +4,7 @@ processes, as a client would drive it."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -283,18 +284,20 @@ async def test_abandoned_log_streams_leave_no_task_or_descriptor(daemon: Daemon)
     assert (open_fds(), trio_tasks()) == (fds_before, tasks_before)
 
 
+@pytest.mark.parametrize("job", ["echo first; exec sleep 300", "exec yes first"])
 async def test_a_log_the_client_stops_reading_is_ended_on_the_daemon_at_once(
-    daemon: Daemon,
+    daemon: Daemon, job: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with daemon.client() as rund:
-        job_id = await rund.start(start_request("sh", "-c", "echo first; exec sleep 300"))
+        job_id = await rund.start(start_request("sh", "-c", job))
         log = rund.log(job_id)
-        assert (await anext(log)).stdout == b"first\n"
+        assert (await anext(log)).stdout.startswith(b"first\n")
         await log.aclose()  # the connection stays open
         with trio.fail_after(10):
             while daemon.running.server.requests:
                 await daemon.running.server.wait_until_requests_change()
         await rund.stop(job_id)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 async def test_the_daemon_keeps_serving_after_errors(daemon: Daemon) -> None:
