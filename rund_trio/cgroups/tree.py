@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import re
 import signal
@@ -48,6 +47,7 @@ from rund_trio.cgroups.limits import (
 from rund_trio.cgroups.stats import CgroupStats, read_stats
 from rund_trio.cgroups.watch import FileWatcher
 from rund_trio.errors import ConfigError, FailedPrecondition, Unsupported
+from rund_trio.locks import directory_held
 
 __all__ = [
     "DAEMON_LEAF",
@@ -254,22 +254,16 @@ class CgroupTree:
         if self.path is None:
             yield
             return
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ConfigError(
-                    f"another rund-trio daemon uses the cgroup subtree {self.path}: "
-                    "give each daemon its own --cgroup-root"
-                ) from None
+        refusal = (
+            f"another rund-trio daemon uses the cgroup subtree {self.path}: "
+            "give each daemon its own --cgroup-root"
+        )
+        with directory_held(self.path, refusal):
             try:
                 yield
             finally:
                 with contextlib.suppress(OSError):
                     self.fs.rmdir(self.path)
-        finally:
-            os.close(fd)
 
     # ------------------------------------------------------------- the leaves
 

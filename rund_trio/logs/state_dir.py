@@ -10,7 +10,6 @@ with the daemon, so a crashed one never blocks its successor.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 from ulid import ULID
 
 from rund_trio.errors import ConfigError
+from rund_trio.locks import directory_held
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +57,11 @@ def remove_stale_journals(state_dir: Path) -> list[str]:
     return sorted(removed)
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                f"another rund-trio daemon uses --state-dir {path}: "
-                "give each daemon its own state directory"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
+def _another_daemon(path: Path) -> str:
+    return (
+        f"another rund-trio daemon uses --state-dir {path}: "
+        "give each daemon its own state directory"
+    )
 
 
 @contextmanager
@@ -85,7 +76,7 @@ def state_directory(path: Path | None) -> Iterator[Path]:
     if path is None:
         made = Path(tempfile.mkdtemp(prefix="rund-trio-"))
         try:
-            with _locked(made):
+            with directory_held(made, _another_daemon(made)):
                 yield made
         finally:
             shutil.rmtree(made, ignore_errors=True)
@@ -100,7 +91,7 @@ def state_directory(path: Path | None) -> Iterator[Path]:
             f"--state-dir {path} is accessible to other users (mode {stat.S_IMODE(mode):o}); "
             "job output must stay private: chmod 700 it"
         )
-    with _locked(path):
+    with directory_held(path, _another_daemon(path)):
         try:
             stale = remove_stale_journals(path)
         except OSError as error:
