@@ -244,8 +244,14 @@ async def test_stale_cgroups_are_cleaned_when_a_killed_daemon_starts_again(
             fork_server, pki, daemon_cgroup_root, tmp_path / "state1", "--no-namespaces"
         ) as first:
             async with first.client() as rund:
+                # "started" once the child runs sleep (not before its exec)
                 job_id = await rund.start(
-                    start_request("sh", "-c", "sleep 1000 & echo started; wait")
+                    start_request(
+                        "sh",
+                        "-c",
+                        'sleep 1000 & until [ "$(cat /proc/$!/comm)" = sleep ]; do :; done; '
+                        "echo started; wait",
+                    )
                 )
                 await read_output_until(rund, job_id, b"started")
             leaf = daemon_cgroup_root / job_id
