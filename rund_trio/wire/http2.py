@@ -9,9 +9,10 @@ large DATA frames Log streams are made of (measured with py-spy on a 1 GB Log):
 * every frame sent was copied four times on its way out (the padding join,
   header + body, the outbound ``bytearray``, and ``bytes()`` of it).
 
-``GrpcConnection`` is purerpc's ``GRPCConnection`` on an ``H2Connection`` that
-receives into a ``bytearray`` consumed in place and queues outbound frames as a
-list of buffers joined once. The HTTP/2 state machine is h2's, unchanged.
+``GrpcConnection`` is purerpc's ``GRPCConnection`` on an ``H2Connection``
+that keeps received data as views joined once per frame, joins small outbound
+frames into one write and hands large payloads to TLS uncopied; purerpc's
+message buffers hold views too. The HTTP/2 state machine is h2's, unchanged.
 """
 
 from __future__ import annotations
