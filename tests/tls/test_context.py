@@ -322,30 +322,9 @@ def test_key_that_does_not_match_cert(pki: PkiFiles) -> None:
 
 
 def test_expired_cert(pki: PkiFiles, tmp_path: Path) -> None:
-    ca_cert = x509.load_pem_x509_certificate(pki.ca.cert.read_bytes())
-    ca_key = serialization.load_pem_private_key(pki.ca.key.read_bytes(), None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP384R1())
     past = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(past)
-        .not_valid_after(past + datetime.timedelta(days=1))
-        .sign(ca_key, hashes.SHA512())
-    )
-    pair = CertKeyPaths(tmp_path / "old.pem", tmp_path / "old-key.pem")
-    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pair.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    key = ec.generate_private_key(ec.SECP384R1())
+    pair = pair_on(pki, tmp_path, key, valid=(past, past + datetime.timedelta(days=1)))
     message = error_of(pki.ca.cert, pair.cert, pair.key)
     assert message.startswith(f"--cert {pair.cert} expired on 2020-01-02 00:00 UTC")
 
@@ -355,23 +334,33 @@ def test_client_context_reports_errors_the_same_way(pki: PkiFiles, tmp_path: Pat
         client_ssl_context(tmp_path / "ca.pem", pki.server.cert, pki.server.key)
 
 
-def pair_on(pki: PkiFiles, tmp_path: Path, key: ec.EllipticCurvePrivateKey) -> CertKeyPaths:
-    """A client certificate from ``pki``'s CA on ``key``."""
+def pair_on(
+    pki: PkiFiles,
+    tmp_path: Path,
+    key: ec.EllipticCurvePrivateKey,
+    valid: tuple[datetime.datetime, datetime.datetime] | None = None,
+) -> CertKeyPaths:
+    """A client certificate from ``pki``'s CA on ``key``, valid from yesterday
+    to tomorrow unless ``valid`` says otherwise."""
     ca_cert = x509.load_pem_x509_certificate(pki.ca.cert.read_bytes())
     ca_key = serialization.load_pem_private_key(pki.ca.key.read_bytes(), None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     now = datetime.datetime.now(datetime.UTC)
+    not_before, not_after = valid or (
+        now - datetime.timedelta(days=1),
+        now + datetime.timedelta(days=1),
+    )
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .sign(ca_key, hashes.SHA512())
     )
-    pair = CertKeyPaths(tmp_path / "weak.pem", tmp_path / "weak-key.pem")
+    pair = CertKeyPaths(tmp_path / "client.pem", tmp_path / "client-key.pem")
     pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     pair.key.write_bytes(
         key.private_bytes(
