@@ -17,8 +17,8 @@ import trio
 from rund_trio.cgroups.discovery import read_location
 from rund_trio.cgroups.tree import CgroupOptions
 from rund_trio.client.api import RundClient
+from rund_trio.rpc import TransportConfig
 from rund_trio.server.app import RunningDaemon, ServeConfig, serve
-from rund_trio.server.transport import TransportConfig
 from rund_trio.tls.certs import ClientSpec, PkiFiles, generate_pki
 from rund_trio.tls.context import TlsFiles
 

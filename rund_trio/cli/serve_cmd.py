@@ -226,8 +226,8 @@ def run(args: argparse.Namespace) -> int:
     from rund_trio.cgroups.tree import CgroupOptions
     from rund_trio.jobs.isolation_policy import IsolationPolicy, Network
     from rund_trio.logs.budget import Reserve
+    from rund_trio.rpc import TransportConfig
     from rund_trio.server.app import ServeConfig, serve
-    from rund_trio.server.transport import TransportConfig
     from rund_trio.wire.heap import keep_stream_buffers_in_heap
 
     logging.basicConfig(

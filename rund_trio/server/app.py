@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-import anyio
-import anyio.abc
 import trio
 
+from rund_trio.address import parse_address
 from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
 from rund_trio.errors import ConfigError
 from rund_trio.isolation.spec import Isolation
@@ -25,9 +26,9 @@ from rund_trio.process.base import Spawner
 from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
 from rund_trio.process.posix import PosixSpawner
-from rund_trio.server.address import parse_address
+from rund_trio.rpc import GrpcServer, TransportConfig
+from rund_trio.server.calls import NullObserver, Observer
 from rund_trio.server.service import JobControllerService
-from rund_trio.server.transport import GrpcServer, TransportConfig
 from rund_trio.tls.context import TlsFiles
 
 log = logging.getLogger(__name__)
@@ -68,22 +69,22 @@ class RunningDaemon:
     state_dir: Path
 
 
-async def open_listener(addr: str) -> anyio.abc.Listener[anyio.abc.SocketStream]:
+async def open_listeners(addr: str) -> list[trio.SocketListener]:
+    """TCP listeners on ``addr`` (every interface, IPv4 and IPv6, without a host)."""
     host, port = parse_address(addr, default_host=None)
     try:
-        return await anyio.create_tcp_listener(local_host=host, local_port=port)
+        return await trio.open_tcp_listeners(port, host=host)
     except OSError as error:
         raise ConfigError(f"cannot listen on {addr}: {error.strerror or error}") from None
 
 
-def listening_addresses(
-    listener: anyio.abc.Listener[anyio.abc.SocketStream],
-) -> list[tuple[str, int]]:
-    listeners = getattr(listener, "listeners", [listener])
+def listening_addresses(listeners: Sequence[trio.abc.Listener[Any]]) -> list[tuple[str, int]]:
+    """The (host, port) each socket listener is bound to."""
     addresses = []
-    for one in listeners:
-        host, port = one.extra(anyio.abc.SocketAttribute.local_address)[:2]
-        addresses.append((str(host), int(port)))
+    for listener in listeners:
+        if isinstance(listener, trio.SocketListener):
+            host, port = listener.socket.getsockname()[:2]
+            addresses.append((str(host), int(port)))
     return addresses
 
 
@@ -157,23 +158,43 @@ async def serve(
     *,
     task_status: trio.TaskStatus[RunningDaemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the daemon until cancelled.
+    """Run the daemon on ``config.addr`` until cancelled.
 
     Start-up errors (certificate files, the address, the cgroup subtree) raise
-    ``ConfigError`` before anything is served. On cancellation the listener
-    closes, every connection and log stream ends, every job's process tree is
+    ``ConfigError`` before anything is served. On cancellation the listeners
+    close, every connection and log stream ends, every job's process tree is
     killed and reaped, its cgroup removed, and the job output files are
     removed, before this returns.
     """
     ssl_context = config.tls.server_context()
     config.isolation.validate()
-    listener = await open_listener(config.addr)
-    addresses = listening_addresses(listener)
-    async with (
-        listener,
-        job_cgroups(config.cgroups) as tree,
-        job_spawner(config.isolation, tree) as spawner,
-    ):
+    listeners = await open_listeners(config.addr)
+    async with AsyncExitStack() as stack:
+        for listener in listeners:
+            stack.push_async_callback(listener.aclose)
+        await serve_on(listeners, config, ssl_context=ssl_context, task_status=task_status)
+
+
+async def serve_on(
+    listeners: Sequence[trio.abc.Listener[Any]],
+    config: ServeConfig,
+    *,
+    ssl_context: ssl.SSLContext,
+    spawner: Spawner | None = None,
+    observer: Observer | None = None,
+    task_status: trio.TaskStatus[RunningDaemon] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the daemon on listeners the caller owns (TCP, or memory listeners
+    in tests) until cancelled; ``config.addr`` is not used. ``spawner``
+    replaces the one the configuration would choose (a fake, in tests);
+    ``observer`` is told of every connection and call (default: nobody).
+    Guarantees on cancellation as ``serve``."""
+    config.isolation.validate()
+    addresses = listening_addresses(listeners)
+    async with AsyncExitStack() as stack:
+        tree = await stack.enter_async_context(job_cgroups(config.cgroups))
+        if spawner is None:
+            spawner = await stack.enter_async_context(job_spawner(config.isolation, tree))
         with state_directory(config.state_dir) as state_dir:
             isolation = hide_daemon_files(config.isolation, state_dir, config.tls.key)
             supervisor = Supervisor(
@@ -196,11 +217,15 @@ async def serve(
                 max_log_streams_per_client=config.max_log_streams_per_client,
                 max_argv_bytes=config.max_argv_bytes,
             )
-            server = GrpcServer([service.service], ssl_context, config.transport)
+            server = GrpcServer(
+                [service.service], ssl_context, config.transport, observer or NullObserver()
+            )
             async with trio.open_nursery() as nursery:
                 await nursery.start(supervisor.run)
-                nursery.start_soon(server.serve, listener)
+                for listener in listeners:
+                    nursery.start_soon(server.serve_on, listener)
                 if tree is not None:
                     log.info("%s", tree.describe())
-                log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
+                if addresses:
+                    log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
                 task_status.started(RunningDaemon(addresses, supervisor, server, state_dir))

@@ -13,13 +13,13 @@ from rund_trio.errors import ResourceExhausted
 from rund_trio.jobs.quota import Quota
 from rund_trio.jobs.spec import MAX_ARGV_BYTES, parse_job_id, parse_job_spec
 from rund_trio.jobs.supervisor import Job, Supervisor
+from rund_trio.rpc import current_identity
 from rund_trio.server.convert import (
     grace_from_request,
     isolation_from_request,
     limits_from_request,
     status_to_proto,
 )
-from rund_trio.server.transport import current_identity
 from rund_trio.wire.job_log import FramedMessage, framed_log_message
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from purerpc.grpclib.status import Status, StatusCode
-
 from rund_trio import errors
+from rund_trio.rpc._status import Status, StatusCode
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,6 @@ def status_for_exception(error: Exception) -> Status:
     only in the daemon's log, for anything else (a bug)."""
     for error_type, code in _CODES:
         if isinstance(error, error_type):
-            return Status(code, status_message=bounded_message(str(error)))
+            return Status(code, bounded_message(str(error)))
     log.error("internal error while serving a request", exc_info=error)
-    return Status(StatusCode.INTERNAL, status_message="internal error (see the daemon's log)")
+    return Status(StatusCode.INTERNAL, "internal error (see the daemon's log)")

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import trio
-from purerpc.grpclib.status import StatusCode
 
 from rund_trio.api import rund_pb2 as pb
-from rund_trio.server.transport import TransportConfig
+from rund_trio.rpc import StatusCode, TransportConfig
 from tests.conftest import Daemon, Pki, start_daemon
 from tests.integration.rawh2 import (
     Answer,

@@ -15,7 +15,7 @@ import trio
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.errors import ResourceExhausted, RpcError
 from rund_trio.jobs.spec import MAX_ARGV_BYTES
-from rund_trio.server.transport import TransportConfig
+from rund_trio.rpc import TransportConfig
 from tests.conftest import Daemon, Pki, start_daemon
 from tests.procs import live_pids
 from tests.resources import open_fds, trio_tasks

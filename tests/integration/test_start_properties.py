@@ -21,7 +21,7 @@ from rund_trio.api import rund_pb2 as pb
 from rund_trio.client.api import RundClient
 from rund_trio.errors import RpcError
 from rund_trio.jobs.spec import MAX_ARGV_BYTES
-from rund_trio.server.transport import TransportConfig
+from rund_trio.rpc import TransportConfig
 from tests.cli.conftest import running_daemon
 from tests.conftest import Pki
 

@@ -63,7 +63,7 @@ async def refused(daemon: Daemon, context: ssl.SSLContext) -> str:
 @pytest.fixture
 def handshake_failures(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], list[str]]]:
     """The reasons the daemon gave for the TLS handshakes it refused."""
-    caplog.set_level(logging.INFO, logger="rund_trio.server.transport")
+    caplog.set_level(logging.INFO, logger="rund_trio.rpc")
     prefix = "TLS handshake failed: "
 
     def reasons() -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from rund_trio.address import parse_address
 from rund_trio.errors import ConfigError
-from rund_trio.server.address import parse_address
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,115 @@
+"""gRPC over HTTP/2: every line of rund-trio that speaks it, fenced in here.
+
+* a sans-I/O protocol core (``GrpcConnection``: bytes and events in, bytes
+  and events out) on h2's public API;
+* the server on trio (``GrpcServer``: ``serve_on`` any listener,
+  ``serve_connection`` any byte stream);
+* the client on anyio (``Channel``), so that the CLI runs on asyncio and
+  starts fast, while tests drive it under trio over memory streams.
+
+purerpc stays for what it is good at: service definitions and generated
+stubs. No module outside this package and the generated ``rund_trio.api``
+imports purerpc, h2 or hyperframe (tests/test_fence.py).
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from rund_trio.rpc._client import (
+    Call,
+    Channel,
+    describe_connection_error,
+    map_exceptions,
+    open_channel,
+    open_stream_channel,
+)
+from rund_trio.rpc._core import MAX_FRAME_SIZE, GrpcConnection, Role, parse_timeout
+from rund_trio.rpc._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from rund_trio.rpc._events import (
+    NEED_DATA,
+    ConnectionClosed,
+    Event,
+    MessageReceived,
+    NeedData,
+    RequestEnded,
+    RequestReceived,
+    RequestRefused,
+    ResponseEnded,
+    ResponseReceived,
+    StreamRejected,
+    StreamReset,
+)
+from rund_trio.rpc._state import CallEvent, StreamState, transition
+from rund_trio.rpc._status import Status, StatusCode
+from rund_trio.rpc._tls import ClientTls
+
+if TYPE_CHECKING:
+    from rund_trio.rpc._server import (
+        MAX_REQUEST_SIZE_LIMIT,
+        GrpcServer,
+        PeerContext,
+        TransportConfig,
+        current_identity,
+        current_peer,
+    )
+
+_SERVER_NAMES = frozenset(
+    {
+        "MAX_REQUEST_SIZE_LIMIT",
+        "GrpcServer",
+        "PeerContext",
+        "TransportConfig",
+        "current_identity",
+        "current_peer",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    # The server side imports trio and purerpc: a client (the CLI, on asyncio)
+    # does not pay for them.
+    if name in _SERVER_NAMES:
+        from rund_trio.rpc import _server
+
+        return getattr(_server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "MAX_FRAME_SIZE",
+    "MAX_REQUEST_SIZE_LIMIT",
+    "NEED_DATA",
+    "Call",
+    "CallEvent",
+    "Channel",
+    "ClientTls",
+    "ConnectionClosed",
+    "Event",
+    "GrpcConnection",
+    "GrpcServer",
+    "LocalProtocolError",
+    "MessageReceived",
+    "NeedData",
+    "PeerContext",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "RequestEnded",
+    "RequestReceived",
+    "RequestRefused",
+    "ResponseEnded",
+    "ResponseReceived",
+    "Role",
+    "Status",
+    "StatusCode",
+    "StreamRejected",
+    "StreamReset",
+    "StreamState",
+    "TransportConfig",
+    "current_identity",
+    "current_peer",
+    "describe_connection_error",
+    "map_exceptions",
+    "open_channel",
+    "open_stream_channel",
+    "parse_timeout",
+    "transition",
+]

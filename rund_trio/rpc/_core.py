@@ -1,0 +1,737 @@
+"""``GrpcConnection``: gRPC over HTTP/2 as bytes and events, no I/O (sans-I/O).
+
+Shaped like h11's ``Connection``: ``receive_data`` only buffers,
+``next_event`` parses one event at a time (``NEED_DATA`` when it needs
+bytes), the ``send_*`` methods only queue, and ``data_to_send`` hands over
+what to write. The HTTP/2 state machine is h2's ``H2Connection``, driven
+through its public API alone.
+
+Reading is linear in the bytes: the bytes received are kept in one
+``bytearray`` and h2 is given one whole frame at a time (the frame header
+says how long it is), so neither this buffer nor h2's ever grows past one
+frame, however the frame was split across reads.
+
+Writing respects HTTP/2 flow control without blocking anyone: each stream
+keeps what it was asked to send until the peer's window lets it go, and the
+status (trailers) goes only after the stream's last message.
+
+A request that breaks a gRPC rule is answered on its own stream, with a
+precise status, and the connection serves on: from its headers alone the
+core answers it itself (``RequestRefused``); from its messages the core
+reports ``StreamRejected`` for the handler to answer. Only a broken HTTP/2
+connection ends the connection: ``next_event`` raises
+``RemoteProtocolError`` once, with a GOAWAY queued.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import re
+from collections import deque
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from rund_trio.rpc._errors import LocalProtocolError, RemoteProtocolError
+from rund_trio.rpc._events import (
+    NEED_DATA,
+    ConnectionClosed,
+    Event,
+    MessageReceived,
+    NeedData,
+    RequestEnded,
+    RequestReceived,
+    RequestRefused,
+    ResponseEnded,
+    ResponseReceived,
+    StreamRejected,
+    StreamReset,
+)
+from rund_trio.rpc._state import CallEvent, StreamState, transition
+from rund_trio.rpc._status import Status, StatusCode
+
+__all__ = ["MAX_FRAME_SIZE", "GrpcConnection", "Role"]
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_FRAME_HEADER = 9
+MAX_FRAME_SIZE = 2**24 - 1
+"""The largest frame either side accepts (advertised in SETTINGS)."""
+_MAX_WINDOW = 2**31 - 1
+_MAX_HEADER_LIST_SIZE = 16 * 1024
+HTTP_UNSUPPORTED_MEDIA_TYPE = 415
+_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_END_OF_REQUEST: list[tuple[str, str]] = []
+"""The client's "end" marker: END_STREAM, no trailers."""
+
+
+class Role(enum.Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class _ConnectionState(enum.Enum):
+    OPEN = "open"
+    ERROR = "error"
+    """The peer broke HTTP/2 (a GOAWAY is queued) or went away."""
+
+
+class _MessageError(Exception):
+    def __init__(self, status: Status) -> None:
+        self.status = status
+
+
+class _MessageReader:
+    """gRPC's length-prefixed messages out of one stream's DATA, and the
+    flow-control credit each message accounts for."""
+
+    def __init__(self, max_length: int, too_large: str) -> None:
+        self._max_length = max_length
+        self._too_large = too_large
+        self._buffer = bytearray()
+        self.credit = 0
+        """Flow-controlled bytes received and not yet attributed to a message."""
+
+    def feed(self, data: bytes, flow_controlled_length: int) -> list[tuple[bytes, int]]:
+        """Whole messages completed by ``data``, each with its credit; raises
+        ``_MessageError`` for a message that is compressed or too large (seen
+        from its prefix, before its body is buffered)."""
+        self.credit += flow_controlled_length
+        buffer = self._buffer
+        buffer += data
+        messages: list[tuple[bytes, int]] = []
+        while len(buffer) >= 5:
+            flag = buffer[0]
+            length = int.from_bytes(buffer[1:5], "big")
+            if flag:
+                raise _MessageError(
+                    Status(
+                        StatusCode.INVALID_ARGUMENT,
+                        "a message is flagged compressed but the request names no grpc-encoding",
+                    )
+                )
+            if length > self._max_length:
+                raise _MessageError(
+                    Status(
+                        StatusCode.RESOURCE_EXHAUSTED,
+                        self._too_large.format(length=length, limit=self._max_length),
+                    )
+                )
+            if len(buffer) < 5 + length:
+                break
+            with memoryview(buffer) as view:
+                message = bytes(view[5 : 5 + length])
+            del buffer[: 5 + length]
+            messages.append((message, 0))
+        if messages:
+            last, _ = messages[-1]
+            messages[-1] = (last, self.credit)
+            self.credit = 0
+        return messages
+
+    def truncation(self) -> str | None:
+        """What is missing when the stream ends here, or None if nothing is."""
+        if not self._buffer:
+            return None
+        if len(self._buffer) < 5:
+            return f"{len(self._buffer)} of 5 (header) bytes arrived"
+        length = int.from_bytes(self._buffer[1:5], "big")
+        return f"{len(self._buffer) - 5} of {length} bytes arrived"
+
+
+@dataclass
+class _Stream:
+    stream_id: int
+    reader: _MessageReader
+    state: StreamState = StreamState.OPEN
+    path: str = ""
+    headers_sent: bool = False
+    outbound: deque[bytes | memoryview] = field(default_factory=deque)
+    pending: int = 0
+    """Bytes of ``outbound`` not yet given to h2."""
+    end: list[tuple[str, str]] | None = None
+    """What ends our side once ``outbound`` is empty: trailers (server) or
+    ``_END_OF_REQUEST`` (client); None until asked."""
+    response_headers: dict[str, str] = field(default_factory=dict)
+    end_sent: bool = False
+
+
+class GrpcConnection:
+    """One HTTP/2 connection carrying gRPC calls, for either role.
+
+    Args:
+        role: ``Role.SERVER`` answers calls, ``Role.CLIENT`` makes them.
+        max_receive_message: largest message accepted from the peer, checked
+            from its length prefix; each stream's receive window is twice it.
+        max_concurrent_streams: (server) calls the client may have open at
+            once, advertised in SETTINGS; a client that opens more breaks
+            HTTP/2 and loses the connection.
+
+    Any exception from ``next_event`` puts the connection in its ERROR state:
+    from then on it only hands over what it queued (a GOAWAY) and reports
+    ``ConnectionClosed``.
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        max_receive_message: int = 4 * 1024 * 1024,
+        max_concurrent_streams: int = 2**16,
+    ) -> None:
+        self.role = role
+        self._client = role is Role.CLIENT
+        self._max_receive_message = max_receive_message
+        self._max_concurrent_streams = max_concurrent_streams
+        self._h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=self._client, header_encoding="utf-8")
+        )
+        self._h2.local_settings = h2.settings.Settings(
+            client=self._client,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: min(
+                    2 * max_receive_message, _MAX_WINDOW
+                ),
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: _MAX_HEADER_LIST_SIZE,
+            },
+        )
+        self._h2.max_inbound_frame_size = MAX_FRAME_SIZE
+        self._h2.initiate_connection()
+        self._h2.increment_flow_control_window(2**30)
+        self._inbound = bytearray()
+        self._preface_pending = not self._client
+        self._eof = False
+        self._state = _ConnectionState.OPEN
+        self._closed_reason = ""
+        self._closed_by_error = False
+        self._events: deque[Event] = deque()
+        self._streams: dict[int, _Stream] = {}
+        self._sending: dict[int, _Stream] = {}
+        """Streams with bytes or an end waiting for flow-control credit, in order."""
+        self._authority = "localhost"
+
+    # ------------------------------------------------------------ receiving
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes received from the peer; ``b""`` means the peer closed
+        its side (end of file). Never parses: ``next_event`` does."""
+        if data:
+            self._inbound += data
+        else:
+            self._eof = True
+
+    def next_event(self) -> Event | NeedData:
+        """The next event, in the order its bytes arrived, or ``NEED_DATA``.
+
+        Raises:
+            RemoteProtocolError: the peer broke HTTP/2; a GOAWAY is queued and
+                the connection is now in ERROR (later calls report
+                ``ConnectionClosed``).
+        """
+        while not self._events:
+            if self._state is _ConnectionState.ERROR:
+                return ConnectionClosed(self._closed_reason, error=self._closed_by_error)
+            frame = self._next_frame()
+            if frame is None:
+                if self._eof:
+                    self._fail("the peer closed the connection", error=False)
+                    continue
+                return NEED_DATA
+            try:
+                h2_events = self._h2.receive_data(frame)
+            except h2.exceptions.ProtocolError as error:
+                raise self._protocol_error(error) from None
+            for h2_event in h2_events:
+                self._handle(h2_event)
+            self._flush_all()
+        return self._events.popleft()
+
+    def _next_frame(self) -> bytes | None:
+        buffer = self._inbound
+        if self._preface_pending:
+            if len(buffer) < len(_PREFACE):
+                if not _PREFACE.startswith(bytes(buffer)):
+                    return self._give_all()  # h2 says what is wrong with it
+                return None
+            self._preface_pending = False
+            preface = bytes(buffer[: len(_PREFACE)])
+            del buffer[: len(_PREFACE)]
+            return preface
+        if len(buffer) < _FRAME_HEADER:
+            return None
+        # (24 bits: never above MAX_FRAME_SIZE, which is what this side advertises)
+        length = int.from_bytes(buffer[:3], "big")
+        end = _FRAME_HEADER + length
+        if len(buffer) < end:
+            return None
+        frame = bytes(buffer[:end]) if end < len(buffer) else bytes(buffer)
+        del buffer[:end]
+        return frame
+
+    def _give_all(self) -> bytes:
+        data = bytes(self._inbound)
+        self._inbound.clear()
+        return data
+
+    def _protocol_error(self, error: h2.exceptions.ProtocolError) -> RemoteProtocolError:
+        if isinstance(error, h2.exceptions.TooManyStreamsError):
+            why = (
+                f"it opened more than {self._max_concurrent_streams} streams at once "
+                "(--max-streams-per-connection)"
+            )
+        else:
+            why = str(error) or type(error).__name__
+        self._fail(f"the peer broke HTTP/2: {why}", error=True)
+        return RemoteProtocolError(why, StatusCode.UNAVAILABLE)
+
+    def _fail(self, reason: str, *, error: bool) -> None:
+        self._state = _ConnectionState.ERROR
+        self._closed_reason = reason
+        self._closed_by_error = error
+        self._sending.clear()
+        if not error:
+            self._events.append(ConnectionClosed(reason))
+
+    def _handle(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            self._request_received(event)
+        elif isinstance(event, h2.events.ResponseReceived):
+            self._response_received(event)
+        elif isinstance(event, h2.events.TrailersReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream.response_headers.update(event.headers)
+        elif isinstance(event, h2.events.DataReceived):
+            self._data_received(event)
+        elif isinstance(event, h2.events.StreamEnded):
+            self._stream_ended(event.stream_id)
+        elif isinstance(event, h2.events.StreamReset):
+            self._stream_reset(event)
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            why = f"the peer sent GOAWAY ({_error_name(event.error_code)})"
+            self._fail(why, error=False)
+
+    def _request_received(self, event: h2.events.RequestReceived) -> None:
+        headers = dict(event.headers)
+        stream_id = event.stream_id
+        path = headers.get(":path", "")
+        content_type = headers.get("content-type", "")
+        if not content_type.startswith("application/grpc"):
+            # As grpc-go: HTTP 415 so that plain HTTP clients see an error too.
+            return self._refuse(
+                stream_id,
+                path,
+                Status(
+                    StatusCode.INVALID_ARGUMENT,
+                    f"content-type {content_type!r} is not gRPC (application/grpc expected)",
+                ),
+                http_status=HTTP_UNSUPPORTED_MEDIA_TYPE,
+            )
+        encoding = headers.get("grpc-encoding", "identity")
+        if encoding != "identity":
+            # As gRPC specifies for an encoding the server does not support. Not
+            # offered at all: a small request could inflate past the size cap.
+            return self._refuse(
+                stream_id,
+                path,
+                Status(
+                    StatusCode.UNIMPLEMENTED,
+                    f"grpc-encoding {encoding!r} is not supported: send messages uncompressed",
+                ),
+            )
+        if event.stream_ended is not None:
+            return self._refuse(
+                stream_id, path, Status(StatusCode.INVALID_ARGUMENT, "the request has no message")
+            )
+        try:
+            service, method, timeout = _parse_request_headers(headers)
+        except ValueError as error:
+            return self._refuse(
+                stream_id,
+                path,
+                Status(StatusCode.INVALID_ARGUMENT, f"malformed gRPC request headers: {error}"),
+            )
+        too_large = (
+            "the request message is {length} bytes; at most {limit} bytes are accepted "
+            "(--max-request-size)"
+        )
+        self._streams[stream_id] = _Stream(
+            stream_id, _MessageReader(self._max_receive_message, too_large), path=path
+        )
+        metadata = tuple(
+            (name, value)
+            for name, value in event.headers
+            if not name.startswith((":", "grpc-")) and name not in ("content-type", "te")
+        )
+        self._events.append(RequestReceived(stream_id, service, method, timeout, metadata))
+
+    def _refuse(self, stream_id: int, path: str, status: Status, *, http_status: int = 200) -> None:
+        """Answer a request from its headers alone and stop reading it."""
+        self._h2.send_headers(
+            stream_id,
+            [
+                (":status", str(http_status)),
+                ("content-type", "application/grpc"),
+                *status.trailers(),
+            ],
+            end_stream=True,
+        )
+        self._stop_reading(stream_id)
+        self._events.append(RequestRefused(stream_id, path, status))
+
+    def _stop_reading(self, stream_id: int) -> None:
+        """Tell a client still sending on an answered stream to stop
+        (RST_STREAM NO_ERROR, as gRPC servers do); nothing if it had ended it."""
+        with contextlib.suppress(h2.exceptions.StreamClosedError):
+            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+
+    def _response_received(self, event: h2.events.ResponseReceived) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is None:
+            return
+        stream.response_headers.update(event.headers)
+        self._events.append(ResponseReceived(event.stream_id))
+
+    def _data_received(self, event: h2.events.DataReceived) -> None:
+        stream = self._streams.get(event.stream_id)
+        length = event.flow_controlled_length
+        if stream is None or stream.state in (StreamState.REJECTED, StreamState.CLOSED):
+            # Refused, rejected or reset: drop the data, give its credit back.
+            self._h2.acknowledge_received_data(length, event.stream_id)
+            return
+        try:
+            messages = stream.reader.feed(event.data, length)
+        except _MessageError as error:
+            self._reject(stream, error.status)
+            return
+        for message, credit in messages:
+            self._events.append(MessageReceived(stream.stream_id, message, credit))
+
+    def _reject(self, stream: _Stream, status: Status) -> None:
+        credit, stream.reader.credit = stream.reader.credit, 0
+        self._h2.acknowledge_received_data(credit, stream.stream_id)
+        if self._client:
+            # A response the client cannot take: end the call here, stop the server.
+            self._streams.pop(stream.stream_id, None)
+            self._sending.pop(stream.stream_id, None)
+            self._reset(stream.stream_id, h2.errors.ErrorCodes.CANCEL)
+            self._events.append(ResponseEnded(stream.stream_id, status))
+            return
+        stream.state = transition(stream.state, CallEvent.REJECT)
+        self._events.append(StreamRejected(stream.stream_id, status))
+
+    def _stream_ended(self, stream_id: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        if stream.state is StreamState.REJECTED:
+            return
+        missing = stream.reader.truncation()
+        if missing is not None:
+            what = "request" if not self._client else "response"
+            self._reject(
+                stream,
+                Status(
+                    StatusCode.INVALID_ARGUMENT, f"the {what} ended inside a message: {missing}"
+                ),
+            )
+            return
+        stream.state = transition(stream.state, CallEvent.REMOTE_END)
+        if not self._client:
+            self._events.append(RequestEnded(stream_id))
+            self._forget_if_closed(stream)
+            return
+        self._streams.pop(stream_id, None)
+        if self._sending.pop(stream_id, None) is not None or stream.end is None:
+            self._reset(stream_id, h2.errors.ErrorCodes.NO_ERROR)  # answered: stop sending
+        self._events.append(ResponseEnded(stream_id, _response_status(stream.response_headers)))
+
+    def _stream_reset(self, event: h2.events.StreamReset) -> None:
+        stream = self._streams.pop(event.stream_id, None)
+        self._sending.pop(event.stream_id, None)
+        if stream is None:
+            return
+        stream.state = transition(stream.state, CallEvent.RESET)
+        if self._client:
+            status = _reset_status(event.error_code)
+            self._events.append(ResponseEnded(event.stream_id, status))
+        else:
+            self._events.append(StreamReset(event.stream_id, int(event.error_code)))
+
+    def _forget_if_closed(self, stream: _Stream) -> None:
+        if stream.state is StreamState.CLOSED:
+            self._streams.pop(stream.stream_id, None)
+
+    def acknowledge(self, stream_id: int, flow_controlled_length: int) -> None:
+        """Give back the receive-window credit of a consumed message, so that
+        the peer may send more; a slow consumer holds back its own stream."""
+        if flow_controlled_length and self._state is _ConnectionState.OPEN:
+            self._h2.acknowledge_received_data(flow_controlled_length, stream_id)
+
+    # -------------------------------------------------------------- sending
+
+    def start_request(
+        self,
+        service: str,
+        method: str,
+        *,
+        timeout: float | None = None,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> int:
+        """(client) Open a call; returns its stream id.
+
+        Raises:
+            LocalProtocolError: RESOURCE_EXHAUSTED when the server's cap on
+                concurrent streams is reached; UNAVAILABLE when the connection is over.
+        """
+        self._check_open()
+        stream_id: int = self._h2.get_next_available_stream_id()
+        headers = [
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":path", f"/{service}/{method}"),
+            (":authority", self._authority),
+            ("te", "trailers"),
+            ("content-type", "application/grpc+proto"),
+            ("user-agent", "rund-trio"),
+        ]
+        if timeout is not None:
+            headers.append(("grpc-timeout", _format_timeout(timeout)))
+        headers.extend(metadata)
+        try:
+            self._h2.send_headers(stream_id, headers)
+        except h2.exceptions.TooManyStreamsError:
+            raise LocalProtocolError(
+                "this connection already has as many calls open as the daemon allows "
+                "(its --max-streams-per-connection); end one or open another connection",
+                StatusCode.RESOURCE_EXHAUSTED,
+            ) from None
+        too_large = "the response message is {length} bytes; at most {limit} bytes are accepted"
+        self._streams[stream_id] = _Stream(
+            stream_id,
+            _MessageReader(self._max_receive_message, too_large),
+            path=f"/{service}/{method}",
+            headers_sent=True,
+        )
+        return stream_id
+
+    def send_message(self, stream_id: int, message: bytes, *, framed: bool = False) -> None:
+        """Queue one message. ``framed``: ``message`` already carries its
+        5-byte gRPC prefix (it is then sent as it is, without a copy here).
+        Nothing if the stream is gone (reset, or its answer already went)."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.end is not None:
+            return
+        if not framed:
+            message = b"".join((b"\0", len(message).to_bytes(4, "big"), message))
+        if not stream.headers_sent:
+            self._send_response_headers(stream)
+        stream.outbound.append(message)
+        stream.pending += len(message)
+        self._sending[stream_id] = stream
+        self._flush(stream)
+
+    def send_status(self, stream_id: int, status: Status) -> None:
+        """(server) End the call with ``status``, after every message queued
+        before it. If the client is still sending, it is told to stop
+        (RST_STREAM NO_ERROR) once the status went. Nothing if the stream is gone."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.end is not None:
+            return
+        if not stream.headers_sent:
+            stream.headers_sent = True
+            stream.end = [
+                (":status", "200"),
+                ("content-type", "application/grpc"),
+                *status.trailers(),
+            ]
+        else:
+            stream.end = status.trailers()
+        self._sending[stream_id] = stream
+        self._flush(stream)
+
+    def end_request(self, stream_id: int) -> None:
+        """(client) The request is complete: END_STREAM after its last message."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.end is not None:
+            return
+        stream.end = _END_OF_REQUEST
+        self._sending[stream_id] = stream
+        self._flush(stream)
+
+    def reset_stream(self, stream_id: int, *, code: int = h2.errors.ErrorCodes.CANCEL) -> None:
+        """Abandon a call at once (RST_STREAM): what it still had queued is
+        dropped, and no event about it follows. Nothing if it is already over."""
+        self._streams.pop(stream_id, None)
+        self._sending.pop(stream_id, None)
+        self._reset(stream_id, code)
+
+    def _reset(self, stream_id: int, code: int) -> None:
+        if self._state is not _ConnectionState.OPEN:
+            return
+        with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
+            self._h2.reset_stream(stream_id, code)
+
+    def send_headers(self, stream_id: int) -> None:
+        """(server) Send the response headers now, before any message (a
+        streaming call's client may wait for them). Nothing if already sent."""
+        stream = self._streams.get(stream_id)
+        if stream is not None and not stream.headers_sent and stream.end is None:
+            self._send_response_headers(stream)
+
+    def _send_response_headers(self, stream: _Stream) -> None:
+        stream.headers_sent = True
+        self._h2.send_headers(
+            stream.stream_id, [(":status", "200"), ("content-type", "application/grpc")]
+        )
+
+    def pending(self, stream_id: int) -> int:
+        """Bytes queued on the stream that flow control has not yet let go
+        (0 once they are all in ``data_to_send``, or the stream is gone)."""
+        stream = self._sending.get(stream_id)
+        return 0 if stream is None else stream.pending
+
+    def is_open(self, stream_id: int) -> bool:
+        """Whether the call on ``stream_id`` is still known (not ended, reset or refused)."""
+        return stream_id in self._streams
+
+    def _flush_all(self) -> None:
+        for stream in list(self._sending.values()):
+            self._flush(stream)
+
+    def _flush(self, stream: _Stream) -> None:
+        """Give h2 what the stream's window allows, and its end after the last byte."""
+        if self._state is not _ConnectionState.OPEN:
+            return
+        h2c = self._h2
+        stream_id = stream.stream_id
+        outbound = stream.outbound
+        try:
+            while outbound:
+                window = min(h2c.local_flow_control_window(stream_id), h2c.max_outbound_frame_size)
+                if window <= 0:
+                    return
+                piece = outbound[0]
+                if len(piece) <= window:
+                    outbound.popleft()
+                    chunk = piece
+                else:
+                    view = memoryview(piece)
+                    chunk, outbound[0] = view[:window], view[window:]
+                last = not outbound and stream.end is _END_OF_REQUEST
+                h2c.send_data(stream_id, chunk, end_stream=last)
+                stream.pending -= len(chunk)
+                stream.end_sent = last
+            if stream.end is None:
+                del self._sending[stream_id]
+                return
+            if stream.end is not _END_OF_REQUEST:
+                h2c.send_headers(stream_id, stream.end, end_stream=True)
+                if stream.state is not StreamState.REMOTE_DONE:
+                    self._stop_reading(stream_id)
+            elif not stream.end_sent:
+                h2c.end_stream(stream_id)
+                stream.end_sent = True
+        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
+            pass  # reset meanwhile: nothing of it is sent any more
+        self._sending.pop(stream_id, None)
+        stream.state = transition(stream.state, CallEvent.LOCAL_END)
+        if stream.end is not _END_OF_REQUEST:
+            self._streams.pop(
+                stream_id, None
+            )  # answered: whatever else the client sends is dropped
+
+    def data_to_send(self) -> bytes:
+        """The bytes to write next, in order (``b""`` when there are none).
+        Once they are handed over they are the caller's to write."""
+        data: bytes = self._h2.data_to_send()
+        return data
+
+    def close(self, reason: str = "") -> None:
+        """Queue a GOAWAY (NO_ERROR): this side is done with the connection."""
+        if self._state is _ConnectionState.OPEN:
+            self._h2.close_connection()
+            self._fail(reason or "closed by this side", error=False)
+
+    def _check_open(self) -> None:
+        if self._state is not _ConnectionState.OPEN:
+            raise LocalProtocolError(
+                f"the connection is closed: {self._closed_reason}", StatusCode.UNAVAILABLE
+            )
+
+    @property
+    def closed_reason(self) -> str | None:
+        """Why the connection is over, or None while it is open."""
+        return None if self._state is _ConnectionState.OPEN else self._closed_reason
+
+    @property
+    def peer_max_concurrent_streams(self) -> int:
+        return int(self._h2.remote_settings.max_concurrent_streams)
+
+
+def _parse_request_headers(headers: dict[str, str]) -> tuple[str, str, float | None]:
+    """(service, method, timeout seconds) of a gRPC request; ValueError says what is wrong."""
+    if headers.get(":method") != "POST":
+        raise ValueError(f"method {headers.get(':method')!r} is not POST")
+    if headers.get(":scheme") not in ("http", "https"):
+        raise ValueError(f"scheme {headers.get(':scheme')!r} is neither http nor https")
+    path = headers.get(":path", "")
+    parts = path.split("/")
+    if len(parts) != 3 or parts[0] or not parts[1] or not parts[2]:
+        raise ValueError(f"path {path!r} is not /<service>/<method>")
+    if headers.get("te") != "trailers":
+        raise ValueError("te is not 'trailers' (an incompatible proxy?)")
+    timeout = headers.get("grpc-timeout")
+    return parts[1], parts[2], None if timeout is None else parse_timeout(timeout)
+
+
+def parse_timeout(text: str) -> float:
+    """grpc-timeout in seconds. Zero (or less than a nanosecond's unit) is a
+    deadline that has passed, never "no deadline"."""
+    match = _TIMEOUT.fullmatch(text)
+    if match is None:
+        raise ValueError(f"grpc-timeout {text!r} is not 1 to 8 digits and a unit (HMSmun)")
+    return int(match[1]) * _TIMEOUT_UNITS[match[2]]
+
+
+def _format_timeout(seconds: float) -> str:
+    """grpc-timeout for ``seconds``: the finest unit whose value fits in 8 digits."""
+    seconds = max(seconds, 0.0)
+    for unit, scale in (("n", 1e-9), ("u", 1e-6), ("m", 1e-3), ("S", 1.0), ("M", 60.0)):
+        value = int(seconds / scale + 0.5) if unit != "n" else int(seconds / scale)
+        if value < 10**8:
+            return f"{value}{unit}"
+    return f"{min(int(seconds / 3600) + 1, 10**8 - 1)}H"
+
+
+def _response_status(headers: dict[str, str]) -> Status:
+    if "grpc-status" in headers:
+        return Status.from_trailers(headers)
+    http = headers.get(":status", "")
+    if http and http != "200":
+        return Status(StatusCode.UNKNOWN, f"the daemon answered HTTP {http}, not gRPC")
+    return Status(StatusCode.UNKNOWN, "the call ended without a status")
+
+
+def _reset_status(error_code: int) -> Status:
+    name = _error_name(error_code)
+    if error_code == h2.errors.ErrorCodes.REFUSED_STREAM:
+        return Status(StatusCode.UNAVAILABLE, "the daemon refused the call (REFUSED_STREAM)")
+    if error_code in (h2.errors.ErrorCodes.CANCEL, h2.errors.ErrorCodes.NO_ERROR):
+        return Status(StatusCode.CANCELLED, f"the daemon cancelled the call ({name})")
+    return Status(StatusCode.INTERNAL, f"the daemon reset the call ({name})")
+
+
+def _error_name(error_code: int) -> str:
+    try:
+        return str(h2.errors.ErrorCodes(error_code).name)
+    except ValueError:
+        return f"error {error_code}"

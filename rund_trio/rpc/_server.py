@@ -1,0 +1,535 @@
+"""The server side on trio: ``GrpcServer`` serves purerpc ``Service``s over
+any trio byte stream, driving one ``GrpcConnection`` per connection.
+
+Per connection: a bounded TLS handshake (when the server has a TLS context),
+the peer's identity in a context variable every request task inherits, one
+reader task (the only caller of ``next_event``) and one writer task (the only
+caller of ``send_all``: cancelling a request never interrupts a write). Each
+request runs in its own task under its own cancel scope, cancelled when the
+client resets the stream, when the connection ends, or (with
+DEADLINE_EXCEEDED) when its grpc-timeout passes. A handler's next message
+goes out only once the previous ones reached the stream, so a slow reader
+holds back its own stream and nothing piles up in the daemon's memory.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import logging
+import math
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from google.protobuf.message import DecodeError, Message
+from purerpc import Cardinality, Service
+
+from rund_trio.errors import ConfigError, InvalidRequest
+from rund_trio.rpc._core import GrpcConnection, Role
+from rund_trio.rpc._errors import RemoteProtocolError
+from rund_trio.rpc._events import (
+    NEED_DATA,
+    ConnectionClosed,
+    MessageReceived,
+    RequestEnded,
+    RequestReceived,
+    RequestRefused,
+    StreamRejected,
+    StreamReset,
+)
+from rund_trio.rpc._status import Status, StatusCode
+from rund_trio.server.calls import CallRecord, HandshakeOutcome, NullObserver, Observer
+from rund_trio.tls.identity import Identity, identity_from_der
+from rund_trio.wire.job_log import FramedMessage
+
+__all__ = [
+    "MAX_REQUEST_SIZE_LIMIT",
+    "GrpcServer",
+    "PeerContext",
+    "TransportConfig",
+    "current_identity",
+    "current_peer",
+]
+
+log = logging.getLogger("rund_trio.rpc")
+
+MAX_REQUEST_SIZE_LIMIT = 2**30
+
+
+@dataclass(frozen=True)
+class PeerContext:
+    """Who is on the other end of a connection."""
+
+    address: str
+    """``host:port``, or a name for a stream that has no address."""
+    identity: Identity
+    certificate_sha256: str
+
+
+_peer: contextvars.ContextVar[PeerContext] = contextvars.ContextVar("rund_peer")
+
+
+def current_peer() -> PeerContext:
+    """The peer of the connection whose request this task serves."""
+    return _peer.get()
+
+
+def current_identity() -> Identity:
+    """The verified identity of the client whose request this task serves."""
+    return _peer.get().identity
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    handshake_timeout: float = 10.0
+    """Seconds a new connection has to complete its TLS handshake."""
+    max_request_size: int = 4 * 1024 * 1024
+    """Largest request message accepted, as in gRPC's default; checked from the
+    message's length prefix, before its body is buffered."""
+    max_streams_per_connection: int = 1024
+    """Requests one connection may have open at once (HTTP/2
+    SETTINGS_MAX_CONCURRENT_STREAMS); a client that opens more loses the
+    connection. Above the default cap on a client's Log streams."""
+
+    def __post_init__(self) -> None:
+        # Each stream's receive window is twice the largest message, and
+        # HTTP/2 windows end at 2**31 - 1.
+        if not 1 <= self.max_request_size < MAX_REQUEST_SIZE_LIMIT:
+            raise ConfigError(
+                f"--max-request-size must be between 1 byte and {MAX_REQUEST_SIZE_LIMIT - 1} "
+                f"bytes, not {self.max_request_size}"
+            )
+        if self.max_streams_per_connection < 1:
+            raise ConfigError(
+                "--max-streams-per-connection must be at least 1, "
+                f"not {self.max_streams_per_connection}"
+            )
+
+
+class _Rejected(Exception):
+    def __init__(self, status: Status) -> None:
+        self.status = status
+
+
+@dataclass
+class _Request:
+    event: RequestReceived
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    inbox: list[MessageReceived | StreamRejected | None] = field(default_factory=list)
+    arrived: trio.Event = field(default_factory=trio.Event)
+    first: Message | None = None
+
+
+class _Connection:
+    """One connection's core, stream and writer task."""
+
+    def __init__(self, core: GrpcConnection, stream: trio.abc.Stream) -> None:
+        self.core = core
+        self.stream = stream
+        self._queued = 0
+        self._written = 0
+        self._wake = trio.Event()
+        self._progress = trio.lowlevel.ParkingLot()
+        self.broken = False
+
+    def wake(self) -> None:
+        """Tell the writer that the core has (or may have) bytes to send."""
+        self._queued += 1
+        self._wake.set()
+        self._progress.unpark_all()
+
+    async def writer(self) -> None:
+        """Write what the core queues, in order, until cancelled or the stream breaks."""
+        try:
+            while True:
+                seen = self._queued
+                data = self.core.data_to_send()
+                if data:
+                    await self.stream.send_all(data)
+                    self._written = seen
+                    self._progress.unpark_all()
+                    continue
+                self._written = seen
+                self._progress.unpark_all()
+                self._wake = trio.Event()
+                if self._queued == seen:
+                    await self._wake.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            log.debug("a connection's stream broke while writing: %r", error)
+        finally:
+            self.broken = True
+            self._progress.unpark_all()
+
+    async def drained(self, stream_id: int) -> None:
+        """Return once everything queued on ``stream_id`` before the call
+        reached the stream (or the connection broke). Waits as long as the
+        peer's flow-control window or its reading holds it back.
+
+        **Cancellation:** safe; what was queued stays queued."""
+        while self.core.pending(stream_id) and not self.broken:
+            await self._progress.park()
+        target = self._queued
+        while self._written < target and not self.broken:
+            await self._progress.park()
+
+    async def flush(self) -> None:
+        """Return once everything queued reached the stream (or it broke)."""
+        target = self._queued
+        while self._written < target and not self.broken:
+            await self._progress.park()
+
+
+class GrpcServer:
+    """Serves purerpc ``Service``s (any of the four cardinalities, several
+    services at once) on listeners or streams the caller owns."""
+
+    def __init__(
+        self,
+        services: Sequence[Service],
+        ssl_context: ssl.SSLContext | None,
+        config: TransportConfig | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self._services = {service.name: service for service in services}
+        self._ssl_context = ssl_context
+        self._config = config or TransportConfig()
+        self._observer: Observer = observer or NullObserver()
+        self.connections = 0
+        """Connections currently open (for tests and diagnostics)."""
+        self.requests = 0
+        """Request tasks currently running (for tests and diagnostics)."""
+        self._counts_changed = trio.lowlevel.ParkingLot()
+
+    async def wait_until_idle(self) -> None:
+        """Return once no connection is open and no request task runs."""
+        while self.connections or self.requests:
+            await self._counts_changed.park()
+
+    async def wait_until_requests_change(self) -> None:
+        """Return at the next change of the connection or request counts."""
+        await self._counts_changed.park()
+
+    async def wait_for_requests(self, count: int) -> None:
+        """Return once at least ``count`` request tasks run at the same time."""
+        while self.requests < count:
+            await self._counts_changed.park()
+
+    async def serve_on(self, listener: trio.abc.Listener[Any]) -> None:
+        """Accept connections on ``listener`` and serve each in its own task.
+        Never returns unless cancelled; cancellation ends every connection and
+        request task. The caller owns (and closes) the listener."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as error:  # EMFILE and the like: wait, as trio's serve_listeners
+                    log.error("cannot accept a connection: %s", error)
+                    await trio.sleep(0.1)
+                    continue
+                nursery.start_soon(self.serve_connection, stream)
+
+    async def serve_connection(self, stream: trio.abc.Stream, peer: str | None = None) -> None:
+        """Serve one connection until the peer leaves or this is cancelled;
+        closes ``stream`` before returning, and every request task of the
+        connection has ended by then.
+
+        **Cancellation:** ends every request task of the connection."""
+        peer = peer or _peer_address(stream)
+        self.connections += 1
+        self._observer.connection_opened(peer)
+        try:
+            async with stream:
+                if self._ssl_context is None:
+                    context = PeerContext(peer, Identity(), "")
+                    await self._serve_grpc(stream, context)
+                    return
+                tls = await self._handshake(stream, peer)
+                if tls is None:
+                    return
+                der = tls.getpeercert(binary_form=True) or b""
+                context = PeerContext(peer, identity_from_der(der), hashlib.sha256(der).hexdigest())
+                async with tls:
+                    await self._serve_grpc(tls, context)
+        finally:
+            self.connections -= 1
+            self._counts_changed.unpark_all()
+            self._observer.connection_closed(peer)
+
+    async def _handshake(self, stream: trio.abc.Stream, peer: str) -> trio.SSLStream[Any] | None:
+        assert self._ssl_context is not None
+        tls = trio.SSLStream(stream, self._ssl_context, server_side=True)
+        outcome = HandshakeOutcome.REFUSED
+        try:
+            with trio.move_on_after(self._config.handshake_timeout):
+                await tls.do_handshake()
+                outcome = HandshakeOutcome.OK
+                return tls
+            outcome = HandshakeOutcome.TIMED_OUT
+            log.info("TLS handshake timed out")
+        except trio.BrokenResourceError as error:
+            # every failure here is the peer's: refuse and move on
+            log.info("TLS handshake failed: %s", _handshake_reason(error))
+        finally:
+            self._observer.handshake_finished(peer, outcome)
+        return None
+
+    async def _serve_grpc(self, stream: trio.abc.Stream, peer: PeerContext) -> None:
+        _peer.set(peer)
+        core = GrpcConnection(
+            Role.SERVER,
+            max_receive_message=self._config.max_request_size,
+            max_concurrent_streams=self._config.max_streams_per_connection,
+        )
+        connection = _Connection(core, stream)
+        requests: dict[int, _Request] = {}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.writer)
+            connection.wake()
+            try:
+                await self._read(connection, requests, nursery, peer)
+            finally:
+                # The client is gone: nobody will read what the handlers still have to say.
+                for request in requests.values():
+                    request.scope.cancel()
+            with trio.move_on_after(1.0):  # a GOAWAY, if one is queued
+                await connection.flush()
+            nursery.cancel_scope.cancel()
+
+    async def _read(
+        self,
+        connection: _Connection,
+        requests: dict[int, _Request],
+        nursery: trio.Nursery,
+        peer: PeerContext,
+    ) -> None:
+        """The connection's one reader: bytes in, events dispatched, until the
+        peer leaves or breaks HTTP/2."""
+        core = connection.core
+        while True:
+            try:
+                event = core.next_event()
+            except RemoteProtocolError as error:
+                log.info("closing a connection that broke HTTP/2: %s", error)
+                connection.wake()
+                return
+            if event is NEED_DATA:
+                connection.wake()
+                if connection.broken:
+                    return
+                try:
+                    data = await connection.stream.receive_some()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                core.receive_data(bytes(data))
+                continue
+            if isinstance(event, RequestReceived):
+                new = requests[event.stream_id] = _Request(event)
+                nursery.start_soon(self._run_request, connection, new, requests, peer)
+            elif isinstance(event, MessageReceived | StreamRejected):
+                request = requests.get(event.stream_id)
+                if request is not None:
+                    request.inbox.append(event)
+                    request.arrived.set()
+                elif isinstance(event, MessageReceived):
+                    core.acknowledge(event.stream_id, event.flow_controlled_length)
+            elif isinstance(event, RequestEnded):
+                request = requests.get(event.stream_id)
+                if request is not None:
+                    request.inbox.append(None)
+                    request.arrived.set()
+            elif isinstance(event, StreamReset):
+                request = requests.get(event.stream_id)
+                if request is not None:
+                    request.scope.cancel()
+            elif isinstance(event, RequestRefused):
+                self._observer.call_finished(
+                    CallRecord(
+                        method=event.path,
+                        peer=peer.address,
+                        identity=peer.identity,
+                        certificate_sha256=peer.certificate_sha256,
+                        request=None,
+                        code=event.status.code.name,
+                        message=event.status.message,
+                        started_at=time.time(),
+                        duration=0.0,
+                    )
+                )
+            elif isinstance(event, ConnectionClosed):
+                return
+
+    async def _run_request(
+        self,
+        connection: _Connection,
+        request: _Request,
+        requests: dict[int, _Request],
+        peer: PeerContext,
+    ) -> None:
+        event = request.event
+        started_at = time.time()
+        started = trio.current_time()
+        status = Status(StatusCode.CANCELLED, "the client cancelled the call")
+        self.requests += 1
+        self._counts_changed.unpark_all()
+        try:
+            with request.scope:
+                status = await self._dispatch(connection, request)
+                self._finish(connection, request, status, peer, started, started_at)
+                connection.core.send_status(event.stream_id, status)
+                connection.wake()
+        finally:
+            if request.scope.cancelled_caught:
+                self._finish(connection, request, status, peer, started, started_at)
+            requests.pop(event.stream_id, None)
+            self.requests -= 1
+            self._counts_changed.unpark_all()
+
+    def _finish(
+        self,
+        connection: _Connection,
+        request: _Request,
+        status: Status,
+        peer: PeerContext,
+        started: float,
+        started_at: float,
+    ) -> None:
+        self._observer.call_finished(
+            CallRecord(
+                method=request.event.path,
+                peer=peer.address,
+                identity=peer.identity,
+                certificate_sha256=peer.certificate_sha256,
+                request=request.first,
+                code=status.code.name,
+                message=status.message,
+                started_at=started_at,
+                duration=trio.current_time() - started,
+            )
+        )
+
+    async def _dispatch(self, connection: _Connection, request: _Request) -> Status:
+        """The status the call ends with, once its handler is done."""
+        event = request.event
+        service = self._services.get(event.service)
+        method = service.methods.get(event.method) if service else None
+        if method is None:
+            return Status(StatusCode.UNIMPLEMENTED, f"unknown method {event.path}")
+        deadline = math.inf if event.timeout is None else trio.current_time() + event.timeout
+        with trio.CancelScope(deadline=deadline) as deadline_scope:
+            try:
+                await self._call(connection, request, method.method_fn, method.signature)
+            except _Rejected as rejected:
+                return rejected.status
+            except Exception as error:
+                return _status_for(error)
+            return Status(StatusCode.OK)
+        assert deadline_scope.cancelled_caught
+        return Status(StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+
+    async def _call(
+        self,
+        connection: _Connection,
+        request: _Request,
+        method_fn: Callable[..., Any],
+        signature: Any,
+    ) -> None:
+        stream_id = request.event.stream_id
+        cardinality = signature.cardinality
+        if cardinality in (Cardinality.UNARY_UNARY, Cardinality.UNARY_STREAM):
+            argument: Any = await _single_message(connection, request, signature.request_type)
+        else:
+            argument = _messages(connection, request, signature.request_type)
+        if cardinality in (Cardinality.UNARY_UNARY, Cardinality.STREAM_UNARY):
+            response = await method_fn(argument, request=request.event)
+            await _send(connection, stream_id, response)
+            return
+        connection.core.send_headers(stream_id)  # a streaming client may wait for them
+        connection.wake()
+        responses = method_fn(argument, request=request.event)
+        try:
+            async for response in responses:
+                await _send(connection, stream_id, response)
+        finally:
+            await responses.aclose()
+
+
+async def _send(connection: _Connection, stream_id: int, response: Any) -> None:
+    """Queue one response and return once it reached the stream.
+
+    **Cancellation:** the message may be partly sent; the stream is then
+    reset or ended by the caller, so the peer never takes half a message as whole."""
+    if isinstance(response, FramedMessage):
+        connection.core.send_message(stream_id, response, framed=True)
+    else:
+        connection.core.send_message(stream_id, response.SerializeToString())
+    connection.wake()
+    await connection.drained(stream_id)
+
+
+async def _next_message(
+    connection: _Connection, request: _Request, message_type: Any
+) -> Message | None:
+    """The next request message, decoded, or None at the end of the request."""
+    while not request.inbox:
+        request.arrived = trio.Event()
+        await request.arrived.wait()
+    item = request.inbox.pop(0)
+    if item is None:
+        request.inbox.append(None)  # the end stays the end
+        return None
+    if isinstance(item, StreamRejected):
+        raise _Rejected(item.status)
+    connection.core.acknowledge(item.stream_id, item.flow_controlled_length)
+    connection.wake()
+    try:
+        message: Message = message_type.FromString(item.data)
+    except DecodeError:
+        raise InvalidRequest(
+            f"the request is not a valid {message_type.DESCRIPTOR.full_name} message"
+        ) from None
+    if request.first is None:
+        request.first = message
+    return message
+
+
+async def _single_message(connection: _Connection, request: _Request, message_type: Any) -> Any:
+    message = await _next_message(connection, request, message_type)
+    if message is None:
+        raise InvalidRequest("the request has no message")
+    return message
+
+
+async def _messages(
+    connection: _Connection, request: _Request, message_type: Any
+) -> AsyncIterator[Any]:
+    while (message := await _next_message(connection, request, message_type)) is not None:
+        yield message
+
+
+def _status_for(error: Exception) -> Status:
+    from rund_trio.server.status import status_for_exception  # the one class-to-code table
+
+    return status_for_exception(error)
+
+
+def _peer_address(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return type(stream).__name__
+    try:
+        address = sock.getpeername()
+    except OSError:
+        return "unknown"
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address) or "unix"
+
+
+def _handshake_reason(error: BaseException) -> str:
+    cause = error.__cause__ or error.__context__ or error
+    return str(cause) or type(cause).__name__

@@ -1,0 +1,74 @@
+"""gRPC status codes and the status a call ends with."""
+
+from __future__ import annotations
+
+import enum
+import urllib.parse
+from dataclasses import dataclass
+
+__all__ = ["Status", "StatusCode"]
+
+
+class StatusCode(enum.IntEnum):
+    """gRPC's status codes, by their wire numbers."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """How a call ended: its code and, for an error, a message for a person."""
+
+    code: StatusCode
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code is StatusCode.OK
+
+    def trailers(self) -> list[tuple[str, str]]:
+        """The ``grpc-status`` and ``grpc-message`` headers (percent-encoded, as gRPC says)."""
+        headers = [("grpc-status", str(int(self.code)))]
+        if self.message:
+            headers.append(("grpc-message", _percent_encode(self.message)))
+        return headers
+
+    @classmethod
+    def from_trailers(cls, headers: dict[str, str]) -> Status:
+        """The status in received trailers; UNKNOWN when ``grpc-status`` is
+        missing or not a code."""
+        raw = headers.get("grpc-status")
+        try:
+            code = StatusCode(int(raw)) if raw is not None else None
+        except ValueError:
+            code = None
+        message = urllib.parse.unquote(headers.get("grpc-message", ""))
+        if code is None:
+            return cls(
+                StatusCode.UNKNOWN, message or f"the daemon sent no valid grpc-status ({raw!r})"
+            )
+        return cls(code, message)
+
+
+def _percent_encode(text: str) -> str:
+    """grpc-message's encoding: printable ASCII but ``%`` as it is, any other byte ``%XX``."""
+    return "".join(
+        chr(byte) if 0x20 <= byte <= 0x7E and byte != 0x25 else f"%{byte:02X}"
+        for byte in text.encode("utf-8")
+    )

@@ -1,0 +1,111 @@
+"""TLS on the client, over any byte stream, through ``ssl.SSLObject`` and
+memory BIOs (the standard library's public API; no I/O library's internals).
+
+Each ``receive_some`` decrypts every record the bytes already received
+contain, one record-sized buffer at a time: ``SSLObject.read(n)`` allocates
+``n`` bytes before shrinking them, so asking for a whole message's size would
+cost an allocation of that size per 16 KiB record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from typing import Protocol
+
+import anyio
+
+__all__ = ["RECORD_SIZE", "ByteStream", "ClientTls"]
+
+RECORD_SIZE = 16 * 1024
+"""The largest TLS record's plaintext."""
+
+
+class ByteStream(Protocol):
+    """What the client needs from a transport (trio's stream shape)."""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ClientTls:
+    """A TLS client over ``transport``. ``handshake`` first; errors are
+    ``ssl.SSLError``s, and ``anyio.EndOfStream`` when the peer hangs up
+    during the handshake."""
+
+    def __init__(
+        self, transport: ByteStream, context: ssl.SSLContext, server_hostname: str | None
+    ) -> None:
+        self._transport = transport
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(
+            self._incoming, self._outgoing, server_hostname=server_hostname
+        )
+        self._send_lock = anyio.Lock()
+
+    async def handshake(self) -> None:
+        while True:
+            try:
+                self._ssl.do_handshake()
+            except ssl.SSLWantReadError:
+                await self._flush()
+                data = await self._transport.receive_some()
+                if not data:
+                    raise anyio.EndOfStream from None
+                self._incoming.write(data)
+                continue
+            except ssl.SSLError:
+                await self._flush_quietly()
+                raise
+            await self._flush()
+            return
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self._ssl.write(data)
+        await self._flush()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Every complete record at hand (at least one), or ``b""`` at the end."""
+        pieces: list[bytes] = []
+        while True:
+            try:
+                piece = self._ssl.read(RECORD_SIZE)
+            except ssl.SSLWantReadError:
+                if pieces:
+                    return b"".join(pieces)
+                if self._outgoing.pending:  # e.g. a TLS 1.3 key update answered
+                    await self._flush()
+                data = await self._transport.receive_some()
+                if not data:
+                    self._incoming.write_eof()
+                else:
+                    self._incoming.write(data)
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b"".join(pieces)
+            if not piece:
+                return b"".join(pieces)
+            pieces.append(piece)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(ssl.SSLError):
+            self._ssl.unwrap()
+        await self._flush_quietly()
+        await self._transport.aclose()
+
+    async def _flush(self) -> None:
+        async with self._send_lock:
+            data = self._outgoing.read()
+            if data:
+                await self._transport.send_all(data)
+
+    async def _flush_quietly(self) -> None:
+        try:
+            with anyio.move_on_after(1):
+                await self._flush()
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
