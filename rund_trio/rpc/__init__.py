@@ -8,7 +8,8 @@
   starts fast, while tests drive it under trio over memory streams.
 
 purerpc stays for what it is good at: service definitions and generated
-stubs. No module outside this package and the generated ``rund_trio.api``
+stubs; this package re-exports ``Service``, ``Servicer``, ``RPCSignature``
+and ``Cardinality`` for services written by hand. No module outside this package and the generated ``rund_trio.api``
 imports purerpc, h2 or hyperframe (tests/test_fence.py).
 """
 
@@ -45,8 +46,12 @@ from rund_trio.rpc._tls import ClientTls
 if TYPE_CHECKING:
     from rund_trio.rpc._server import (
         MAX_REQUEST_SIZE_LIMIT,
+        Cardinality,
         GrpcServer,
         PeerContext,
+        RPCSignature,
+        Service,
+        Servicer,
         TransportConfig,
         current_identity,
         current_peer,
@@ -55,6 +60,10 @@ if TYPE_CHECKING:
 _SERVER_NAMES = frozenset(
     {
         "MAX_REQUEST_SIZE_LIMIT",
+        "Cardinality",
+        "RPCSignature",
+        "Service",
+        "Servicer",
         "GrpcServer",
         "PeerContext",
         "TransportConfig",
@@ -65,7 +74,7 @@ _SERVER_NAMES = frozenset(
 
 
 def __getattr__(name: str) -> Any:
-    # The server side imports trio and purerpc: a client (the CLI, on asyncio)
+    # The server side (and purerpc's service definitions) import trio and purerpc: a client (the CLI, on asyncio)
     # does not pay for them.
     if name in _SERVER_NAMES:
         from rund_trio.rpc import _server
@@ -80,6 +89,7 @@ __all__ = [
     "NEED_DATA",
     "Call",
     "CallEvent",
+    "Cardinality",
     "Channel",
     "ClientTls",
     "ConnectionClosed",
@@ -91,6 +101,7 @@ __all__ = [
     "NeedData",
     "PeerContext",
     "ProtocolError",
+    "RPCSignature",
     "RemoteProtocolError",
     "RequestEnded",
     "RequestReceived",
@@ -98,6 +109,8 @@ __all__ = [
     "ResponseEnded",
     "ResponseReceived",
     "Role",
+    "Service",
+    "Servicer",
     "Status",
     "StatusCode",
     "StreamRejected",

@@ -257,9 +257,13 @@ class GrpcConnection:
     def _next_frame(self) -> bytes | None:
         buffer = self._inbound
         if self._preface_pending:
+            if not _PREFACE.startswith(bytes(buffer[: len(_PREFACE)])):
+                self._h2.close_connection(error_code=h2.errors.ErrorCodes.PROTOCOL_ERROR)
+                self._fail("the peer broke HTTP/2: no HTTP/2 preface", error=True)
+                raise RemoteProtocolError(
+                    "the client did not start with the HTTP/2 preface", StatusCode.UNAVAILABLE
+                )
             if len(buffer) < len(_PREFACE):
-                if not _PREFACE.startswith(bytes(buffer)):
-                    return self._give_all()  # h2 says what is wrong with it
                 return None
             self._preface_pending = False
             preface = bytes(buffer[: len(_PREFACE)])
@@ -275,11 +279,6 @@ class GrpcConnection:
         frame = bytes(buffer[:end]) if end < len(buffer) else bytes(buffer)
         del buffer[:end]
         return frame
-
-    def _give_all(self) -> bytes:
-        data = bytes(self._inbound)
-        self._inbound.clear()
-        return data
 
     def _protocol_error(self, error: h2.exceptions.ProtocolError) -> RemoteProtocolError:
         if isinstance(error, h2.exceptions.TooManyStreamsError):

@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 from google.protobuf.message import DecodeError, Message
-from purerpc import Cardinality, Service
+from purerpc import Cardinality, RPCSignature, Service, Servicer
 
 from rund_trio.errors import ConfigError, InvalidRequest
 from rund_trio.rpc._core import GrpcConnection, Role
@@ -48,8 +48,12 @@ from rund_trio.wire.job_log import FramedMessage
 
 __all__ = [
     "MAX_REQUEST_SIZE_LIMIT",
+    "Cardinality",
     "GrpcServer",
     "PeerContext",
+    "RPCSignature",
+    "Service",
+    "Servicer",
     "TransportConfig",
     "current_identity",
     "current_peer",
