@@ -9,8 +9,9 @@
 
 purerpc stays for what it is good at: service definitions and generated
 stubs; this package re-exports ``Service``, ``Servicer``, ``RPCSignature``
-and ``Cardinality`` for services written by hand. No module outside this package and the generated ``rund_trio.api``
-imports purerpc, h2 or hyperframe (tests/test_fence.py).
+and ``Cardinality`` for services written by hand. No module outside this
+package and the generated ``rund_trio.api`` imports purerpc, h2 or
+hyperframe (tests/test_fence.py).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -74,8 +75,8 @@ _SERVER_NAMES = frozenset(
 
 
 def __getattr__(name: str) -> Any:
-    # The server side (and purerpc's service definitions) import trio and purerpc: a client (the CLI, on asyncio)
-    # does not pay for them.
+    # The server side (and purerpc's service definitions) import trio and
+    # purerpc: a client (the CLI, on asyncio) does not pay for them.
     if name in _SERVER_NAMES:
         from rund_trio.rpc import _server
 

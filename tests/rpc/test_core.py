@@ -178,6 +178,7 @@ def test_a_request_naming_a_compression_is_refused_from_its_headers() -> None:
     _, seen = exchange(client, server)
     [refused] = seen
     assert isinstance(refused, RequestRefused)
+    assert (refused.stream_id, refused.path) == (stream_id, "/pkg.Svc/Put")
     assert refused.status.code is StatusCode.UNIMPLEMENTED
     answers, _ = exchange(client, server)
     assert answers == []  # (it went with the first exchange)
