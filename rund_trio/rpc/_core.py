@@ -705,7 +705,7 @@ def _format_timeout(seconds: float) -> str:
     """grpc-timeout for ``seconds``: the finest unit whose value fits in 8 digits."""
     seconds = max(seconds, 0.0)
     for unit, scale in (("n", 1e-9), ("u", 1e-6), ("m", 1e-3), ("S", 1.0), ("M", 60.0)):
-        value = int(seconds / scale + 0.5) if unit != "n" else int(seconds / scale)
+        value = round(seconds / scale)
         if value < 10**8:
             return f"{value}{unit}"
     return f"{min(int(seconds / 3600) + 1, 10**8 - 1)}H"
