@@ -123,6 +123,10 @@ def run_action(args: argparse.Namespace) -> int:
     if getattr(args, "command", None):
         check_text_command(args.command)
     ssl_context = tls_files(args).client_context()
+    # What the first signal does instead of ending the command (``run``: stop
+    # the job). One receiver for the whole command: on asyncio a nested one
+    # takes the signals from this one, and a second Ctrl-C was swallowed.
+    args.first_signal = []
 
     async def main() -> int:
         results: list[int] = []
@@ -140,6 +144,9 @@ def run_action(args: argparse.Namespace) -> int:
 
                 tasks.start_soon(act)
                 async for signum in signals:
+                    if args.first_signal:
+                        tasks.start_soon(args.first_signal.pop())
+                        continue
                     results.append(128 + signum)
                     tasks.cancel_scope.cancel()
                     break
@@ -248,29 +255,20 @@ def exit_code_of(status: pb.JobStatus) -> int:
 
 
 async def _run(client: RundClient, args: argparse.Namespace) -> int:
-    import signal
-
-    import anyio
+    from functools import partial
 
     from rund_trio.errors import RpcError
 
     job_id = await client.start(_start_request(args))
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with anyio.create_task_group() as tasks:
-
-            async def stop_on_signal() -> None:
-                async for _ in signals:
-                    await client.stop(job_id)
-                    return
-
-            tasks.start_soon(stop_on_signal)
-            try:
-                await _copy_log(client, job_id)
-            except RpcError as error:
-                if error.code != "RESOURCE_EXHAUSTED":
-                    raise
-                # Output beyond a cap was dropped: say so, but the job's own
-                # exit code is still what the caller of `run` wants.
-                print(f"rund-trio: warning: {error.message}", file=sys.stderr)
-            tasks.cancel_scope.cancel()
+    args.first_signal.append(partial(client.stop, job_id))  # a second one ends `run` at once
+    try:
+        await _copy_log(client, job_id)
+    except RpcError as error:
+        if error.code != "RESOURCE_EXHAUSTED":
+            raise
+        # Output beyond a cap was dropped: say so, but the job's own
+        # exit code is still what the caller of `run` wants.
+        print(f"rund-trio: warning: {error.message}", file=sys.stderr)
+    finally:
+        args.first_signal.clear()
     return exit_code_of(await client.status(job_id))
