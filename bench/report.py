@@ -39,6 +39,7 @@ FLOOR_NAMES = {
     "pipe_mb_s": "local pipe",
     "ssh_true_ms": "ssh true",
     "ssh_mb_s": "ssh stream",
+    "grpc_aio_status_rate": "grpc.aio",
 }
 
 
@@ -171,11 +172,28 @@ class Report:
             lat.rate,
             "RPC/s",
             better="higher",
-            target=3000,
+            target_ratio=1.0,
+            counterpart="grpc_aio_status_rate",
             note=f"n={s['n']} in {lat.elapsed_s:.1f} s, {cpu_note(info)}",
         )
         self.add("status.p50", "status", "Status p50", s.get("p50"), "ms")
         self.add("status.p99", "status", "Status p99", s.get("p99"), "ms", target=10)
+
+    def grpc_aio_status(self, lat: Latencies, info: dict[str, float], clients: int) -> None:
+        from bench.run import cpu_note
+
+        s = summary(lat.samples_ms)
+        self.raw["grpc_aio_status"] = {**s, "rate_per_s": lat.rate, "errors": lat.errors, **info}
+        self.floor["grpc_aio_status_rate"] = lat.rate
+        self.add(
+            "grpc_aio.status.rate",
+            "grpc.aio",
+            f"grpc.aio Status RPC/s, {clients} clients (same client, same mTLS)",
+            lat.rate,
+            "RPC/s",
+            better="higher",
+            note=f"n={s['n']} in {lat.elapsed_s:.1f} s, errors={lat.errors}, {cpu_note(info)}",
+        )
 
     def log_rows(self, st: Stream, info: dict[str, float], size: str, replay: bool = False) -> None:
         from bench.run import cpu_note
@@ -424,7 +442,8 @@ class Report:
             if r.target is None:
                 target = ""
             elif r.target_ratio is not None:
-                target = f"<= {fmt(r.target, r.unit)} ({r.target_ratio}x)"
+                sign = "<=" if r.better == "lower" else ">="
+                target = f"{sign} {fmt(r.target, r.unit)} ({r.target_ratio}x)"
             else:
                 target = ("<= " if r.better == "lower" else ">= ") + fmt(r.target, r.unit)
             counterpart = (
@@ -554,6 +573,7 @@ def _unit(row: Row) -> str:
         "pipe_mb_s": "MB/s",
         "ssh_true_ms": "ms",
         "ssh_mb_s": "MB/s",
+        "grpc_aio_status_rate": "RPC/s",
     }.get(row.counterpart or "", row.unit)
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import trio
 
-from bench import baselines, not_found, rund_load
+from bench import baselines, grpc_aio, not_found, rund_load
 from bench.daemon import Daemon, Pki, clean_env, rund_executable, spawn_daemon
 from bench.report import Report
 from bench.stats import median
@@ -188,6 +188,26 @@ class Profiler:
             self.files[name] = path
 
 
+def bench_grpc_aio_status(report: Report, work: Path, sz: Sizes) -> None:
+    """Status on a minimal grpc.aio server, loaded as the daemon's Status was
+    (same client, connections and counts): the counterpart of its row."""
+    counterpart = grpc_aio.spawn(grpc_aio.make_pki(work / "tls-p384"))
+    try:
+        st, info = run_async(
+            counterpart,
+            rund_load.statuses,
+            counterpart.addr,
+            Pki(work / "tls-p384").client_context(),
+            ["01ARZ3NDEKTSV4RRFFQ69G5FAV"],
+            clients=sz.clients,
+            count=sz.status_count,
+            max_seconds=sz.status_seconds,
+        )
+    finally:
+        counterpart.stop()
+    report.grpc_aio_status(st, info, sz.clients)
+
+
 def bench_default(report: Report, pki: Pki, work: Path, sz: Sizes, prof: Profiler) -> None:
     ctx = pki.client_context()
     daemon = spawn_daemon("default", pki, work)
@@ -243,6 +263,7 @@ def bench_default(report: Report, pki: Pki, work: Path, sz: Sizes, prof: Profile
             )
         report.status_rows(st, info, sz.clients)
         run_async(None, rund_load.stop_all, addr, ctx, job.job_ids)
+        bench_grpc_aio_status(report, work, sz)
 
         # Log throughput
         with prof.record("log1", daemon):
