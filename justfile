@@ -16,7 +16,8 @@ setup:
     # strict: a static link tree in build/, no import hook. The default editable
     # mode's hook costs every rund-trio process ~50 ms of start-up (measured);
     # a file added to the package needs `just setup` again (every recipe runs it).
-    {{python}} -m pip install -q --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=strict
+    # constraints.txt pins every dependency (`just lock` refreshes it)
+    {{python}} -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' --config-settings editable_mode=strict
     test -f tls/ca.pem || {{venv}}/bin/rund-trio certs --out tls
     # busybox-static: the root filesystems of the isolation tests
     test -x /bin/busybox || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null) || echo "warning: busybox-static could not be installed: the root filesystem tests will skip" >&2
@@ -44,12 +45,25 @@ test-kernel *ARGS: setup
 
 # benchmarks against a real daemon and OpenSSH on loopback, into bench/results/ (--quick: ~2 min)
 bench *ARGS: setup
-    {{python}} -m pip install -q --disable-pip-version-check -e '.[bench]' --config-settings editable_mode=strict
+    {{python}} -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[bench]' --config-settings editable_mode=strict
     {{python}} -m bench {{ARGS}}
 
 # the load test: 50 clients on a real daemon for 3 minutes (--duration SECONDS, --clients N, --help)
 load *ARGS: setup
     {{python}} -m loadtest {{ARGS}}
+
+# re-pin every dependency: resolve pyproject.toml's ranges in a fresh virtualenv into constraints.txt
+lock:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    fresh=$(mktemp -d)
+    trap 'rm -rf "$fresh"' EXIT
+    python3 -m venv "$fresh"
+    "$fresh/bin/pip" install -q --disable-pip-version-check '.[dev,bench]' rust-just
+    { echo "# Every runtime, test and bench dependency, pinned: installed by \`just setup\` (pip -c)."
+      echo "# Refresh with \`just lock\` (a fresh virtualenv, then pip freeze); commit the result."
+      "$fresh/bin/pip" freeze --exclude rund-trio; } > constraints.txt
+    echo "wrote constraints.txt"
 
 # ruff and mypy
 lint: setup

@@ -21,9 +21,12 @@ from rund_trio.api import rund_pb2 as pb
 
 
 def _answer() -> pb.JobStatus:
-    status = pb.JobStatus(ulid="01ARZ3NDEKTSV4RRFFQ69G5FAV", state=pb.JOB_STATE_RUNNING)
+    status = pb.JobStatus(
+        state=pb.JOB_STATE_RUNNING, name="sleep", args=["600"], pid=12345, memory_current=4_000_000
+    )
     status.started_at.FromSeconds(1_700_000_000)
-    status.usage.memory_current.value = 4_000_000
+    status.user_time.FromMilliseconds(3)
+    status.system_time.FromMilliseconds(2)
     return status
 
 
@@ -62,7 +65,8 @@ async def serve(port: int, pki: Path) -> None:
 
 
 def make_pki(out: Path) -> Path:
-    """A PKI like the bench's, with a P-384 server key."""
+    """A PKI like the bench's, with P-384 keys for the server and the client:
+    BoringSSL offers no P-521 signatures, so grpcio cannot use the bench's."""
     subprocess.run(
         [
             rund_executable(),
@@ -79,7 +83,45 @@ def make_pki(out: Path) -> Path:
         env=clean_env(),
         timeout=60,
     )
+    _reissue_on_p384(out / f"{CLIENT}.pem", out / f"{CLIENT}-key.pem", out)
     return out
+
+
+def _reissue_on_p384(cert_path: Path, key_path: Path, pki: Path) -> None:
+    """The same client certificate (names, extensions, validity) on a new P-384 key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca = x509.load_pem_x509_certificate((pki / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca-key.pem").read_bytes(), None)
+    old = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    key = ec.generate_private_key(ec.SECP384R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(old.not_valid_before_utc)
+        .not_valid_after(old.not_valid_after_utc)
+    )
+    for extension in old.extensions:
+        if isinstance(extension.value, x509.SubjectKeyIdentifier):
+            builder = builder.add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False
+            )
+        else:
+            builder = builder.add_extension(extension.value, extension.critical)
+    certificate = builder.sign(ca_key, hashes.SHA512())  # type: ignore[arg-type]
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 def spawn(pki: Path) -> Daemon:

@@ -10,6 +10,7 @@ Phases, in order (each bounded in count and time, loopback only):
   scale    a fresh default daemon: RSS per finished job, then N `sleep 600`
            running at once: RSS per running job, Status p99, a Log answering
   not-found  (only with --only) NOT_FOUND p50/p99, another client's job vs none
+  status   (only with --only) the Status rows of `default` alone, with the grpc.aio counterpart
 """
 
 from __future__ import annotations
@@ -188,6 +189,39 @@ class Profiler:
             self.files[name] = path
 
 
+def bench_status_rows(
+    report: Report, daemon: Daemon, ctx: Any, work: Path, sz: Sizes, prof: Profiler
+) -> None:
+    """Status throughput against a running job, then its grpc.aio counterpart."""
+    addr = daemon.addr
+    # Status throughput against a running job
+    job, _ = run_async(
+        None,
+        rund_load.start_jobs,
+        addr,
+        ctx,
+        ("sleep", "600"),
+        clients=1,
+        count=0,
+        max_seconds=10,
+        warmup=1,
+    )
+    with prof.record("status", daemon):
+        st, info = run_async(
+            daemon,
+            rund_load.statuses,
+            addr,
+            ctx,
+            job.job_ids,
+            clients=sz.clients,
+            count=sz.status_count,
+            max_seconds=sz.status_seconds,
+        )
+    report.status_rows(st, info, sz.clients)
+    run_async(None, rund_load.stop_all, addr, ctx, job.job_ids)
+    bench_grpc_aio_status(report, work, sz)
+
+
 def bench_grpc_aio_status(report: Report, work: Path, sz: Sizes) -> None:
     """Status on a minimal grpc.aio server, loaded as the daemon's Status was
     (same client, connections and counts): the counterpart of its row."""
@@ -206,6 +240,14 @@ def bench_grpc_aio_status(report: Report, work: Path, sz: Sizes) -> None:
     finally:
         counterpart.stop()
     report.grpc_aio_status(st, info, sz.clients)
+
+
+def bench_status(report: Report, pki: Pki, work: Path, sz: Sizes, prof: Profiler) -> None:
+    daemon = spawn_daemon("status", pki, work)
+    try:
+        bench_status_rows(report, daemon, pki.client_context(), work, sz, prof)
+    finally:
+        report.daemon_exit("status", daemon.stop())
 
 
 def bench_default(report: Report, pki: Pki, work: Path, sz: Sizes, prof: Profiler) -> None:
@@ -238,32 +280,7 @@ def bench_default(report: Report, pki: Pki, work: Path, sz: Sizes, prof: Profile
         )
         report.start_rows("default", f"{sz.clients} clients", conc, info)
 
-        # Status throughput against a running job
-        job, _ = run_async(
-            None,
-            rund_load.start_jobs,
-            addr,
-            ctx,
-            ("sleep", "600"),
-            clients=1,
-            count=0,
-            max_seconds=10,
-            warmup=1,
-        )
-        with prof.record("status", daemon):
-            st, info = run_async(
-                daemon,
-                rund_load.statuses,
-                addr,
-                ctx,
-                job.job_ids,
-                clients=sz.clients,
-                count=sz.status_count,
-                max_seconds=sz.status_seconds,
-            )
-        report.status_rows(st, info, sz.clients)
-        run_async(None, rund_load.stop_all, addr, ctx, job.job_ids)
-        bench_grpc_aio_status(report, work, sz)
+        bench_status_rows(report, daemon, ctx, work, sz, prof)
 
         # Log throughput
         with prof.record("log1", daemon):
@@ -486,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["floor", "ssh", "default", "plain", "scale", "not-found"],
+        choices=["floor", "ssh", "default", "plain", "scale", "not-found", "status"],
         help="run only these phases (repeatable; default: all but not-found)",
     )
     parser.add_argument(
@@ -528,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
             "default": lambda: bench_default(report, pki, work, sz, prof),
             "plain": lambda: bench_plain(report, pki, work, sz),
             "scale": lambda: bench_scale(report, pki, work, sz, prof),
+            "status": lambda: bench_status(report, pki, work, sz, prof),
             "not-found": lambda: not_found.bench_not_found(
                 report, pki, work, sz.status_count, sz.status_seconds
             ),

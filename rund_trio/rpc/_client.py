@@ -148,6 +148,13 @@ class Call(Generic[T]):
         channel.wake()
         await channel.drained(self.stream_id)
 
+    def send_last(self, message: Any) -> None:
+        """Queue the request's last message and its end (never suspends): for
+        a single request, so that it goes out in one write with its headers."""
+        if not self.done:
+            self._channel.core.send_message(self.stream_id, message.SerializeToString())
+        self.end()
+
     def end(self) -> None:
         """The request is complete (queued; never suspends)."""
         self._channel.core.end_request(self.stream_id)
@@ -202,8 +209,10 @@ class Channel:
         decode: Callable[[bytes], T],
         *,
         timeout: float | None = None,
+        wake: bool = True,
     ) -> Call[T]:
-        """Open a call (never suspends).
+        """Open a call (never suspends). ``wake=False``: its headers wait for
+        the next thing sent on it, to go out in the same write.
 
         Raises:
             ConnectionFailed: the connection is over.
@@ -218,7 +227,8 @@ class Channel:
                 raise ResourceExhausted(str(error)) from None
             raise ConnectionFailed(f"connection lost: {error}") from None
         call = self._calls[stream_id] = Call(self, stream_id, decode)
-        self.wake()
+        if wake:
+            self.wake()
         return call
 
     def forget(self, stream_id: int) -> None:
@@ -234,10 +244,9 @@ class Channel:
         timeout: float | None = None,
     ) -> T:
         """One request, one response."""
-        call = self.start(service, method, decode, timeout=timeout)
+        call = self.start(service, method, decode, timeout=timeout, wake=False)
         try:
-            await call.send(request)
-            call.end()
+            call.send_last(request)  # headers, message and end in one write
             response = await call.receive()
             if response is None:
                 raise RpcError("INTERNAL", "the daemon answered OK without a message")
@@ -258,10 +267,9 @@ class Channel:
     ) -> AsyncGenerator[T, None]:
         """One request, then responses until the call ends; closing the
         iterator early resets the call."""
-        call = self.start(service, method, decode, timeout=timeout)
+        call = self.start(service, method, decode, timeout=timeout, wake=False)
         try:
-            await call.send(request)
-            call.end()
+            call.send_last(request)
             while (response := await call.receive()) is not None:
                 yield response
         finally:

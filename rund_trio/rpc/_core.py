@@ -190,7 +190,14 @@ class GrpcConnection:
         self._max_receive_message = max_receive_message
         self._max_concurrent_streams = max_concurrent_streams
         self._h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=self._client, header_encoding="utf-8")
+            h2.config.H2Configuration(
+                client_side=self._client,
+                header_encoding="utf-8",
+                # What this side sends is built here, well-formed; what it
+                # receives is still validated.
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
         )
         self._h2.local_settings = h2.settings.Settings(
             client=self._client,

@@ -449,7 +449,8 @@ class GrpcServer:
             argument = _messages(connection, request, signature.request_type)
         if cardinality in (Cardinality.UNARY_UNARY, Cardinality.STREAM_UNARY):
             response = await method_fn(argument, request=request.event)
-            await _send(connection, stream_id, response)
+            # Queued with the status that follows: one write for the whole answer.
+            connection.core.send_message(stream_id, response.SerializeToString())
             return
         connection.core.send_headers(stream_id)  # a streaming client may wait for them
         connection.wake()
