@@ -35,6 +35,7 @@ from rund_trio.rpc._events import (
 )
 from rund_trio.rpc._status import Status, StatusCode
 from rund_trio.rpc._tls import ByteStream, ClientTls
+from rund_trio.rpc._tls import io_errors as _io_errors
 
 __all__ = [
     "Call",
@@ -53,20 +54,13 @@ REFUSED_AT_ONCE = (
     "client's certificate: check --cert and --key against the daemon's --ca)"
 )
 
-_IO_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,  # ssl.SSLError included
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-)
-
 
 @contextmanager
 def map_exceptions(what: str) -> Iterator[None]:
     """The one table from I/O errors to ``ConnectionFailed``: "``what``: reason"."""
     try:
         yield
-    except _IO_ERRORS as error:
+    except _io_errors() as error:
         raise ConnectionFailed(f"{what}: {describe_connection_error(error)}") from error
 
 
@@ -310,7 +304,7 @@ class Channel:
                 self._wake = anyio.Event()
                 if self._queued == seen:
                     await self._wake.wait()
-        except _IO_ERRORS as error:
+        except _io_errors() as error:
             self._end(describe_connection_error(error))
 
     async def _reader(self) -> None:
@@ -342,7 +336,7 @@ class Channel:
                         reason = REFUSED_AT_ONCE
                     self._end(reason)
                     return
-        except _IO_ERRORS as error:
+        except _io_errors() as error:
             self._end(describe_connection_error(error))
 
     def _end(self, reason: str) -> None:
@@ -387,7 +381,7 @@ async def open_stream_channel(transport: ByteStream) -> AsyncIterator[Channel]:
         raise sole_exception(group) from None
     finally:
         with anyio.CancelScope(shield=True):
-            with suppress(*_IO_ERRORS):
+            with suppress(*_io_errors()):
                 await transport.aclose()
 
 
@@ -419,7 +413,7 @@ async def open_channel(
         ) from None
     except BaseException as error:
         await _close_quietly(tls)
-        if isinstance(error, _IO_ERRORS):
+        if isinstance(error, _io_errors()):
             raise ConnectionFailed(
                 f"cannot connect to {addr}: {describe_connection_error(error)} "
                 "(the daemon accepts TLS 1.3 clients with a certificate from its CA)"
@@ -431,5 +425,5 @@ async def open_channel(
 
 async def _close_quietly(tls: ClientTls) -> None:
     with anyio.CancelScope(shield=True):
-        with suppress(*_IO_ERRORS):
+        with suppress(*_io_errors()):
             await tls.aclose()

@@ -4,6 +4,7 @@ the observer is told."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -12,18 +13,23 @@ import pytest
 import trio
 import trio.testing
 from google.protobuf.wrappers_pb2 import StringValue
+from trio.testing import MockClock
 
-from rund_trio.errors import InvalidRequest, RpcError
+from rund_trio.errors import ConnectionFailed, InvalidRequest, RpcError
 from rund_trio.rpc import (
     Cardinality,
     Channel,
     GrpcServer,
     RPCSignature,
     Service,
+    TransportConfig,
     current_peer,
+    open_channel,
     open_stream_channel,
 )
 from rund_trio.server.calls import CallRecord, HandshakeOutcome
+from rund_trio.tls.identity import Identity
+from tests.conftest import Pki
 
 
 def text(value: str) -> StringValue:
@@ -197,3 +203,58 @@ async def test_the_observer_sees_a_cancelled_call_as_cancelled() -> None:
                 await server.wait_until_requests_change()
     [record] = recorder.calls
     assert (record.method, record.code) == ("/test.Echo/ReverseEach", "CANCELLED")
+
+
+async def serve_tls(
+    nursery: trio.Nursery, pki: Pki, recorder: Recorder, handshake_timeout: float = 10.0
+) -> trio.abc.Stream:
+    """A TLS server on one memory connection; the client's end of it."""
+    server = GrpcServer(
+        [echo_service()],
+        pki.server_tls().server_context(),
+        TransportConfig(handshake_timeout=handshake_timeout),
+        observer=recorder,
+    )
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    nursery.start_soon(server.serve_connection, server_stream, "memory:2")
+    return client_stream
+
+
+async def test_the_observer_hears_of_a_completed_handshake(nursery: trio.Nursery, pki: Pki) -> None:
+    recorder = Recorder()
+    stream = await serve_tls(nursery, pki, recorder)
+    context = pki.client_tls("alice").client_context()
+    async with open_channel("localhost", 1, context, transport=stream) as channel:
+        assert await channel.unary_unary("test.Echo", "Upper", text("a"), decode) == "A"
+    [record] = recorder.calls
+    assert record.identity.shares_san_with(Identity.of("DNS:alice"))
+    assert len(record.certificate_sha256) == 64
+    assert recorder.seen[:2] == [("opened", "memory:2"), ("handshake", HandshakeOutcome.OK)]
+
+
+async def test_the_observer_hears_of_a_handshake_timed_out_at_exactly_its_timeout(
+    autojump_clock: MockClock, nursery: trio.Nursery, pki: Pki
+) -> None:
+    recorder = Recorder()
+    stream = await serve_tls(nursery, pki, recorder, handshake_timeout=2.5)
+    began = trio.current_time()
+    assert await stream.receive_some() == b""
+    assert trio.current_time() == began + 2.5
+    await trio.testing.wait_all_tasks_blocked()
+    assert recorder.seen == [
+        ("opened", "memory:2"),
+        ("handshake", HandshakeOutcome.TIMED_OUT),
+        ("closed", "memory:2"),
+    ]
+
+
+async def test_the_observer_hears_of_a_refused_handshake(nursery: trio.Nursery, pki: Pki) -> None:
+    recorder = Recorder()
+    stream = await serve_tls(nursery, pki, recorder)
+    without_certificate = ssl.create_default_context(cafile=str(pki.files.ca.cert))
+    without_certificate.minimum_version = ssl.TLSVersion.TLSv1_3
+    with pytest.raises(ConnectionFailed):
+        async with open_channel("localhost", 1, without_certificate, transport=stream) as channel:
+            await channel.unary_unary("test.Echo", "Upper", text("a"), decode)
+    await trio.testing.wait_all_tasks_blocked()
+    assert ("handshake", HandshakeOutcome.REFUSED) in recorder.seen
