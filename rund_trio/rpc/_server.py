@@ -139,6 +139,8 @@ class _Connection:
         self._wake = trio.Event()
         self._progress = trio.lowlevel.ParkingLot()
         self.broken = False
+        self.on_broken: Callable[[], object] = lambda: None
+        """Called once the stream broke while writing (the connection is over)."""
 
     def wake(self) -> None:
         """Tell the writer that the core has (or may have) bytes to send."""
@@ -164,6 +166,7 @@ class _Connection:
                     await self._wake.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
             log.debug("a connection's stream broke while writing: %r", error)
+            self.on_broken()
         finally:
             self.broken = True
             self._progress.unpark_all()
@@ -256,8 +259,12 @@ class GrpcServer:
                     return
                 der = tls.getpeercert(binary_form=True) or b""
                 context = PeerContext(peer, identity_from_der(der), hashlib.sha256(der).hexdigest())
-                async with tls:
+                try:
                     await self._serve_grpc(tls, context)
+                finally:
+                    # close_notify, unless the peer does not read: closed anyway
+                    with trio.move_on_after(1.0):
+                        await tls.aclose()
         finally:
             self.connections -= 1
             self._counts_changed.unpark_all()
@@ -291,6 +298,7 @@ class GrpcServer:
         connection = _Connection(core, stream)
         requests: dict[int, _Request] = {}
         async with trio.open_nursery() as nursery:
+            connection.on_broken = nursery.cancel_scope.cancel
             nursery.start_soon(connection.writer)
             connection.wake()
             try:
