@@ -237,7 +237,10 @@ class Channel:
         *,
         timeout: float | None = None,
     ) -> T:
-        """One request, one response."""
+        """One request, one response.
+
+        **Cancellation:** the call is reset (RST_STREAM); the daemon ends its
+        side at once and the connection serves on."""
         call = self.start(service, method, decode, timeout=timeout, wake=False)
         try:
             call.send_last(request)  # headers, message and end in one write
@@ -259,8 +262,11 @@ class Channel:
         *,
         timeout: float | None = None,
     ) -> AsyncGenerator[T, None]:
-        """One request, then responses until the call ends; closing the
-        iterator early resets the call."""
+        """One request, then responses until the call ends.
+
+        **Ordering:** responses come in the order the daemon sent them.
+        **Cancellation:** closing the iterator early (or cancelling it) resets
+        the call; the daemon ends its side at once."""
         call = self.start(service, method, decode, timeout=timeout, wake=False)
         try:
             call.send_last(request)

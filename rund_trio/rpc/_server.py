@@ -227,8 +227,10 @@ class GrpcServer:
 
     async def serve_on(self, listener: trio.abc.Listener[Any]) -> None:
         """Accept connections on ``listener`` and serve each in its own task.
-        Never returns unless cancelled; cancellation ends every connection and
-        request task. The caller owns (and closes) the listener."""
+        Never returns unless cancelled.
+
+        **Cancellation:** ends every connection and request task before it
+        returns. The caller owns (and closes) the listener."""
         async with trio.open_nursery() as nursery:
             while True:
                 try:
