@@ -41,7 +41,7 @@ from rund_trio.rpc._events import (
     StreamReset,
 )
 from rund_trio.rpc._state import CallEvent, StreamState, transition
-from rund_trio.rpc._status import Status, StatusCode
+from rund_trio.rpc._status import MAX_MESSAGE_CHARS, Status, StatusCode, bounded_message
 from rund_trio.rpc._tls import ClientTls
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ _SERVER_NAMES = frozenset(
         "PeerContext",
         "TransportConfig",
         "current_identity",
+        "bounded_message",
         "current_peer",
     }
 )
@@ -86,6 +87,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "MAX_FRAME_SIZE",
+    "MAX_MESSAGE_CHARS",
     "MAX_REQUEST_SIZE_LIMIT",
     "NEED_DATA",
     "Call",
@@ -118,6 +120,7 @@ __all__ = [
     "StreamReset",
     "StreamState",
     "TransportConfig",
+    "bounded_message",
     "current_identity",
     "current_peer",
     "describe_connection_error",

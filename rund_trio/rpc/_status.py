@@ -6,7 +6,21 @@ import enum
 import urllib.parse
 from dataclasses import dataclass
 
-__all__ = ["Status", "StatusCode"]
+__all__ = ["MAX_MESSAGE_CHARS", "Status", "StatusCode", "bounded_message"]
+
+MAX_MESSAGE_CHARS = 1000
+"""Longest status message sent. Messages quote what the client sent (a
+program name can be megabytes), and clients refuse headers beyond a few tens
+of KiB (grpc-message is percent-encoded: up to 12 bytes per character)."""
+
+
+def bounded_message(message: str) -> str:
+    """``message``, or its start and end around an ellipsis if it is longer
+    than ``MAX_MESSAGE_CHARS`` (its end usually says why)."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    half = (MAX_MESSAGE_CHARS - 5) // 2
+    return f"{message[:half]} … {message[-half:]}"
 
 
 class StatusCode(enum.IntEnum):
@@ -43,10 +57,11 @@ class Status:
         return self.code is StatusCode.OK
 
     def trailers(self) -> list[tuple[str, str]]:
-        """The ``grpc-status`` and ``grpc-message`` headers (percent-encoded, as gRPC says)."""
+        """The ``grpc-status`` and ``grpc-message`` headers (percent-encoded,
+        as gRPC says; the message bounded, as it may quote what the client sent)."""
         headers = [("grpc-status", str(int(self.code)))]
         if self.message:
-            headers.append(("grpc-message", _percent_encode(self.message)))
+            headers.append(("grpc-message", _percent_encode(bounded_message(self.message))))
         return headers
 
     @classmethod

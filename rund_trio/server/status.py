@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 
 from rund_trio import errors
-from rund_trio.rpc._status import Status, StatusCode
+from rund_trio.rpc._status import MAX_MESSAGE_CHARS, Status, StatusCode, bounded_message
 
 log = logging.getLogger(__name__)
+
+__all__ = ["MAX_MESSAGE_CHARS", "bounded_message", "status_for_exception"]
 
 _CODES: list[tuple[type[errors.RundError], StatusCode]] = [
     (errors.InvalidRequest, StatusCode.INVALID_ARGUMENT),
@@ -17,21 +19,6 @@ _CODES: list[tuple[type[errors.RundError], StatusCode]] = [
     (errors.ResourceExhausted, StatusCode.RESOURCE_EXHAUSTED),
     (errors.Unimplemented, StatusCode.UNIMPLEMENTED),
 ]
-
-
-MAX_MESSAGE_CHARS = 1000
-"""Longest status message sent. Messages quote what the client sent (a
-program name can be megabytes), and clients refuse headers beyond a few tens
-of KiB (grpc-message is percent-encoded: up to 12 bytes per character)."""
-
-
-def bounded_message(message: str) -> str:
-    """``message``, or its start and end around an ellipsis if it is longer
-    than ``MAX_MESSAGE_CHARS`` (its end usually says why)."""
-    if len(message) <= MAX_MESSAGE_CHARS:
-        return message
-    half = (MAX_MESSAGE_CHARS - 5) // 2
-    return f"{message[:half]} … {message[-half:]}"
 
 
 def status_for_exception(error: Exception) -> Status:

@@ -17,6 +17,7 @@ from trio.testing import MockClock
 
 from rund_trio.errors import ConnectionFailed, InvalidRequest, RpcError
 from rund_trio.rpc import (
+    MAX_MESSAGE_CHARS,
     Cardinality,
     Channel,
     GrpcServer,
@@ -258,3 +259,12 @@ async def test_the_observer_hears_of_a_refused_handshake(nursery: trio.Nursery, 
             await channel.unary_unary("test.Echo", "Upper", text("a"), decode)
     await trio.testing.wait_all_tasks_blocked()
     assert ("handshake", HandshakeOutcome.REFUSED) in recorder.seen
+
+
+async def test_a_status_quoting_a_huge_method_name_is_bounded() -> None:
+    async with connected() as (channel, _):
+        with pytest.raises(RpcError) as error:
+            await channel.unary_unary("test.Echo", "M" * 5000, text("a"), decode)
+    assert error.value.code == "UNIMPLEMENTED"
+    assert len(error.value.message) <= MAX_MESSAGE_CHARS
+    assert error.value.message.startswith("unknown method /test.Echo/MMM")
