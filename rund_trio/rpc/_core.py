@@ -103,32 +103,40 @@ class _MessageReader:
         ``_MessageError`` for a message that is compressed or too large (seen
         from its prefix, before its body is buffered)."""
         self.credit += flow_controlled_length
-        buffer = self._buffer
-        buffer += data
+        if self._buffer:
+            self._buffer += data
+            source: bytes | bytearray = self._buffer
+        else:
+            source = data  # the usual case: whole messages, taken out with one copy
         messages: list[tuple[bytes, int]] = []
-        while len(buffer) >= 5:
-            flag = buffer[0]
-            length = int.from_bytes(buffer[1:5], "big")
-            if flag:
-                raise _MessageError(
-                    Status(
-                        StatusCode.INVALID_ARGUMENT,
-                        "a message is flagged compressed but the request names no grpc-encoding",
+        at = 0
+        with memoryview(source) as view:
+            while len(source) - at >= 5:
+                flag = source[at]
+                length = int.from_bytes(view[at + 1 : at + 5], "big")
+                if flag:
+                    raise _MessageError(
+                        Status(
+                            StatusCode.INVALID_ARGUMENT,
+                            "a message is flagged compressed but the request names no "
+                            "grpc-encoding",
+                        )
                     )
-                )
-            if length > self._max_length:
-                raise _MessageError(
-                    Status(
-                        StatusCode.RESOURCE_EXHAUSTED,
-                        self._too_large.format(length=length, limit=self._max_length),
+                if length > self._max_length:
+                    raise _MessageError(
+                        Status(
+                            StatusCode.RESOURCE_EXHAUSTED,
+                            self._too_large.format(length=length, limit=self._max_length),
+                        )
                     )
-                )
-            if len(buffer) < 5 + length:
-                break
-            with memoryview(buffer) as view:
-                message = bytes(view[5 : 5 + length])
-            del buffer[: 5 + length]
-            messages.append((message, 0))
+                if len(source) - at - 5 < length:
+                    break
+                messages.append((bytes(view[at + 5 : at + 5 + length]), 0))
+                at += 5 + length
+        if source is self._buffer:
+            del self._buffer[:at]
+        elif at < len(source):
+            self._buffer += memoryview(source)[at:]
         if messages:
             last, _ = messages[-1]
             messages[-1] = (last, self.credit)
