@@ -43,6 +43,7 @@ from rund_trio.rpc._events import (
 )
 from rund_trio.rpc._status import Status, StatusCode
 from rund_trio.server.calls import CallRecord, HandshakeOutcome, NullObserver, Observer
+from rund_trio.server.status import status_for_exception
 from rund_trio.tls.identity import Identity, identity_from_der
 from rund_trio.wire.job_log import FramedMessage
 
@@ -526,9 +527,7 @@ async def _messages(
 
 
 def _status_for(error: Exception) -> Status:
-    from rund_trio.server.status import status_for_exception  # the one class-to-code table
-
-    return status_for_exception(error)
+    return status_for_exception(error)  # the one class-to-code table
 
 
 def _peer_address(stream: trio.abc.Stream) -> str:
