@@ -1,2 +1,2 @@
-"""The daemon: the gRPC service over jobs, its transport, and the process that
-hosts both."""
+"""The daemon: the gRPC service over jobs (served by ``rund_trio.rpc``), and
+the process that hosts both."""

@@ -1,6 +1,6 @@
 """The JobController service: each RPC validates its request, checks who asks,
 and hands over to the supervisor. Errors are raised as ``RundError``s; the
-transport turns them into statuses."""
+gRPC layer (``rund_trio.rpc``) turns them into statuses."""
 
 from __future__ import annotations
 

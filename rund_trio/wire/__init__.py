@@ -1,1 +1,2 @@
-"""The HTTP/2 and gRPC machinery shared by the server and the client."""
+"""Encodings shared by the daemon and the client outside the gRPC layer:
+JobLog messages by hand, malloc thresholds for stream buffers."""

@@ -1,7 +1,7 @@
 """``JobLog`` messages encoded and decoded by hand.
 
 A Log stream is almost all payload. protobuf would copy each chunk into a
-message and again when serializing it, and purerpc once more to prefix it;
+message and again when serializing it, and the gRPC layer once more to prefix it;
 on the client, once when parsing and again when the field is read. Here the
 daemon frames a chunk with one copy (``framed_log_message``: the gRPC length
 prefix, the field's tag and length, the chunk) and the client takes it out
@@ -47,8 +47,8 @@ def framed_log_message(piece: Piece) -> FramedMessage:
 class LogChunk:
     """A received ``pb.JobLog``: its ``stdout`` and ``stderr`` bytes.
 
-    Made by purerpc as it makes any response message (an instance, then
-    ``ParseFromString``), so it can stand in for ``pb.JobLog`` there.
+    Made as protobuf makes a message (an instance, then ``ParseFromString``),
+    so it can stand in for ``pb.JobLog``.
     """
 
     __slots__ = ("stderr", "stdout")
