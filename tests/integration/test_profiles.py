@@ -11,6 +11,7 @@ import trio
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.errors import RpcError
+from rund_trio.isolation import seccomp
 from rund_trio.isolation.capabilities import DOCKER_DEFAULT, NET_BIND_SERVICE, NET_RAW, names
 from rund_trio.jobs.isolation_policy import IsolationPolicy, Network, Profile
 from tests.conftest import Daemon, Pki, start_daemon
@@ -157,3 +158,19 @@ async def test_a_contained_job_in_a_root_filesystem_is_confined(
     _, proc = await job_status_file(daemon)
     assert int(proc["CapBnd"], 16) & ~DOCKER_MASK == 0
     assert (proc["NoNewPrivs"], proc["Seccomp"]) == ("1", "2")
+
+
+async def test_a_host_that_cannot_build_the_filter_refuses_contained_jobs_not_weakens_them(
+    granting_daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unavailable(allow_tracing: bool) -> bytes:
+        raise seccomp.FilterUnavailable("libseccomp is not usable (test)")
+
+    monkeypatch.setattr(seccomp, "_programs", {})
+    monkeypatch.setattr(seccomp, "_build", unavailable)
+    with pytest.raises(RpcError) as error:
+        await run(granting_daemon, "true")
+    assert error.value.code == "FAILED_PRECONDITION"
+    assert "cannot confine contained jobs with seccomp" in error.value.message
+    status, _, _ = await run(granting_daemon, "true", profile=pb.JOB_PROFILE_HOST)
+    assert status.exit_code.value == 0

@@ -178,3 +178,29 @@ def test_a_record_whose_hidden_paths_are_not_strings_is_rejected() -> None:
     record["hidden"] = [b"/srv/state"]
     with pytest.raises(wire.WireError, match="hidden"):
         wire.decode_spec(wire.SPEC_MAGIC + marshal.dumps(record))
+
+
+@pytest.mark.parametrize(
+    "confine",
+    [
+        {"caps": 1},
+        {"caps": True, "seccomp": b"x" * 8},
+        {"caps": 2**64, "seccomp": b"x" * 8},
+        {"caps": 1, "seccomp": b""},
+        {"caps": 1, "seccomp": "not bytes"},
+        [1, b"x"],
+    ],
+)
+def test_a_malformed_confine_record_is_refused(confine: object) -> None:
+    record = IsolationSpec(("true",)).to_record()
+    record["confine"] = confine
+    with pytest.raises(wire.WireError, match="confine"):
+        wire.check_record(record)
+
+
+def test_a_contained_spec_carries_its_capabilities_and_filter_and_round_trips() -> None:
+    spec = IsolationSpec(("true",), isolation=Isolation(contained=True))
+    confine = spec.to_record()["confine"]
+    assert isinstance(confine, dict) and confine["caps"] and confine["seccomp"]
+    assert IsolationSpec.from_bytes(spec.to_bytes()).isolation.contained
+    assert IsolationSpec(("true",)).to_record()["confine"] is None
