@@ -133,37 +133,36 @@ def _last_cap() -> int:
     try:
         fd = posix.open("/proc/sys/kernel/cap_last_cap", posix.O_RDONLY | posix.O_CLOEXEC)
     except OSError:
-        return 63  # no /proc (a root filesystem without it): try them all
+        return 63  # no /proc: try them all (EINVAL for those the kernel lacks)
     try:
         return int(posix.read(fd, 16))
     finally:
         posix.close(fd)
 
 
-def _prctl(option: int, arg: int) -> int:
-    result = linux._prctl(
-        linux._Int(option), linux._ULong(arg), linux._ULong(0), linux._ULong(0), linux._ULong(0)
-    )
-    return 0 if result >= 0 else _ctypes.get_errno() or _EINVAL
-
-
-_CapHeader: Any = linux._Char * 8  # struct __user_cap_header_struct
-_CapData: Any = linux._Char * 24  # struct __user_cap_data_struct[2]
+# Made once at import (in the fork server: once for every job), as a job's
+# start pays for every object its child creates or first touches.
+_LAST_CAP = _last_cap()
+_ZERO = linux._ULong(0)
+_NUMBERS = tuple(linux._ULong(number) for number in range(64))
+_CAPBSET_DROP = linux._Int(_PR_CAPBSET_DROP)
+_CAP_AMBIENT = linux._Int(_PR_CAP_AMBIENT)
 _capget = linux._IntFunction(("capget", linux._libc))  # type: ignore[arg-type]
 _capset = linux._IntFunction(("capset", linux._libc))  # type: ignore[arg-type]
+_header: Any = (linux._Char * 8)()  # struct __user_cap_header_struct; pid 0: this thread
+_header.raw = _CAP_VERSION_3.to_bytes(4, sys.byteorder)
+_data: Any = (linux._Char * 24)()  # struct __user_cap_data_struct[2]
 
 
-def _header() -> Any:
-    header = _CapHeader()
-    header.raw = _CAP_VERSION_3.to_bytes(4, sys.byteorder) + bytes(4)  # pid 0: this thread
-    return header
+def _prctl(option: Any, arg: Any) -> int:
+    result = linux._prctl(option, arg, _ZERO, _ZERO, _ZERO)
+    return 0 if result >= 0 else _ctypes.get_errno() or _EINVAL
 
 
 def current() -> tuple[int, int, int]:
     """This thread's (effective, permitted, inheritable) masks."""
-    data = _CapData()
-    linux._check(_capget(_header(), data))
-    raw = bytes(data.raw)
+    linux._check(_capget(_header, _data))
+    raw = bytes(_data.raw)
     words = [int.from_bytes(raw[i : i + 4], sys.byteorder) for i in range(0, 24, 4)]
     return (
         words[0] | words[3] << 32,
@@ -177,15 +176,16 @@ def _set(effective: int, permitted: int, inheritable: int) -> None:
     for shift in (0, 32):
         for mask in (effective, permitted, inheritable):
             raw += (mask >> shift & 0xFFFFFFFF).to_bytes(4, sys.byteorder)
-    data = _CapData()
-    data.raw = raw
-    linux._check(_capset(_header(), data))
+    _data.raw = raw
+    linux._check(_capset(_header, _data))
 
 
 def confine(keep: int) -> None:
     """Narrow every capability set of this process to ``keep``: the bounding
-    set (what any later exec can ever get), the ambient set (cleared), and the
-    effective, permitted and inheritable sets. Raises ``OSError``.
+    set (what any later exec can ever get), the ambient set (cleared), the
+    effective and permitted sets; the inheritable set is emptied (as Docker
+    does since CVE-2022-24769: inheritable capabilities meet a program's file
+    capabilities across an exec). Raises ``OSError``.
 
     Call it after every step that needs more (mounts, unshares) and before
     the change of credentials, which needs only SETUID and SETGID (kept): a
@@ -196,18 +196,18 @@ def confine(keep: int) -> None:
     bounding set; that is accepted only when its permitted set is within
     ``keep`` already: with ``no_new_privs`` (``seccomp.install``) no exec can
     raise it to the bounding set."""
-    for cap in range(_last_cap() + 1):
+    for cap in range(_LAST_CAP + 1):
         if keep >> cap & 1:
             continue
-        error = _prctl(_PR_CAPBSET_DROP, cap)
+        error = _prctl(_CAPBSET_DROP, _NUMBERS[cap])
         if error == _EPERM:
             if current()[1] & ~keep:
                 raise OSError(_EPERM, "cannot drop capabilities from the bounding set")
             break
         if error and error != _EINVAL:  # EINVAL: a capability this kernel lacks
             raise OSError(error, posix.strerror(error))
-    error = _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
+    error = _prctl(_CAP_AMBIENT, _NUMBERS[_PR_CAP_AMBIENT_CLEAR_ALL])
     if error and error != _EINVAL:  # EINVAL: a kernel before 4.3 has no ambient set
         raise OSError(error, posix.strerror(error))
-    effective, permitted, inheritable = current()
-    _set(effective & keep, permitted & keep, inheritable & keep)
+    effective, permitted, _ = current()
+    _set(effective & keep, permitted & keep, 0)

@@ -255,6 +255,8 @@ def main(fd: int = SERVER_FD) -> int:
     # protocol's constants.
     from rund_trio.isolation import capabilities, execute, linux, rootfs, seccomp  # noqa: F401
 
+    seccomp.prepare()
+
     # In its own session already; SIGINT aimed at a process group must not end
     # it (the jobs get default dispositions back before their exec anyway).
     _signal.signal(_SIGINT, _signal.SIG_IGN)

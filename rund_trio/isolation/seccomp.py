@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 _EPERM = 1
+_EINVAL = 22
 _ENOSYS = 38
 
 MOUNTS = "mount tables: uncovering or over-mounting what the daemon hides, remounting the host"
@@ -221,6 +222,30 @@ class _Fd:
         return self._fd
 
 
+_MAX_PROGRAM = 4096 * _BPF_INSTRUCTION  # BPF_MAXINSNS
+_POINTER_SIZE = 8 if sys.maxsize > 2**32 else 4
+_loader: tuple[Any, Any, Any, Any, Any] | None = None
+
+
+def _load_parts() -> tuple[Any, Any, Any, Any, Any]:
+    """The ctypes objects ``install`` needs, made once (the fork server makes
+    them at start-up through ``prepare``: a job's child only fills them)."""
+    global _loader
+    if _loader is None:
+        from rund_trio.isolation import linux
+
+        code: Any = (linux._Char * _MAX_PROGRAM)()
+        fprog: Any = (linux._Char * (2 * _POINTER_SIZE))()
+        zero = linux._ULong(0)
+        _loader = (code, fprog, zero, linux._ULong(1), linux._ULong(_SECCOMP_MODE_FILTER))
+    return _loader
+
+
+def prepare() -> None:
+    """Make ``install``'s ctypes objects now (see ``_load_parts``)."""
+    _load_parts()
+
+
 def install(bpf: bytes) -> None:
     """Set ``no_new_privs`` and load ``bpf`` (from ``program``) as this
     process's seccomp filter, inherited by everything it forks and execs and
@@ -228,20 +253,15 @@ def install(bpf: bytes) -> None:
     filters). Imports only ``rund_trio.isolation.linux``."""
     from rund_trio.isolation import linux
 
-    zero = linux._ULong(0)
-    nnp = linux._prctl(linux._Int(_PR_SET_NO_NEW_PRIVS), linux._ULong(1), zero, zero, zero)
-    linux._check(nnp)
-    instructions = len(bpf) // _BPF_INSTRUCTION
-    code: Any = (linux._Char * len(bpf))()
+    if not bpf or len(bpf) > _MAX_PROGRAM or len(bpf) % _BPF_INSTRUCTION:
+        raise OSError(_EINVAL, f"not a BPF program of at most 4096 instructions ({len(bpf)} bytes)")
+    code, fprog, zero, one, mode = _load_parts()
+    linux._check(linux._prctl(linux._Int(_PR_SET_NO_NEW_PRIVS), one, zero, zero, zero))
     code.raw = bpf
     # struct sock_fprog: unsigned short len, padding to the pointer's alignment, the pointer.
-    pointer_size = 8 if sys.maxsize > 2**32 else 4
-    fprog: Any = (linux._Char * (2 * pointer_size))()
-    address = _ctypes.addressof(code)
     fprog.raw = (
-        instructions.to_bytes(2, sys.byteorder)
-        + bytes(pointer_size - 2)
-        + address.to_bytes(pointer_size, sys.byteorder)
+        (len(bpf) // _BPF_INSTRUCTION).to_bytes(2, sys.byteorder)
+        + bytes(_POINTER_SIZE - 2)
+        + _ctypes.addressof(code).to_bytes(_POINTER_SIZE, sys.byteorder)
     )
-    mode = linux._ULong(_SECCOMP_MODE_FILTER)
     linux._check(linux._prctl(linux._Int(_PR_SET_SECCOMP), mode, fprog, zero, zero))
