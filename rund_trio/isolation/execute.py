@@ -11,8 +11,10 @@ the status fd, made close-on-exec at once. The helper then
 4. in the job's namespaces: makes ``/`` recursively private, covers the
    ``hidden`` paths, mounts a fresh /proc (or enters ``rootfs``), a fresh /sys
    with an isolated network, sets the host name, brings ``lo`` up;
-5. drops to ``uid``/``gid``, changes to ``cwd``, restores default signal
-   dispositions, and execs ``argv`` (looked up in the job's own ``PATH``).
+5. for a contained job narrows its capabilities (``capabilities``), drops to
+   ``uid``/``gid``, changes to ``cwd``, restores default signal dispositions,
+   sets ``no_new_privs`` and its seccomp filter (``seccomp``), and execs
+   ``argv`` (looked up in the job's own ``PATH``).
 
 Any failure before the exec writes ``<errno> <step> <message>`` to the status
 fd and exits with ``EXIT_SETUP_FAILED``; a successful exec closes the status fd
@@ -30,7 +32,11 @@ parent of ``rund-init``, ignoring the signals the daemon sends to the job's
 process group, and finally reproduces the job's end: it exits with the job's
 exit code, or kills itself with the signal that killed the job (default
 disposition, no core dump). ``rund-init`` hands the job's wait status up
-through a pipe because, being a PID 1, it cannot die of a signal itself.
+through a pipe because, being a PID 1, it cannot die of a signal itself. The
+job's program, first thing after its fork, sends the helper one packet over a
+socket with ``SO_PASSCRED``: the kernel stamps it with the program's pid as
+the helper sees it, which the helper writes on the status fd
+(``wire.PROGRAM_PID``) for Status's ``pid``.
 
 ``rund-init`` asks the kernel for SIGKILL when the helper ends
 (``PR_SET_PDEATHSIG``), and the fork server asks the same for the helper when
