@@ -72,14 +72,18 @@ def cli_helper_command() -> list[str]:
 
 def program_pid_line(status: bytes) -> tuple[int | None, bytes]:
     """(the job's program's pid from the helper's ``wire.PROGRAM_PID`` line,
-    if it wrote one; the rest of the status: empty once the program runs)."""
-    line, newline, rest = status.partition(b"\n")
-    if newline and line.startswith(wire.PROGRAM_PID):
-        try:
-            return int(line[len(wire.PROGRAM_PID) :]), rest
-        except ValueError:
-            pass
-    return None, status
+    if it wrote one; the rest of the status: empty once the program runs).
+    The line may come before or after a failure line: the helper and the
+    job's process write them independently."""
+    pid = None
+    rest = []
+    for line in status.splitlines(keepends=True):
+        number = line[len(wire.PROGRAM_PID) :].strip()
+        if pid is None and line.startswith(wire.PROGRAM_PID) and number.isdigit():
+            pid = int(number)
+        else:
+            rest.append(line)
+    return pid, b"".join(rest)
 
 
 def spawn_error(program: str, status: bytes) -> SpawnError:

@@ -9,7 +9,7 @@ import pytest
 from rund_trio.errors import InvalidRequest
 from rund_trio.isolation import wire
 from rund_trio.isolation.spec import Isolation, IsolationSpec, Namespaces, hostname_for_job
-from rund_trio.process.helper import spawn_error
+from rund_trio.process.helper import program_pid_line, spawn_error
 
 
 def spec(**isolation: object) -> IsolationSpec:
@@ -204,3 +204,19 @@ def test_a_contained_spec_carries_its_capabilities_and_filter_and_round_trips() 
     assert isinstance(confine, dict) and confine["caps"] and confine["seccomp"]
     assert IsolationSpec.from_bytes(spec.to_bytes()).isolation.contained
     assert IsolationSpec(("true",)).to_record()["confine"] is None
+
+
+@pytest.mark.parametrize(
+    ("status", "pid", "rest"),
+    [
+        (b"job 42\n", 42, b""),
+        (b"job 42\n2 exec No such file\n", 42, b"2 exec No such file\n"),
+        (b"2 exec No such file\njob 42\n", 42, b"2 exec No such file\n"),
+        (b"2 exec No such file\n", None, b"2 exec No such file\n"),
+        (b"", None, b""),
+    ],
+)
+def test_the_program_pid_line_is_found_before_or_after_a_failure(
+    status: bytes, pid: int | None, rest: bytes
+) -> None:
+    assert program_pid_line(status) == (pid, rest)
