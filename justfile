@@ -16,6 +16,8 @@ setup:
     # strict: a static link tree in build/, no import hook. The default editable
     # mode's hook costs every rund-trio process ~50 ms of start-up (measured);
     # a file added to the package needs `just setup` again (every recipe runs it).
+    # libseccomp2: pyseccomp builds contained jobs' seccomp filter with it (ctypes)
+    /sbin/ldconfig -p | grep -q 'libseccomp\.so\.2 ' || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp2 >/dev/null) || echo "warning: libseccomp2 could not be installed: contained jobs will be refused" >&2
     # constraints.txt pins every dependency (`just lock` refreshes it)
     {{python}} -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' --config-settings editable_mode=strict
     test -f tls/ca.pem || {{venv}}/bin/rund-trio certs --out tls

@@ -136,7 +136,11 @@ class Report:
             "truncated": lat.truncated,
             **info,
         }
-        label = "default settings" if daemon == "default" else "--no-namespaces --no-cgroups"
+        label = {
+            "default": "default settings",
+            "contained": "contained jobs (the default profile)",
+            "host": "--default-profile host",
+        }.get(daemon, "--no-namespaces --no-cgroups")
         note = f"n={s['n']}, {lat.rate:.0f} starts/s, {cpu_note(info)}"
         if lat.errors or lat.truncated:
             note += f", {lat.errors} errors" + (", time bound hit" if lat.truncated else "")

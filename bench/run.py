@@ -11,6 +11,9 @@ Phases, in order (each bounded in count and time, loopback only):
            running at once: RSS per running job, Status p99, a Log answering
   not-found  (only with --only) NOT_FOUND p50/p99, another client's job vs none
   status   (only with --only) the Status rows of `default` alone, with the grpc.aio counterpart
+  profiles   (only with --only) Start latency of contained jobs (the default) against
+           host jobs (--default-profile host: what every job was before profiles),
+           two daemons measured in alternating rounds
 """
 
 from __future__ import annotations
@@ -390,6 +393,43 @@ def bench_plain(report: Report, pki: Pki, work: Path, sz: Sizes) -> None:
         report.daemon_exit("plain", daemon.stop())
 
 
+def bench_profiles(report: Report, pki: Pki, work: Path, sz: Sizes) -> None:
+    """Start p50 of a contained job against a host job: the cost of narrowing
+    capabilities and installing the seccomp filter. Rounds alternate between
+    the two daemons so that the machine's drift hits both alike."""
+    ctx = pki.client_context()
+    daemons = {
+        "contained": spawn_daemon("contained", pki, work),
+        "host": spawn_daemon("host", pki, work, "--default-profile", "host"),
+    }
+    samples: dict[str, list[Any]] = {name: [] for name in daemons}
+    try:
+        for _ in range(4):
+            for name, daemon in daemons.items():
+                seq, info = run_async(
+                    daemon,
+                    rund_load.start_jobs,
+                    daemon.addr,
+                    ctx,
+                    ("true",),
+                    clients=1,
+                    count=max(1, sz.start_seq // 4),
+                    max_seconds=60,
+                )
+                samples[name].append((seq, info))
+        for name, rounds in samples.items():
+            merged = rund_load.Latencies(
+                samples_ms=[ms for seq, _ in rounds for ms in seq.samples_ms],
+                elapsed_s=sum(seq.elapsed_s for seq, _ in rounds),
+                errors=sum(seq.errors for seq, _ in rounds),
+                truncated=any(seq.truncated for seq, _ in rounds),
+            )
+            report.start_rows(name, "1 client", merged, rounds[-1][1])
+    finally:
+        for name, daemon in daemons.items():
+            report.daemon_exit(name, daemon.stop())
+
+
 def mem_available_kib() -> int:
     with open("/proc/meminfo") as f:
         for line in f:
@@ -503,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["floor", "ssh", "default", "plain", "scale", "not-found", "status"],
+        choices=["floor", "ssh", "default", "plain", "scale", "not-found", "status", "profiles"],
         help="run only these phases (repeatable; default: all but not-found)",
     )
     parser.add_argument(
@@ -546,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
             "plain": lambda: bench_plain(report, pki, work, sz),
             "scale": lambda: bench_scale(report, pki, work, sz, prof),
             "status": lambda: bench_status(report, pki, work, sz, prof),
+            "profiles": lambda: bench_profiles(report, pki, work, sz),
             "not-found": lambda: not_found.bench_not_found(
                 report, pki, work, sz.status_count, sz.status_seconds
             ),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The kernel tier: boot a real cgroup v2 kernel and run tests/kernel (a real
-# daemon's limits, enforced by the kernel) and tests/integration/test_isolation.py (namespaces and
-# root filesystems, as root) inside it.
+# daemon's limits, enforced by the kernel), tests/integration/test_isolation.py (namespaces and
+# root filesystems, as root) and tests/escape (what a contained root job cannot do) inside it.
 #
 # Uses virtme-ng (vng) with Debian's kernel under QEMU, without KVM (KVM hangs
 # on this kind of machine). The host's file system is shared read-only over
@@ -83,7 +83,7 @@ cd $ROOT
 export RUND_KERNEL_TIER=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONPATH=$RESULTS/stubs
 $VENV/bin/python -m pytest -p pytest_trio.plugin -p no:cacheprovider \
-    tests/kernel tests/integration/test_isolation.py -q -rfEsP$pytest_args \
+    tests/kernel tests/integration/test_isolation.py tests/escape -q -rfEsP$pytest_args \
     2>&1 | tee $RESULTS/pytest.log
 echo \${PIPESTATUS[0]} > $RESULTS/exit_code
 date +%s > $RESULTS/finished

@@ -22,6 +22,7 @@ class FakeProcess:
 
     def __init__(self, pid: int, spec: ProcessSpec, *, ignores_sigterm: bool = False) -> None:
         self.pid = pid
+        self.program_pid = pid
         self.spec = spec
         self.ignores_sigterm = ignores_sigterm
         self.signals: list[tuple[int, float]] = []

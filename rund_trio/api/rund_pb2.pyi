@@ -57,6 +57,30 @@ JOB_STATE_STOPPED: JobState.ValueType  # 4
 """a Stop request ended it"""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
+class _JobProfile:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobProfileEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobProfile.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_PROFILE_DEFAULT: _JobProfile.ValueType  # 0
+    """whatever the daemon is configured to give (--default-profile)"""
+    JOB_PROFILE_CONTAINED: _JobProfile.ValueType  # 1
+    """narrowed capabilities, no_new_privs, a seccomp filter"""
+    JOB_PROFILE_HOST: _JobProfile.ValueType  # 2
+    """the daemon's own powers; only for identities the operator grants"""
+
+class JobProfile(_JobProfile, metaclass=_JobProfileEnumTypeWrapper):
+    """What a job may do to the machine it runs on."""
+
+JOB_PROFILE_DEFAULT: JobProfile.ValueType  # 0
+"""whatever the daemon is configured to give (--default-profile)"""
+JOB_PROFILE_CONTAINED: JobProfile.ValueType  # 1
+"""narrowed capabilities, no_new_privs, a seccomp filter"""
+JOB_PROFILE_HOST: JobProfile.ValueType  # 2
+"""the daemon's own powers; only for identities the operator grants"""
+Global___JobProfile: _TypeAlias = JobProfile  # noqa: Y015
+
 class _JobNetwork:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -152,6 +176,7 @@ class JobStatus(_message.Message):
     IO_READ_BYTES_FIELD_NUMBER: _builtins.int
     IO_WRITE_BYTES_FIELD_NUMBER: _builtins.int
     OUTPUT_ERROR_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
     stopped: _builtins.bool
     """a Stop request ended the job"""
     killed: _builtins.bool
@@ -182,6 +207,8 @@ class JobStatus(_message.Message):
     """io.stat wbytes, summed over devices"""
     output_error: _builtins.str
     """why output stopped being recorded (e.g. disk full)"""
+    profile: Global___JobProfile.ValueType
+    """the profile the job runs in (never DEFAULT)"""
     @_builtins.property
     def exit_code(self) -> _wrappers_pb2.UInt32Value:
         """unset while running or when killed"""
@@ -236,10 +263,11 @@ class JobStatus(_message.Message):
         io_read_bytes: _builtins.int = ...,
         io_write_bytes: _builtins.int = ...,
         output_error: _builtins.str = ...,
+        profile: Global___JobProfile.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "signal", b"signal", "started_at", b"started_at", "system_time", b"system_time", "user_time", b"user_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cpu_throttled_periods", b"cpu_throttled_periods", "cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "io_read_bytes", b"io_read_bytes", "io_write_bytes", b"io_write_bytes", "killed", b"killed", "memory_current", b"memory_current", "memory_peak", b"memory_peak", "name", b"name", "oom_killed", b"oom_killed", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "output_error", b"output_error", "pid", b"pid", "signal", b"signal", "signal_name", b"signal_name", "started_at", b"started_at", "state", b"state", "stopped", b"stopped", "system_time", b"system_time", "user_time", b"user_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cpu_throttled_periods", b"cpu_throttled_periods", "cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "io_read_bytes", b"io_read_bytes", "io_write_bytes", b"io_write_bytes", "killed", b"killed", "memory_current", b"memory_current", "memory_peak", b"memory_peak", "name", b"name", "oom_killed", b"oom_killed", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "output_error", b"output_error", "pid", b"pid", "profile", b"profile", "signal", b"signal", "signal_name", b"signal_name", "started_at", b"started_at", "state", b"state", "stopped", b"stopped", "system_time", b"system_time", "user_time", b"user_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -260,12 +288,15 @@ class JobStartRequest(_message.Message):
     NETWORK_FIELD_NUMBER: _builtins.int
     UID_FIELD_NUMBER: _builtins.int
     GID_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """the command (program) to run"""
     network: Global___JobNetwork.ValueType
     """--- rund-trio extensions ---
     default: the daemon's choice
     """
+    profile: Global___JobProfile.ValueType
+    """default: the daemon's (--default-profile)"""
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """its arguments"""
@@ -316,10 +347,11 @@ class JobStartRequest(_message.Message):
         network: Global___JobNetwork.ValueType = ...,
         uid: _wrappers_pb2.UInt32Value | None = ...,
         gid: _wrappers_pb2.UInt32Value | None = ...,
+        profile: Global___JobProfile.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["gid", b"gid", "max_cpu_bandwidth", b"max_cpu_bandwidth", "max_memory_usage", b"max_memory_usage", "max_rbps", b"max_rbps", "max_riops", b"max_riops", "max_wbps", b"max_wbps", "max_wiops", b"max_wiops", "uid", b"uid"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "gid", b"gid", "max_cpu_bandwidth", b"max_cpu_bandwidth", "max_memory_usage", b"max_memory_usage", "max_rbps", b"max_rbps", "max_riops", b"max_riops", "max_wbps", b"max_wbps", "max_wiops", b"max_wiops", "name", b"name", "network", b"network", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "gid", b"gid", "max_cpu_bandwidth", b"max_cpu_bandwidth", "max_memory_usage", b"max_memory_usage", "max_rbps", b"max_rbps", "max_riops", b"max_riops", "max_wbps", b"max_wbps", "max_wiops", b"max_wiops", "name", b"name", "network", b"network", "profile", b"profile", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

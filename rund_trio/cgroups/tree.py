@@ -26,7 +26,7 @@ import errno
 import os
 import re
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -480,15 +480,6 @@ class JobCgroup:
         nothing changes.
         """
         await self._tree.watcher.wait_for(self.path / "cgroup.events", lambda: not self.populated())
-
-    async def wait_until(self, name: str, condition: Callable[[str | None], bool]) -> None:
-        """Return once ``condition(text of control file name)`` holds.
-
-        For the files the kernel notifies on: cgroup.events, memory.events,
-        pids.events. The text is None when the file cannot be read.
-        Cancellation: safe, nothing changes.
-        """
-        await self._tree.watcher.wait_for(self.path / name, lambda: condition(self.read_file(name)))
 
     async def kill_and_wait(self) -> None:
         """SIGKILL the whole leaf and wait until it is empty.

@@ -75,6 +75,12 @@ def add_parser(subparsers: Any) -> None:
             help="the host's network, or one of its own with only loopback "
             "(default: the daemon's choice)",
         )
+        isolation.add_argument(
+            "--host",
+            action="store_true",
+            help="run as a host job, with the daemon's own powers instead of contained "
+            "(only for certificates the daemon grants it: serve --allow-host-jobs)",
+        )
         isolation.add_argument("--uid", type=int, default=None, help="run as this user id")
         isolation.add_argument(
             "--gid", type=int, default=None, help="run as this group id (default: --uid)"
@@ -184,6 +190,8 @@ def _start_request(args: argparse.Namespace) -> pb.JobStartRequest:
         request.network = {"host": pb.JOB_NETWORK_HOST, "isolated": pb.JOB_NETWORK_ISOLATED}[
             args.network
         ]
+    if args.host:
+        request.profile = pb.JOB_PROFILE_HOST
     if args.uid is not None:
         request.uid.value = args.uid
     if args.gid is not None:

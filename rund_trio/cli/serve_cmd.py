@@ -18,6 +18,16 @@ def parse_user(text: str) -> tuple[int, int]:
     return int(uid), int(gid or uid)
 
 
+def _san_pattern(text: str) -> str:
+    from rund_trio.errors import ConfigError
+    from rund_trio.jobs.isolation_policy import parse_san_pattern
+
+    try:
+        return parse_san_pattern(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_parser(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
@@ -166,6 +176,24 @@ def add_parser(subparsers: Any) -> None:
         help="a file or directory no job may read, e.g. a CA key on this machine; repeatable "
         "(the state directory and --key are always hidden; needs namespaces)",
     )
+    isolation.add_argument(
+        "--default-profile",
+        choices=["contained", "host"],
+        default="contained",
+        help="profile of jobs that do not ask for one: contained (narrowed capabilities, "
+        "no_new_privs, a seccomp filter) or host (the daemon's own powers, for a daemon "
+        "that trusts every client) (default: %(default)s)",
+    )
+    isolation.add_argument(
+        "--allow-host-jobs",
+        type=_san_pattern,
+        action="append",
+        default=[],
+        metavar="SAN-PATTERN",
+        help="clients whose certificate has a SAN matching KIND:PATTERN (KIND DNS, IP, email "
+        "or URI; PATTERN a glob, e.g. DNS:*.ops.example.com) may ask for host jobs "
+        "(client --host); repeatable (default: none)",
+    )
     caps = parser.add_argument_group("caps (beyond them: RESOURCE_EXHAUSTED)")
     caps.add_argument(
         "--max-running-jobs",
@@ -224,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rund_trio.cgroups.devices import parse_io_device
     from rund_trio.cgroups.tree import CgroupOptions
-    from rund_trio.jobs.isolation_policy import IsolationPolicy, Network
+    from rund_trio.jobs.isolation_policy import IsolationPolicy, Network, Profile
     from rund_trio.logs.budget import Reserve
     from rund_trio.rpc import TransportConfig
     from rund_trio.server.app import ServeConfig, serve
@@ -266,6 +294,8 @@ def run(args: argparse.Namespace) -> int:
             allowed_uids=frozenset(args.allow_uid),
             allowed_gids=frozenset(args.allow_gid),
             hidden=tuple(str(path.absolute()) for path in args.hide),
+            default_profile=Profile(args.default_profile),
+            host_job_grants=tuple(args.allow_host_jobs),
         ),
     )
 

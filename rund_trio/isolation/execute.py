@@ -11,8 +11,10 @@ the status fd, made close-on-exec at once. The helper then
 4. in the job's namespaces: makes ``/`` recursively private, covers the
    ``hidden`` paths, mounts a fresh /proc (or enters ``rootfs``), a fresh /sys
    with an isolated network, sets the host name, brings ``lo`` up;
-5. drops to ``uid``/``gid``, changes to ``cwd``, restores default signal
-   dispositions, and execs ``argv`` (looked up in the job's own ``PATH``).
+5. for a contained job narrows its capabilities (``capabilities``), drops to
+   ``uid``/``gid``, changes to ``cwd``, restores default signal dispositions,
+   sets ``no_new_privs`` and its seccomp filter (``seccomp``), and execs
+   ``argv`` (looked up in the job's own ``PATH``).
 
 Any failure before the exec writes ``<errno> <step> <message>`` to the status
 fd and exits with ``EXIT_SETUP_FAILED``; a successful exec closes the status fd
@@ -30,7 +32,11 @@ parent of ``rund-init``, ignoring the signals the daemon sends to the job's
 process group, and finally reproduces the job's end: it exits with the job's
 exit code, or kills itself with the signal that killed the job (default
 disposition, no core dump). ``rund-init`` hands the job's wait status up
-through a pipe because, being a PID 1, it cannot die of a signal itself.
+through a pipe because, being a PID 1, it cannot die of a signal itself. The
+job's program, first thing after its fork, sends the helper one packet over a
+socket with ``SO_PASSCRED``: the kernel stamps it with the program's pid as
+the helper sees it, which the helper writes on the status fd
+(``wire.PROGRAM_PID``) for Status's ``pid``.
 
 ``rund-init`` asks the kernel for SIGKILL when the helper ends
 (``PR_SET_PDEATHSIG``), and the fork server asks the same for the helper when
@@ -43,6 +49,7 @@ or another user are asked for): the interpreter start is most of this helper's c
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # ``signal`` would import enum
+import _socket
 import posix
 import sys
 
@@ -65,6 +72,8 @@ _SIGSTOP = 19
 _SIGCHLD = 17
 _SIGCONT = 18
 _SYNCHRONOUS = frozenset({4, 5, 7, 8, 11, 31})  # ILL TRAP BUS FPE SEGV SYS
+_UCRED_SIZE = 12  # struct ucred: pid, uid, gid
+_SOCK_CLOEXEC = 0o2000000
 
 
 class SetupFailed(Exception):
@@ -227,6 +236,17 @@ def _change_user(uid: object, gid: object) -> None:
 def _exec_job(record: dict[str, object]) -> None:
     """Step 5: only returns by raising ``SetupFailed``."""
     uid, gid = record["uid"], record["gid"]
+    confine: dict[str, object] | None = record["confine"]  # type: ignore[assignment]
+    # The contained profile comes LAST, after every mount, unshare and fork
+    # (which need the powers it takes away): nothing privileged may follow.
+    # The capabilities are narrowed just before the change of credentials,
+    # which needs only SETUID/SETGID (kept), because shrinking the bounding
+    # set needs SETPCAP, which leaving uid 0 clears; no_new_privs and the
+    # seccomp filter come after it, right before the exec.
+    if confine is not None:
+        from rund_trio.isolation import capabilities
+
+        _step("capabilities", capabilities.confine, confine["caps"])
     if isinstance(gid, int) or isinstance(uid, int):
         _change_user(uid, gid)
     cwd = record["cwd"]
@@ -235,6 +255,10 @@ def _exec_job(record: dict[str, object]) -> None:
     argv: list[str] = record["argv"]  # type: ignore[assignment]
     env: dict[str, str] = record["env"]  # type: ignore[assignment]
     _default_signals()
+    if confine is not None:
+        from rund_trio.isolation import seccomp
+
+        _step("seccomp", seccomp.install, confine["seccomp"])
     code = _execvpe(argv, env)
     message = f"{posix.strerror(code)}: {argv[0]!r}"
     if "/" not in argv[0]:
@@ -286,13 +310,40 @@ def _end_like(status: int) -> None:
             from rund_trio.isolation import linux  # imported already: no file access
 
             linux.disable_core_dumps()
-            _signal.signal(signum, _signal.SIG_DFL)
-            _signal.pthread_sigmask(_signal.SIG_UNBLOCK, [signum])
+            if signum != _SIGKILL:  # its disposition cannot be set (EINVAL), nor needs to be
+                _signal.signal(signum, _signal.SIG_DFL)
+                _signal.pthread_sigmask(_signal.SIG_UNBLOCK, [signum])
             posix.kill(posix.getpid(), signum)
         except (OSError, ValueError):
             pass
         posix._exit(128 + signum)  # a signal whose default is not to terminate
     posix._exit(posix.waitstatus_to_exitcode(status) if posix.WIFEXITED(status) else 1)
+
+
+def _say_pid(pid_w: _socket.socket) -> None:
+    """In the job's process, first thing: one packet to the helper, which
+    the kernel stamps with this process's pid as the helper sees it
+    (``SCM_CREDENTIALS``, translated into the receiver's PID namespace)."""
+    try:  # noqa: SIM105 (contextlib costs the helper an import)
+        pid_w.send(b"p")
+    except OSError:
+        pass  # the helper is gone; so is the job, soon (parent death signal)
+    pid_w.close()
+
+
+def _hear_pid(pid_r: _socket.socket) -> int | None:
+    """In the helper: the host pid of the job's program, from ``_say_pid``;
+    None if ``rund-init`` ended without forking it."""
+    try:
+        _, ancdata, _, _ = pid_r.recvmsg(1, _socket.CMSG_SPACE(_UCRED_SIZE))
+    except OSError:
+        return None
+    finally:
+        pid_r.close()
+    for level, kind, data in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_CREDENTIALS and len(data) >= 4:
+            return int.from_bytes(data[:4], sys.byteorder, signed=True) or None
+    return None
 
 
 def _die_with_parent(parent_alive: int) -> None:
@@ -313,7 +364,13 @@ def _die_with_parent(parent_alive: int) -> None:
     posix.close(parent_alive)
 
 
-def _run_init(record: dict[str, object], status_fd: int, result_w: int, parent_alive: int) -> None:
+def _run_init(
+    record: dict[str, object],
+    status_fd: int,
+    result_w: int,
+    parent_alive: int,
+    pid_w: _socket.socket,
+) -> None:
     """PID 1 of the job's PID namespace (a forked child: never returns)."""
     try:
         from rund_trio.isolation import linux
@@ -324,6 +381,7 @@ def _run_init(record: dict[str, object], status_fd: int, result_w: int, parent_a
         job = _step("fork", posix.fork)
         if job == 0:
             try:
+                _say_pid(pid_w)
                 posix.close(result_w)
                 _exec_job(record)
             except SetupFailed as failure:
@@ -331,6 +389,7 @@ def _run_init(record: dict[str, object], status_fd: int, result_w: int, parent_a
             except BaseException as error:  # a bug: still say something
                 _report(status_fd, SetupFailed("helper", _EINVAL, repr(error)))
             posix._exit(wire.EXIT_SETUP_FAILED)
+        pid_w.close()
         posix.close(status_fd)
         status = _reap_until(job)
         posix.write(result_w, b"%d" % status)
@@ -348,6 +407,8 @@ def _start(record: dict[str, object], status_fd: int) -> None:
     cgroup_dir = record["cgroup_dir"]
     if isinstance(cgroup_dir, str):
         _step("cgroup", _join_cgroup, cgroup_dir)
+    if record["confine"] is not None:  # now: a root filesystem puts them out of reach
+        from rund_trio.isolation import capabilities, seccomp  # noqa: F401
     ns: dict[str, bool] = record["namespaces"]  # type: ignore[assignment]
     if not any(ns.values()):
         _exec_job(record)
@@ -371,19 +432,37 @@ def _start(record: dict[str, object], status_fd: int) -> None:
         return
     result_r, result_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
     alive_r, alive_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
+    pid_r, pid_w = _step("socketpair", _pid_socketpair)
     _ignore_group_signals()
     init = _step("fork", posix.fork)
     if init == 0:
         posix.close(result_r)
         posix.close(alive_w)
-        _run_init(record, status_fd, result_w, alive_r)
+        pid_r.close()
+        _run_init(record, status_fd, result_w, alive_r, pid_w)
     linux.set_process_name("rund-execute")
     posix.close(result_w)
     posix.close(alive_r)  # alive_w stays open until this process ends
+    pid_w.close()
+    # The status fd reaches end of file only once this line is written (or
+    # not) and the job's program was executed: the daemon has both then.
+    program = _hear_pid(pid_r)
+    if program is not None:
+        try:  # noqa: SIM105 (contextlib costs the helper an import)
+            posix.write(status_fd, wire.PROGRAM_PID + b"%d\n" % program)
+        except OSError:
+            pass  # the daemon is gone
     posix.close(status_fd)
     _, init_status = posix.waitpid(init, 0)
     relayed = posix.read(result_r, 32)
     _end_like(int(relayed) if relayed else init_status)
+
+
+def _pid_socketpair() -> tuple[_socket.socket, _socket.socket]:
+    """(helper's end, job's end): the helper's end receives credentials."""
+    ends = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _SOCK_CLOEXEC)
+    ends[0].setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)
+    return ends[0], ends[1]
 
 
 def _close_other_fds(*keep: int) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from rund_trio.errors import InvalidRequest
+from rund_trio.errors import InvalidRequest, Unsupported
 from rund_trio.isolation import wire
 
 MAX_ID = 2**32 - 2
@@ -61,6 +61,10 @@ class Isolation:
     gid: int | None = None
     cgroup_dir: str | None = None
     hidden: tuple[str, ...] = ()
+    contained: bool = False
+    """The contained profile: capabilities narrowed (``capabilities``),
+    ``no_new_privs`` and a seccomp filter (``seccomp``), applied last before
+    the exec. False: a host job, with the daemon's own powers."""
 
     @classmethod
     def none(cls) -> Isolation:
@@ -147,6 +151,7 @@ class IsolationSpec:
             "hidden": list(iso.hidden),
             "uid": iso.uid,
             "gid": gid,
+            "confine": confinement(iso) if iso.contained else None,
         }
 
     def to_bytes(self) -> bytes:
@@ -175,10 +180,29 @@ class IsolationSpec:
                 uid=record["uid"],  # type: ignore[arg-type]
                 gid=record["gid"],  # type: ignore[arg-type]
                 cgroup_dir=record["cgroup_dir"],  # type: ignore[arg-type]
+                contained=record["confine"] is not None,
             ),
         )
         spec.validate()
         return spec
+
+
+def confinement(iso: Isolation) -> dict[str, object]:
+    """The spec's ``confine`` record of a contained job: the capabilities it
+    keeps (NET_BIND_SERVICE only with a network of its own) and its seccomp
+    filter (tracing allowed only inside a PID namespace of its own). Raises
+    ``Unsupported`` when this host cannot build the filter: a contained job
+    is refused rather than run weaker."""
+    from rund_trio.isolation import capabilities, seccomp
+
+    try:
+        bpf = seccomp.program(allow_tracing=iso.namespaces.pid)
+    except seccomp.FilterUnavailable as error:
+        raise Unsupported(
+            f"this host cannot confine contained jobs with seccomp: {error}; "
+            "contained jobs are refused until it can"
+        ) from None
+    return {"caps": capabilities.contained_set(own_network=iso.namespaces.net), "seccomp": bpf}
 
 
 def hostname_for_job(job_id: str) -> str:

@@ -15,7 +15,10 @@ line ``b"RUND-SPEC 1\\n"`` followed by ``marshal.dumps(record, 4)``, where
      "rootfs": str | None,
      "hidden": [str, ...],           # absolute paths made unreadable (mount namespace)
      "uid": int | None,
-     "gid": int | None}
+     "gid": int | None,
+     "confine": None | {             # a contained job (None: a host job)
+         "caps": int,                # the capability mask it keeps
+         "seccomp": bytes}}          # its seccomp filter, BPF from libseccomp
 
 ``marshal`` rather than JSON because ``json`` drags in ``re`` and ``enum``,
 about as much time as the whole interpreter start; both ends are the same
@@ -24,7 +27,8 @@ version 4 is read by every Python 3 since 3.4. The spec fd is written only by
 the daemon: never feed it untrusted bytes.
 
 **Status fd** (close-on-exec in the job's program): end of file without a byte
-means the program was executed. On failure the helper writes one line,
+(but the ``PROGRAM_PID`` line) means the program was executed. On failure the
+helper writes one line,
 ``b"<errno> <step> <message>\\n"`` (decimal errno, a step name without spaces
 such as ``exec`` or ``pivot_root``, then free UTF-8 text) and exits with
 ``EXIT_SETUP_FAILED``.
@@ -40,6 +44,10 @@ EXIT_SETUP_FAILED = 127
 """The helper's exit code when it failed before the job's program ran."""
 STATUS_MAX = 4096
 """The longest status line the daemon reads."""
+PROGRAM_PID = b"job "
+"""With a PID namespace, the helper's line ``job <pid>\n`` on the status fd:
+the job's program's pid on the daemon's host (without one, the helper's own
+pid is the program's)."""
 DEFAULT_SPEC_FD = 3
 DEFAULT_STATUS_FD = 4
 NAMESPACE_KINDS = ("pid", "mount", "uts", "ipc", "net")
@@ -88,6 +96,7 @@ def check_record(record: dict[str, object]) -> None:
         "hidden",
         "uid",
         "gid",
+        "confine",
     }
     if set(record) != expected:
         raise WireError(f"spec keys must be {sorted(expected)}")
@@ -113,6 +122,17 @@ def check_record(record: dict[str, object]) -> None:
         or not all(isinstance(v, bool) for v in namespaces.values())
     ):
         raise WireError(f"namespaces must map each of {NAMESPACE_KINDS} to a bool")
+    confine = record["confine"]
+    if confine is not None and (
+        not isinstance(confine, dict)
+        or set(confine) != {"caps", "seccomp"}
+        or not isinstance(confine["caps"], int)
+        or isinstance(confine["caps"], bool)
+        or not 0 <= confine["caps"] < 2**64
+        or not isinstance(confine["seccomp"], bytes)
+        or not confine["seccomp"]
+    ):
+        raise WireError("confine must be None or {caps: a 64-bit mask, seccomp: BPF bytes}")
 
 
 def encode_status(errno: int, step: str, message: str) -> bytes:

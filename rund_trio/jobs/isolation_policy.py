@@ -4,6 +4,8 @@ every job is contained. Pure logic, no I/O."""
 from __future__ import annotations
 
 import enum
+import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from rund_trio.errors import ConfigError, FailedPrecondition, PermissionDenied
@@ -17,6 +19,54 @@ class Network(enum.Enum):
     """A new network namespace with only the loopback interface, up."""
 
 
+class Profile(enum.Enum):
+    """What a job may do to the machine it runs on."""
+
+    CONTAINED = "contained"
+    """Capabilities no wider than Docker's default, ``no_new_privs``, a seccomp
+    filter (``rund_trio.isolation.capabilities``, ``.seccomp``)."""
+    HOST = "host"
+    """The daemon's own powers: for jobs that administer the machine, and only
+    for the identities the operator grants them to."""
+
+
+_SAN_KINDS = {"dns": "DNS", "ip": "IP", "email": "email", "uri": "URI"}
+
+
+def parse_san_pattern(text: str) -> str:
+    """A ``--allow-host-jobs`` pattern in its canonical form: ``KIND:GLOB``,
+    ``KIND`` one of DNS, IP, email, URI (any case) as Identity SANs are
+    written, ``GLOB`` an ``fnmatch`` pattern (``*``, ``?``, ``[...]``; ``*``
+    also matches dots) over the SAN's value, matched case-sensitively except
+    that a DNS pattern is lower-cased as DNS SANs are. ``ConfigError`` with a
+    one-line reason for anything else."""
+    kind, colon, value = text.strip().partition(":")
+    canonical = _SAN_KINDS.get(kind.strip().lower())
+    if not colon or canonical is None:
+        raise ConfigError(
+            f"--allow-host-jobs {text!r}: write KIND:PATTERN with KIND one of DNS, IP, "
+            "email, URI (e.g. DNS:*.ops.example.com); to trust every client use "
+            "--default-profile host"
+        )
+    value = value.strip()
+    if not value:
+        raise ConfigError(f"--allow-host-jobs {text!r}: the pattern after {kind}: is empty")
+    if canonical == "DNS":
+        value = value.lower().rstrip(".")
+    return f"{canonical}:{value}"
+
+
+def san_matches(pattern: str, sans: Iterable[str]) -> bool:
+    """Whether one of ``sans`` (canonical ``KIND:value``) matches ``pattern``
+    (from ``parse_san_pattern``): the same kind, the value by ``fnmatch``."""
+    kind, _, glob = pattern.partition(":")
+    for san in sans:
+        san_kind, _, value = san.partition(":")
+        if san_kind == kind and fnmatch.fnmatchcase(value, glob):
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class IsolationRequest:
     """What a Start request asks for; None leaves the choice to the daemon."""
@@ -24,6 +74,7 @@ class IsolationRequest:
     network: Network | None = None
     uid: int | None = None
     gid: int | None = None
+    profile: Profile | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +95,11 @@ class IsolationPolicy:
     allowed_gids: frozenset[int] = field(default_factory=frozenset)
     hidden: tuple[str, ...] = ()
     """Absolute paths no job may read (covered in its mount namespace)."""
+    default_profile: Profile = Profile.CONTAINED
+    """The profile of jobs that do not ask for one (``--default-profile``)."""
+    host_job_grants: tuple[str, ...] = ()
+    """SAN patterns (``parse_san_pattern``) of the clients that may ask for
+    host jobs (``--allow-host-jobs``)."""
 
     def validate(self) -> None:
         """``ConfigError`` for settings that contradict each other."""
@@ -56,10 +112,29 @@ class IsolationPolicy:
         if not self.namespaces and self.hidden:
             raise ConfigError("--hide needs namespaces (drop --no-namespaces)")
 
-    def isolation_for(self, request: IsolationRequest) -> Isolation:
-        """The containment of one job; raises ``FailedPrecondition`` for a
-        choice this daemon cannot honour and ``PermissionDenied`` for a user it
-        does not allow."""
+    def profile_for(self, request: IsolationRequest, sans: Iterable[str]) -> Profile:
+        """The profile of a job asked for by a client with ``sans``: the one it
+        asks for, else the daemon's default. Asking for ``HOST`` needs a grant
+        (a SAN matching a ``host_job_grants`` pattern) unless host is the
+        default anyway; otherwise ``PermissionDenied``."""
+        wanted = request.profile or self.default_profile
+        if (
+            request.profile is Profile.HOST
+            and self.default_profile is not Profile.HOST
+            and not any(san_matches(pattern, sans) for pattern in self.host_job_grants)
+        ):
+            raise PermissionDenied(
+                "this daemon does not let your certificate run host jobs: run the job "
+                "without --host (contained), or ask the operator for a grant "
+                "(serve --allow-host-jobs matching one of your certificate's names)"
+            )
+        return wanted
+
+    def isolation_for(self, request: IsolationRequest, sans: Iterable[str] = ()) -> Isolation:
+        """The containment of one job asked for by a client with ``sans``;
+        raises ``FailedPrecondition`` for a choice this daemon cannot honour
+        and ``PermissionDenied`` for a user or a profile it does not allow."""
+        contained = self.profile_for(request, sans) is Profile.CONTAINED
         network = request.network or self.network
         if network is Network.HOST and not self.allow_host_network:
             raise FailedPrecondition("this daemon does not let jobs use the host network")
@@ -69,13 +144,14 @@ class IsolationPolicy:
             )
         uid, gid = self._credentials(request)
         if not self.namespaces:
-            return Isolation(namespaces=Namespaces.none(), uid=uid, gid=gid)
+            return Isolation(namespaces=Namespaces.none(), uid=uid, gid=gid, contained=contained)
         return Isolation(
             namespaces=Namespaces(net=network is Network.ISOLATED),
             rootfs=self.rootfs,
             uid=uid,
             gid=gid,
             hidden=self.hidden,
+            contained=contained,
         )
 
     def _credentials(self, request: IsolationRequest) -> tuple[int | None, int | None]:

@@ -11,6 +11,7 @@ import signal
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from rund_trio.jobs.isolation_policy import Profile
 from rund_trio.process.base import ExitStatus, ResourceUsage
 
 
@@ -46,6 +47,7 @@ class JobSnapshot:
     stop_requested: bool
     usage: ResourceUsage
     output: OutputCounts
+    profile: Profile = Profile.CONTAINED
 
     @property
     def stopped(self) -> bool:
@@ -68,8 +70,17 @@ class JobSnapshot:
 class JobRecord:
     """The bookkeeping of one job from its start to its end."""
 
-    def __init__(self, job_id: str, argv: tuple[str, ...], pid: int, started_at: datetime) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        argv: tuple[str, ...],
+        pid: int,
+        started_at: datetime,
+        *,
+        profile: Profile = Profile.CONTAINED,
+    ) -> None:
         self.job_id = job_id
+        self.profile = profile
         self.argv = argv
         self.pid = pid
         self.started_at = started_at
@@ -120,6 +131,7 @@ class JobRecord:
             stop_requested=self.stop_requested,
             usage=usage,
             output=output,
+            profile=self.profile,
         )
 
 

@@ -36,7 +36,7 @@ from rund_trio.errors import (
     Unsupported,
 )
 from rund_trio.isolation.spec import Isolation
-from rund_trio.jobs.isolation_policy import IsolationPolicy
+from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
 from rund_trio.jobs.quota import Quota
 from rund_trio.jobs.spec import JobSpec, new_job_id
 from rund_trio.jobs.state import JobRecord, JobSnapshot, OutputCounts, final_usage
@@ -227,7 +227,7 @@ class Supervisor:
                 "with it could never be found again: use a certificate with a SAN"
             )
         self._limits.check_limits(spec.limits)
-        isolation = self._config.isolation.isolation_for(spec.isolation)
+        isolation = self._config.isolation.isolation_for(spec.isolation, owner.sans)
         if self._nursery is None or self._disk is None:
             raise FailedPrecondition("the daemon is shutting down")
         if (full := self._disk.refusal()) is not None:
@@ -298,11 +298,17 @@ class Supervisor:
         except BaseException:
             journal.remove()
             raise
-        record_ = JobRecord(job_id, spec.argv, process.pid, self._now())
+        profile = Profile.CONTAINED if isolation.contained else Profile.HOST
+        record_ = JobRecord(job_id, spec.argv, process.program_pid, self._now(), profile=profile)
         job = Job(record_, owner, process, journal)
         self._jobs.add(job_id, owner, job)
         log.info(
-            "job %s started by %s: pid %d, %s", job_id, owner, process.pid, shlex.join(spec.argv)
+            "job %s started by %s (%s): pid %d, %s",
+            job_id,
+            owner,
+            profile.value,
+            process.program_pid,
+            shlex.join(spec.argv),
         )
         # From here on this task alone owns the process: it is reaped whatever happens.
         try:

@@ -78,6 +78,12 @@ class JobProcess(Protocol):
     def pid(self) -> int: ...
 
     @property
+    def program_pid(self) -> int:
+        """The job's program's pid on this host (Status's ``pid``): ``pid``
+        unless a helper or a PID namespace's init stands in between."""
+        ...
+
+    @property
     def stdout(self) -> trio.abc.ReceiveStream: ...
 
     @property

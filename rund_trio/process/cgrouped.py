@@ -33,6 +33,10 @@ class CgroupedProcess:
         return self._process.pid
 
     @property
+    def program_pid(self) -> int:
+        return self._process.program_pid
+
+    @property
     def stdout(self) -> trio.abc.ReceiveStream:
         return self._process.stdout
 

@@ -46,7 +46,13 @@ from rund_trio.isolation.forkserver_main import (
 )
 from rund_trio.isolation.spec import Isolation, IsolationSpec
 from rund_trio.process.base import ProcessSpec
-from rund_trio.process.helper import HelperProcess, job_isolation, read_status, spawn_error
+from rund_trio.process.helper import (
+    HelperProcess,
+    job_isolation,
+    program_pid_line,
+    read_status,
+    spawn_error,
+)
 from rund_trio.process.pidfd import ChildWaiter
 from rund_trio.process.pipes import open_output_pipe
 
@@ -363,12 +369,13 @@ class ForkServerSpawner:
                 await process.wait()
                 await process.aclose()
             raise
-        status = _without_pid_line(status)
+        program_pid, status = program_pid_line(_without_pid_line(status))
         if status:
             with trio.CancelScope(shield=True):
                 await process.wait()
                 await process.aclose()
             raise spawn_error(program, status)
+        process.set_program_pid(program_pid)
         return process
 
     async def _fork(self, program: str, request: bytes, fds: Sequence[int]) -> int:

@@ -10,7 +10,9 @@ becomes a ``SpawnError`` after the helper was reaped.
 The returned process's ``pid`` is the helper's, which is the job's program
 itself without a PID namespace (the helper execs it) and otherwise the parent of
 the namespace's init; either way it ends the way the job's program ended, it is
-the session leader, and its process group holds the job's processes.
+the session leader, and its process group holds the job's processes. Its
+``program_pid`` is the job's program's, which the helper reports on the status
+fd when a PID namespace stands in between.
 """
 
 from __future__ import annotations
@@ -66,6 +68,22 @@ def cli_helper_command() -> list[str]:
     """The same helper through the CLI (``rund-trio execute``): slower to
     start (site, argparse), for debugging."""
     return [sys.executable, "-m", "rund_trio", "execute"]
+
+
+def program_pid_line(status: bytes) -> tuple[int | None, bytes]:
+    """(the job's program's pid from the helper's ``wire.PROGRAM_PID`` line,
+    if it wrote one; the rest of the status: empty once the program runs).
+    The line may come before or after a failure line: the helper and the
+    job's process write them independently."""
+    pid = None
+    rest = []
+    for line in status.splitlines(keepends=True):
+        number = line[len(wire.PROGRAM_PID) :].strip()
+        if pid is None and line.startswith(wire.PROGRAM_PID) and number.isdigit():
+            pid = int(number)
+        else:
+            rest.append(line)
+    return pid, b"".join(rest)
 
 
 def spawn_error(program: str, status: bytes) -> SpawnError:
@@ -187,11 +205,13 @@ class HelperSpawner:
                 await process.wait()
                 await process.aclose()
             raise
+        program_pid, status = program_pid_line(status)
         if status:
             with trio.CancelScope(shield=True):
                 await process.wait()
                 await process.aclose()
             raise spawn_error(spec.argv[0], status)
+        process.set_program_pid(program_pid)
         return process
 
     def _start_helper(self, payload: bytes) -> tuple[int, int, int, int]:

@@ -26,10 +26,20 @@ class SessionLeader:
         self._waiter = ChildWaiter(pid)
         self._stdout = trio.lowlevel.FdStream(stdout_fd)
         self._stderr = trio.lowlevel.FdStream(stderr_fd)
+        self._program_pid: int | None = None
 
     @property
     def pid(self) -> int:
         return self._waiter.pid
+
+    @property
+    def program_pid(self) -> int:
+        """The job's program on this host: the leader itself unless a helper
+        above a PID namespace said otherwise (``set_program_pid``)."""
+        return self._program_pid if self._program_pid is not None else self.pid
+
+    def set_program_pid(self, pid: int | None) -> None:
+        self._program_pid = pid
 
     @property
     def reaped(self) -> bool:

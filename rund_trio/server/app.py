@@ -17,7 +17,7 @@ from rund_trio.address import parse_address
 from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
 from rund_trio.errors import ConfigError
 from rund_trio.isolation.spec import Isolation
-from rund_trio.jobs.isolation_policy import IsolationPolicy
+from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
 from rund_trio.jobs.spec import MAX_ARGV_BYTES
 from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.logs.budget import Reserve
@@ -109,6 +109,18 @@ def hide_daemon_files(policy: IsolationPolicy, state_dir: Path, key: Path) -> Is
     return replace(policy, hidden=tuple(dict.fromkeys(os.path.realpath(h) for h in hidden)))
 
 
+def warn_if_jobs_cannot_be_contained() -> None:
+    """Build the contained profile's seccomp filter once at start-up, so an
+    operator learns at once, not at the first Start, that contained jobs will
+    be refused (each Start of one says why again)."""
+    from rund_trio.isolation import seccomp
+
+    try:
+        seccomp.program(allow_tracing=True)
+    except seccomp.FilterUnavailable as error:
+        log.error("contained jobs will be refused: %s", error)
+
+
 @asynccontextmanager
 async def job_spawner(
     isolation: IsolationPolicy, tree: CgroupTree | None
@@ -119,7 +131,10 @@ async def job_spawner(
     cgroup where the host has a usable cgroup v2 hierarchy. The fork server is
     stopped on exit (the jobs it started are the daemon's own children)."""
     cgrouped = tree is not None and tree.enabled
-    if isolation == IsolationPolicy(namespaces=False) and not cgrouped:
+    # Only host jobs without namespaces need nothing set up: a contained job
+    # has its capabilities and seccomp filter applied by the fork server's child.
+    nothing_to_set_up = IsolationPolicy(namespaces=False, default_profile=Profile.HOST)
+    if isolation == nothing_to_set_up and not cgrouped:
         yield PosixSpawner()
         return
     fork_server = ForkServerSpawner(Isolation.none())
@@ -168,6 +183,7 @@ async def serve(
     """
     ssl_context = config.tls.server_context()
     config.isolation.validate()
+    warn_if_jobs_cannot_be_contained()
     listeners = await open_listeners(config.addr)
     async with AsyncExitStack() as stack:
         for listener in listeners:

@@ -8,7 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.cgroups.limits import Limits
 from rund_trio.errors import InvalidRequest
-from rund_trio.jobs.isolation_policy import IsolationRequest, Network
+from rund_trio.jobs.isolation_policy import IsolationRequest, Network, Profile
 from rund_trio.jobs.state import JobSnapshot, JobState
 
 MAX_GRACE_SECONDS = 3600.0
@@ -47,12 +47,25 @@ _NETWORKS = {
 }
 
 
+_PROFILES = {
+    pb.JOB_PROFILE_DEFAULT: None,
+    pb.JOB_PROFILE_CONTAINED: Profile.CONTAINED,
+    pb.JOB_PROFILE_HOST: Profile.HOST,
+}
+_PROFILES_OUT = {Profile.CONTAINED: pb.JOB_PROFILE_CONTAINED, Profile.HOST: pb.JOB_PROFILE_HOST}
+
+
 def isolation_from_request(request: pb.JobStartRequest) -> IsolationRequest:
     """The containment a Start request asks for; InvalidRequest for an
-    unknown network value."""
+    unknown network or profile value."""
     if request.network not in _NETWORKS:
         raise InvalidRequest(f"unknown network {request.network}")
+    if request.profile not in _PROFILES:
+        raise InvalidRequest(
+            f"unknown profile {request.profile} (known: 0 default, 1 contained, 2 host)"
+        )
     return IsolationRequest(
+        profile=_PROFILES[request.profile],
         network=_NETWORKS[request.network],
         uid=request.uid.value if request.HasField("uid") else None,
         gid=request.gid.value if request.HasField("gid") else None,
@@ -99,6 +112,7 @@ def status_to_proto(snapshot: JobSnapshot) -> pb.JobStatus:
         io_read_bytes=snapshot.usage.io_read_bytes,
         io_write_bytes=snapshot.usage.io_write_bytes,
         output_error=snapshot.output.error or "",
+        profile=_PROFILES_OUT[snapshot.profile],
     )
     if snapshot.exit_code is not None:
         status.exit_code.value = snapshot.exit_code

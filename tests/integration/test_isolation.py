@@ -12,7 +12,7 @@ import trio
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.errors import RpcError
-from rund_trio.jobs.isolation_policy import IsolationPolicy, Network
+from rund_trio.jobs.isolation_policy import IsolationPolicy, Network, Profile
 from tests.conftest import Daemon, Pki, start_daemon
 from tests.procs import live_pids
 
@@ -48,7 +48,12 @@ async def test_a_job_has_a_hostname_of_its_own(daemon: Daemon) -> None:
     assert out.decode().strip() != os.uname().nodename
 
 
-async def test_a_mount_made_by_a_job_is_not_visible_on_the_host(daemon: Daemon) -> None:
+async def test_a_mount_made_by_a_host_job_is_not_visible_on_the_host(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    daemon = await start_daemon(
+        nursery, pki, tmp_path, isolation=IsolationPolicy(default_profile=Profile.HOST)
+    )
     marker = f"rund-test-{secrets.token_hex(4)}"
     status, out, _ = await run(
         daemon, "sh", "-c", f"mount -t tmpfs {marker} /mnt && grep -c {marker} /proc/self/mountinfo"

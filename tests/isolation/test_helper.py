@@ -302,3 +302,47 @@ async def test_cli_subcommand_runs_the_helper() -> None:
     spawner = HelperSpawner(command=cli_helper_command())
     done = await run_job("sh", "-c", "echo $$", spawner=spawner)
     assert done.stdout == "2\n"
+
+
+CONTAINED = Isolation(contained=True)
+
+
+def proc_status(text: str) -> dict[str, str]:
+    return {k: v.strip() for k, v in (line.split(":", 1) for line in text.splitlines())}
+
+
+@pytest.mark.parametrize(
+    "isolation",
+    [CONTAINED, Isolation(namespaces=Namespaces.none(), contained=True)],
+    ids=["namespaces", "no-namespaces"],
+)
+async def test_a_contained_job_through_the_helper_is_confined_as_through_the_fork_server(
+    isolation: Isolation,
+) -> None:
+    done = await run_job("cat", "/proc/self/status", isolation=isolation)
+    status = proc_status(done.stdout)
+    assert (status["NoNewPrivs"], status["Seccomp"]) == ("1", "2")
+    assert int(status["CapBnd"], 16) == int(status["CapEff"], 16) == 0x800401FB
+    assert int(status["CapAmb"], 16) == 0
+
+
+async def test_a_contained_job_in_a_root_filesystem_is_confined(busybox_rootfs: Path) -> None:
+    (busybox_rootfs / "proc").mkdir(exist_ok=True)
+    isolation = Isolation(rootfs=str(busybox_rootfs), contained=True)
+    done = await run_job("cat", "/proc/self/status", isolation=isolation)
+    assert proc_status(done.stdout)["Seccomp"] == "2", done.stderr
+
+
+async def test_the_program_pid_is_the_jobs_program_under_rund_init() -> None:
+    spec = ProcessSpec(("sleep", "1000"), {"PATH": PATH})
+    process = await HelperSpawner().spawn(spec)
+    try:
+        assert process.program_pid != process.pid
+        with trio.fail_after(10):
+            while Path(f"/proc/{process.program_pid}/cmdline").read_bytes() != b"sleep\x001000\x00":
+                await trio.sleep(0.01)
+        os.kill(process.program_pid, signal.SIGKILL)
+        done = await finish(process)
+    finally:
+        process.signal_tree(signal.SIGKILL)
+    assert (done.status.signal, done.status.exit_code) == (signal.SIGKILL, None)

@@ -9,7 +9,7 @@ import pytest
 from rund_trio.errors import InvalidRequest
 from rund_trio.isolation import wire
 from rund_trio.isolation.spec import Isolation, IsolationSpec, Namespaces, hostname_for_job
-from rund_trio.process.helper import spawn_error
+from rund_trio.process.helper import program_pid_line, spawn_error
 
 
 def spec(**isolation: object) -> IsolationSpec:
@@ -178,3 +178,45 @@ def test_a_record_whose_hidden_paths_are_not_strings_is_rejected() -> None:
     record["hidden"] = [b"/srv/state"]
     with pytest.raises(wire.WireError, match="hidden"):
         wire.decode_spec(wire.SPEC_MAGIC + marshal.dumps(record))
+
+
+@pytest.mark.parametrize(
+    "confine",
+    [
+        {"caps": 1},
+        {"caps": True, "seccomp": b"x" * 8},
+        {"caps": 2**64, "seccomp": b"x" * 8},
+        {"caps": 1, "seccomp": b""},
+        {"caps": 1, "seccomp": "not bytes"},
+        [1, b"x"],
+    ],
+)
+def test_a_malformed_confine_record_is_refused(confine: object) -> None:
+    record = IsolationSpec(("true",)).to_record()
+    record["confine"] = confine
+    with pytest.raises(wire.WireError, match="confine"):
+        wire.check_record(record)
+
+
+def test_a_contained_spec_carries_its_capabilities_and_filter_and_round_trips() -> None:
+    spec = IsolationSpec(("true",), isolation=Isolation(contained=True))
+    confine = spec.to_record()["confine"]
+    assert isinstance(confine, dict) and confine["caps"] and confine["seccomp"]
+    assert IsolationSpec.from_bytes(spec.to_bytes()).isolation.contained
+    assert IsolationSpec(("true",)).to_record()["confine"] is None
+
+
+@pytest.mark.parametrize(
+    ("status", "pid", "rest"),
+    [
+        (b"job 42\n", 42, b""),
+        (b"job 42\n2 exec No such file\n", 42, b"2 exec No such file\n"),
+        (b"2 exec No such file\njob 42\n", 42, b"2 exec No such file\n"),
+        (b"2 exec No such file\n", None, b"2 exec No such file\n"),
+        (b"", None, b""),
+    ],
+)
+def test_the_program_pid_line_is_found_before_or_after_a_failure(
+    status: bytes, pid: int | None, rest: bytes
+) -> None:
+    assert program_pid_line(status) == (pid, rest)

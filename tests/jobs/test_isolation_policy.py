@@ -6,7 +6,14 @@ import pytest
 
 from rund_trio.errors import ConfigError, FailedPrecondition, PermissionDenied
 from rund_trio.isolation.spec import Namespaces
-from rund_trio.jobs.isolation_policy import IsolationPolicy, IsolationRequest, Network
+from rund_trio.jobs.isolation_policy import (
+    IsolationPolicy,
+    IsolationRequest,
+    Network,
+    Profile,
+    parse_san_pattern,
+    san_matches,
+)
 
 
 def test_by_default_a_job_gets_new_namespaces_and_the_host_network() -> None:
@@ -89,3 +96,81 @@ def test_a_gid_not_allowed_is_refused() -> None:
 def test_contradicting_settings_are_a_config_error(policy: IsolationPolicy) -> None:
     with pytest.raises(ConfigError):
         policy.validate()
+
+
+ALICE = ("DNS:alice", "email:alice@example.com")
+
+
+def test_a_job_is_contained_unless_it_asks_otherwise() -> None:
+    policy = IsolationPolicy()
+    assert policy.profile_for(IsolationRequest(), ALICE) is Profile.CONTAINED
+    assert policy.isolation_for(IsolationRequest(), ALICE).contained
+
+
+def test_asking_for_a_host_job_without_a_grant_is_permission_denied() -> None:
+    policy = IsolationPolicy(host_job_grants=("DNS:ops-*",))
+    with pytest.raises(PermissionDenied, match="host jobs"):
+        policy.isolation_for(IsolationRequest(profile=Profile.HOST), ALICE)
+
+
+def test_a_granted_san_may_ask_for_a_host_job() -> None:
+    policy = IsolationPolicy(host_job_grants=("DNS:ops-*", "email:*@example.com"))
+    isolation = policy.isolation_for(IsolationRequest(profile=Profile.HOST), ALICE)
+    assert not isolation.contained
+
+
+def test_a_granted_san_still_gets_contained_jobs_unless_it_asks() -> None:
+    policy = IsolationPolicy(host_job_grants=("DNS:alice",))
+    assert policy.isolation_for(IsolationRequest(), ALICE).contained
+
+
+def test_with_host_as_the_default_every_client_gets_host_jobs() -> None:
+    policy = IsolationPolicy(default_profile=Profile.HOST)
+    assert not policy.isolation_for(IsolationRequest(), ("DNS:bob",)).contained
+    assert not policy.isolation_for(IsolationRequest(profile=Profile.HOST), ("DNS:bob",)).contained
+
+
+def test_any_client_may_ask_for_a_contained_job_when_host_is_the_default() -> None:
+    policy = IsolationPolicy(default_profile=Profile.HOST)
+    assert policy.isolation_for(IsolationRequest(profile=Profile.CONTAINED), ("DNS:bob",)).contained
+
+
+def test_a_job_without_namespaces_is_still_contained() -> None:
+    isolation = IsolationPolicy(namespaces=False).isolation_for(IsolationRequest(), ALICE)
+    assert isolation.namespaces == Namespaces.none() and isolation.contained
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("DNS:*.Ops.Example.COM.", "DNS:*.ops.example.com"),
+        ("dns:alice", "DNS:alice"),
+        ("email:Root@*", "email:Root@*"),
+        ("uri:spiffe://example.org/admin/*", "URI:spiffe://example.org/admin/*"),
+        ("IP:10.0.0.*", "IP:10.0.0.*"),
+    ],
+)
+def test_host_job_patterns_are_written_as_identity_sans(text: str, canonical: str) -> None:
+    assert parse_san_pattern(text) == canonical
+
+
+@pytest.mark.parametrize("text", ["*", "alice", "CN:alice", "DNS:", "dirName:x"])
+def test_a_host_job_pattern_without_a_known_kind_is_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError, match="allow-host-jobs"):
+        parse_san_pattern(text)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "sans", "matches"),
+    [
+        ("DNS:*.ops.example.com", ("DNS:db1.ops.example.com",), True),
+        ("DNS:*.ops.example.com", ("DNS:ops.example.com",), False),
+        ("DNS:alice", ("email:alice",), False),  # the kind must match too
+        ("email:*@example.com", ("DNS:x", "email:root@example.com"), True),
+        ("URI:spiffe://example.org/admin/*", ("URI:spiffe://example.org/user/x",), False),
+    ],
+)
+def test_a_pattern_matches_a_san_of_the_same_kind_by_glob(
+    pattern: str, sans: tuple[str, ...], matches: bool
+) -> None:
+    assert san_matches(pattern, sans) is matches
