@@ -4,7 +4,6 @@ being handled."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -16,6 +15,7 @@ import pytest
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.cli import client_cmd
+from rund_trio.cli.main import build_parser
 from rund_trio.client.api import RundClient
 
 
@@ -65,14 +65,8 @@ def test_a_second_ctrl_c_during_the_stop_of_run_ends_it_at_once(
 
     monkeypatch.setattr(RundClient, "connect", connect)
     monkeypatch.setattr(client_cmd, "tls_files", lambda args: NoTls())
-    args = argparse.Namespace(
-        addr="localhost:1",
-        command=["sleep", "1000"],
-        action_fn=client_cmd._run,
-        network=None,
-        uid=None,
-        gid=None,
-        **{field: None for _, field, _, _ in client_cmd.LIMIT_FLAGS},
+    args = build_parser().parse_args(
+        ["client", "run", "--addr", "localhost:1", "--", "sleep", "1000"]
     )
     assert client_cmd.run_action(args) == 128 + signal.SIGINT
     assert client.stop_calls == 1
