@@ -222,6 +222,8 @@ class GrpcConnection:
         self._h2.initiate_connection()
         self._h2.increment_flow_control_window(2**30)
         self._inbound = bytearray()
+        self._outgoing: list[bytes] = []
+        """Bytes taken from h2 by ``has_data_to_send``, still to hand over."""
         self._preface_pending = not self._client
         self._eof = False
         self._state = _ConnectionState.OPEN
@@ -667,7 +669,18 @@ class GrpcConnection:
         """The bytes to write next, in order (``b""`` when there are none).
         Once they are handed over they are the caller's to write."""
         data: bytes = self._h2.data_to_send()
+        if self._outgoing:
+            self._outgoing.append(data)
+            data = b"".join(self._outgoing)
+            self._outgoing.clear()
         return data
+
+    def has_data_to_send(self) -> bool:
+        """Whether ``data_to_send`` would return bytes (they stay queued)."""
+        data: bytes = self._h2.data_to_send()
+        if data:
+            self._outgoing.append(data)
+        return bool(self._outgoing)
 
     def close(self, reason: str = "") -> None:
         """Queue a GOAWAY (NO_ERROR): this side is done with the connection."""

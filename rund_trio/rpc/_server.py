@@ -149,6 +149,15 @@ class _Connection:
         self._wake.set()
         self._progress.unpark_all()
 
+    def poke(self) -> None:
+        """After reading: wake the writer if the core has bytes to send (a
+        WINDOW_UPDATE, a SETTINGS ack, a flow-controlled message let go), and
+        let ``drained()`` look again in any case."""
+        if self.core.has_data_to_send():
+            self.wake()
+        else:
+            self._progress.unpark_all()
+
     async def writer(self) -> None:
         """Write what the core queues, in order, until cancelled or the stream breaks."""
         try:
@@ -332,7 +341,7 @@ class GrpcServer:
                 connection.wake()
                 return
             if event is NEED_DATA:
-                connection.wake()
+                connection.poke()
                 if connection.broken:
                     return
                 try:
@@ -500,7 +509,7 @@ async def _next_message(
     if isinstance(item, StreamRejected):
         raise _Rejected(item.status)
     connection.core.acknowledge(item.stream_id, item.flow_controlled_length)
-    connection.wake()
+    connection.poke()
     try:
         message: Message = message_type.FromString(item.data)
     except DecodeError:
