@@ -37,6 +37,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from rund_trio.errors import ConfigError
 from rund_trio.tls.context import load_certificate, load_private_key
+from rund_trio.tls.identity import parse_san as canonical_san
 
 __all__ = [
     "DEFAULT_SERVER_NAMES",
@@ -136,32 +137,29 @@ class IssuedCert:
 
 
 def parse_san(text: str) -> x509.GeneralName:
-    """Parse ``DNS:x``, ``IP:x``, ``email:x`` or ``URI:x`` (kind in any case).
+    """The certificate SAN for ``DNS:x``, ``IP:x``, ``email:x`` or ``URI:x`` (kind in
+    any case), read as :func:`rund_trio.tls.identity.parse_san` reads a peer's, so a
+    certificate made here names exactly the identity the daemon will see.
 
-    Raises ConfigError with a one-line reason for anything else, including an
-    ``IP:`` value that is not an IPv4 or IPv6 address.
+    Raises ConfigError with a one-line reason for anything else, including a
+    non-ASCII value or an ``IP:`` value that is not an IPv4 or IPv6 address.
     """
-    kind, colon, value = text.partition(":")
-    kind = kind.strip().lower()
-    value = value.strip()
-    if not colon or kind not in {"dns", "ip", "email", "uri"}:
-        raise ConfigError(
-            f"SAN {text!r} must look like DNS:name, IP:address, email:address or URI:uri"
-        )
-    if not value:
-        raise ConfigError(f"SAN {text!r} has an empty value")
-    if not value.isascii():
+    if not text.isascii():
         raise ConfigError(f"SAN {text!r} must be ASCII")
-    if kind == "ip":
-        try:
-            return x509.IPAddress(ipaddress.ip_address(value))
-        except ValueError:
-            raise ConfigError(f"SAN {text!r}: {value!r} is not an IP address") from None
-    if kind == "dns":
-        return x509.DNSName(value)
-    if kind == "email":
-        return x509.RFC822Name(value)
-    return x509.UniformResourceIdentifier(value)
+    try:
+        kind, _, value = canonical_san(text).partition(":")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if kind == "IP":
+        return x509.IPAddress(ipaddress.ip_address(value))
+    return _GENERAL_NAMES[kind](value)
+
+
+_GENERAL_NAMES: dict[str, Callable[[str], x509.GeneralName]] = {
+    "DNS": x509.DNSName,
+    "email": x509.RFC822Name,
+    "URI": x509.UniformResourceIdentifier,
+}
 
 
 def _server_san(name: str) -> x509.GeneralName:
