@@ -18,6 +18,7 @@ _STATES = {
     JobState.EXITED: pb.JOB_STATE_EXITED,
     JobState.KILLED: pb.JOB_STATE_KILLED,
     JobState.STOPPED: pb.JOB_STATE_STOPPED,
+    JobState.LOST: pb.JOB_STATE_LOST,
 }
 
 _LIMIT_FIELDS = {
@@ -99,6 +100,7 @@ def status_to_proto(snapshot: JobSnapshot) -> pb.JobStatus:
         io_read_bytes=snapshot.usage.io_read_bytes,
         io_write_bytes=snapshot.usage.io_write_bytes,
         output_error=snapshot.output.error or "",
+        ulid=snapshot.job_id,
     )
     if snapshot.exit_code is not None:
         status.exit_code.value = snapshot.exit_code
