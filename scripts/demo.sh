@@ -10,7 +10,7 @@ export RUND_ADDR=localhost:$port
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
 log=$(mktemp)
-$rund serve --addr "127.0.0.1:$port" 2>"$log" &
+$rund serve --addr "127.0.0.1:$port" --temp-state-dir 2>"$log" &
 daemon=$!
 trap 'kill $daemon 2>/dev/null || true; rm -f "$log"' EXIT
 until grep -q "listening on" "$log"; do

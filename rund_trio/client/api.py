@@ -1,4 +1,4 @@
-"""``RundClient``: the daemon's four RPCs as typed async methods.
+"""``RundClient``: the daemon's RPCs as typed async methods.
 
 Every failure surfaces as a ``rund_trio.errors.RundError``: ``ConnectionFailed``
 when the daemon cannot be reached or the TLS handshake fails, ``RpcError`` (with
@@ -96,6 +96,41 @@ class RundClient:
 
     async def status(self, job_id: str) -> pb.JobStatus:
         status: pb.JobStatus = await self._call(self._stub.Status, pb.JobIdentifier(ulid=job_id))
+        return status
+
+    async def list_jobs(
+        self,
+        filter: pb.JobListFilter.ValueType = pb.JOB_LIST_FILTER_ALL,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> pb.JobListResponse:
+        """One page of the caller's jobs, newest first (see ``all_jobs``)."""
+        request = pb.JobListRequest(filter=filter, page_size=page_size, page_token=page_token)
+        response: pb.JobListResponse = await self._call(self._stub.List, request)
+        return response
+
+    async def all_jobs(
+        self, filter: pb.JobListFilter.ValueType = pb.JOB_LIST_FILTER_ALL
+    ) -> AsyncIterator[pb.JobStatus]:
+        """Every job of the caller's, newest first, page after page."""
+        token = ""
+        while True:
+            page = await self.list_jobs(filter, page_token=token)
+            for status in page.jobs:
+                yield status
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def wait(self, job_id: str) -> pb.JobStatus:
+        """The job's final status, once it has ended."""
+        status: pb.JobStatus = await self._call(self._stub.Wait, pb.JobWaitRequest(ulid=job_id))
+        return status
+
+    async def remove(self, job_id: str, *, force: bool = False) -> pb.JobStatus:
+        """Forget an ended job (with ``force``, stop a running one first); its last status."""
+        request = pb.JobRemoveRequest(ulid=job_id, force=force)
+        status: pb.JobStatus = await self._call(self._stub.Remove, request)
         return status
 
     async def log(self, job_id: str) -> AsyncIterator[LogChunk]:

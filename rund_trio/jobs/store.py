@@ -35,7 +35,8 @@ import hmac
 import json
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,6 +176,10 @@ class JobStore:
             cls._check(path, writer)
             writer.execute("PRAGMA journal_mode=WAL")
             writer.execute("PRAGMA synchronous=FULL")
+            # Checkpoint every 256 pages (1 MiB) and keep the WAL no larger
+            # than that once checkpointed: the database's own disk use stays small.
+            writer.execute("PRAGMA wal_autocheckpoint=256")
+            writer.execute(f"PRAGMA journal_size_limit={1024**2}")
             cls._migrate(writer)
             reader = _connect(path)
             reader.execute("PRAGMA query_only=1")
@@ -186,6 +191,16 @@ class JobStore:
             raise
         os.chmod(path, 0o600)
         return cls(path, writer, reader, offload=offload)
+
+    @classmethod
+    @contextmanager
+    def opened(cls, state_dir: Path) -> Iterator[JobStore]:
+        """``open``, closed when the block exits."""
+        store = cls.open(state_dir)
+        try:
+            yield store
+        finally:
+            store.close()
 
     @staticmethod
     def _check(path: Path, connection: sqlite3.Connection) -> None:
@@ -260,7 +275,8 @@ class JobStore:
                     write.apply(self._writer)
                 self._writer.execute("COMMIT")
             except BaseException:
-                self._writer.execute("ROLLBACK")
+                if self._writer.in_transaction:  # SQLite may have rolled back itself
+                    self._writer.execute("ROLLBACK")
                 raise
         except (sqlite3.Error, OSError) as raised:
             error = str(raised)

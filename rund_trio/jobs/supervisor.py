@@ -152,6 +152,8 @@ class Job:
         removed, its output complete."""
         self.stop_grace = 0.0
         self.wait_scope = trio.CancelScope()
+        self.grace_scope = trio.CancelScope()
+        """Cancelled by a later Stop with a shorter grace: kill at once."""
         self._usage = ResourceUsage()
         self._usage_sampled_at = -math.inf
 
@@ -216,6 +218,7 @@ class Supervisor:
         self._given_store = store
         self._store: JobStore | None = None
         self._ended_count = 0
+        self._unrecorded: list[Job] = []
         self._running = Quota(
             "running jobs",
             total=config.max_running_jobs,
@@ -330,15 +333,23 @@ class Supervisor:
     async def stop(self, job: AnyJob, grace: float = 0.0) -> JobSnapshot:
         """End ``job``'s whole tree and return its final status.
 
-        A job that already ended keeps its status unchanged. Returns once
-        nothing of the job is left (``Job.done``); if the caller is cancelled
-        meanwhile, the job is still stopped.
+        A job that already ended keeps its status unchanged; a job already
+        being stopped is killed once the shorter of both grace periods is
+        over. Returns once nothing of the job is left (``Job.done``); if the
+        caller is cancelled meanwhile, the job is still stopped.
         """
         if isinstance(job, EndedJob):
             return job.snapshot()
-        if job.record.request_stop():
-            job.stop_grace = max(0.0, grace)
+        grace = max(0.0, grace)
+        if job.record.running and not job.record.stop_requested:
+            job.record.request_stop()
+            job.stop_grace = grace
             job.wait_scope.cancel()
+        elif job.record.running:
+            # A Stop while one is in its grace period: the shorter grace wins
+            # (a second Ctrl-C of `client run` kills at once).
+            deadline = trio.current_time() + grace
+            job.grace_scope.deadline = min(job.grace_scope.deadline, deadline)
         await job.done.wait()
         return job.snapshot()
 
@@ -399,6 +410,7 @@ class Supervisor:
     async def _retention_sweeps(self) -> None:
         while True:
             await trio.sleep(RETENTION_PERIOD)
+            await self._record_unrecorded_ends()
             await self._apply_retention()
 
     async def _apply_retention(self) -> None:
@@ -456,6 +468,8 @@ class Supervisor:
                 await self.store.insert(
                     record_.snapshot(ResourceUsage(), OutputCounts()), owner.sans
                 )
+            if self._disk is not None:
+                self._disk.budget.recheck()
         except BaseException as error:
             with trio.CancelScope(shield=True), trio.move_on_after(KILL_TIMEOUT):
                 await terminate(process, 0)
@@ -493,25 +507,41 @@ class Supervisor:
                 journal.close()
                 job.exited.set()
                 self._running.release(owner.sans)
-                await self._record_end(job)
-                self._jobs.remove(job_id, owner)
+                if await self._record_end(job):
+                    self._jobs.remove(job_id, owner)
+                else:  # served from memory until a sweep manages to record it
+                    self._unrecorded.append(job)
+                await self._apply_retention()
                 job.done.set()
-            await self._apply_retention()
 
-    async def _record_end(self, job: Job) -> None:
-        """Write the ended job's final row (its journal synced first). If that
-        fails the row still says running, and the next daemon reports it lost."""
+    async def _record_end(self, job: Job) -> bool:
+        """Write the ended job's final row (its journal synced first); whether
+        it was written. Until it is, the row says running: the next daemon
+        would report the job lost."""
         try:
             await self.store.finish(job.snapshot(), job.journal.path, job.journal.size)
         except (StoreError, FailedPrecondition) as error:
             log.error("job %s ended but its end could not be recorded: %s", job.job_id, error)
-            return
+            return False
+        finally:
+            if self._disk is not None:
+                self._disk.budget.recheck()
         self._ended_count += 1
+        return True
+
+    async def _record_unrecorded_ends(self) -> None:
+        """Retry the final rows that could not be written (e.g. the disk was full)."""
+        for job in list(self._unrecorded):
+            if await self._record_end(job):
+                self._unrecorded.remove(job)
+                self._jobs.remove(job.job_id, job.owner)
 
     async def _wait_or_stop(self, job: Job) -> ExitStatus:
         with job.wait_scope:
             return await job.process.wait()
-        return await terminate(job.process, job.stop_grace)
+        with job.grace_scope:
+            return await terminate(job.process, job.stop_grace)
+        return await terminate(job.process, 0)
 
     def _finish(self, job: Job, exit_status: ExitStatus) -> None:
         last_seen = job.process.usage()

@@ -111,6 +111,11 @@ class DiskBudget:
         they no longer count against the total. Free space is observed again
         at the next check."""
         self.used = max(0, self.used - size)
+        self.recheck()
+
+    def recheck(self) -> None:
+        """Something else was written to the filesystem (the job database):
+        observe free space again before the next write of output."""
         self._since_check = self.check_every
 
     def room(self) -> Room:
