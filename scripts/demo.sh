@@ -35,7 +35,10 @@ $rund client stop --grace 1 "$id"
 say rund-trio client run -- uname -sr
 $rund client run -- uname -sr
 
-say "kill -TERM $daemon   # the daemon kills every job and exits 0"
+say "rund-trio client ps -a   # your jobs, newest first"
+$rund client ps -a
+
+say "kill -TERM $daemon   # the daemon kills every job and exits 0 (--temp-state-dir: its records go too)"
 kill -TERM $daemon
 wait $daemon
 echo "daemon exited with status $?"
