@@ -311,11 +311,14 @@ async def _run(client: RundClient, args: argparse.Namespace) -> int:
                 # Output beyond a cap was dropped: say so, but the job's own
                 # exit code is still what the caller of `run` wants.
                 _say(f"warning: {error.message}")
-            except OSError:
-                # The terminal is gone (EIO, a closed pipe): stop the job as
-                # for a hang-up, then end quietly.
+            except OSError as error:
+                # The terminal or the reader is gone (EIO, a closed pipe): stop
+                # the job as for a hang-up; a closed pipe then ends `run` as
+                # SIGPIPE would (141, see cli.main).
                 await _stop_for(client, job_id, signal.SIGHUP, args.grace, tasks, quiet=True)
                 await client.wait(job_id)
+                if isinstance(error, BrokenPipeError):
+                    raise
             tasks.cancel_scope.cancel()
     return exit_code_of(await client.status(job_id))
 
