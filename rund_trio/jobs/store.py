@@ -103,10 +103,10 @@ def _moment(us: int | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class StoredJob:
-    """A job as its row says, with what is needed to read its output."""
+    """A job as its row says, with what is needed to read its output (its
+    owner is only ever matched in SQL, never read back)."""
 
     snapshot: JobSnapshot
-    owner: frozenset[str]
     journal_size: int
 
 
@@ -127,7 +127,7 @@ def _snapshot_of(row: sqlite3.Row) -> StoredJob:
         usage=usage,
         output=OutputCounts(row["output_recorded"], row["output_dropped"], row["output_error"]),
     )
-    return StoredJob(snapshot, frozenset(json.loads(row["owner"])), row["journal_size"])
+    return StoredJob(snapshot, row["journal_size"])
 
 
 def _refuse(path: Path, reason: str) -> ConfigError:
