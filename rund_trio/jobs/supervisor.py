@@ -25,6 +25,7 @@ import errno
 import logging
 import math
 import shlex
+import sqlite3
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ import trio
 
 from rund_trio.cgroups.limits import Limits
 from rund_trio.errors import (
+    ConfigError,
     FailedPrecondition,
     JobNotFound,
     PermissionDenied,
@@ -242,7 +244,13 @@ class Supervisor:
         state_dir = self._config.state_dir
         store = self._given_store or JobStore.open(state_dir)
         try:
-            lost = store.mark_lost(self._journal_extent, self._now())
+            try:
+                lost = store.mark_lost(self._journal_extent, self._now())
+            except sqlite3.Error as error:  # e.g. the disk is full
+                raise ConfigError(
+                    f"cannot record the jobs the previous daemon left running in {store.path}: "
+                    f"{error}"
+                ) from None
             if lost:
                 log.warning(
                     "%d jobs were running when the previous daemon ended: recorded as lost",
