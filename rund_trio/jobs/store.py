@@ -13,10 +13,11 @@ job's row is committed that way. A job's end is committed with
 returns, and the job's journal is fsync()ed before that -- so after a power
 cut too every ended job is still known with all its output, and so is every
 job started before it. What a power cut can take is only what was never
-synced: rows of jobs started since the last job ended (their journals are
-then orphans, set aside, never deleted), a removal, and the unsynced tail of
-a running job's output. Syncing every Start as well would cost an fsync per
-Start (3.4 ms p50 on the benchmark VM, a fifth of Start's latency); NORMAL
+synced: rows of jobs started within the last second (the supervisor calls
+``flush`` every second; their journals are then orphans, set aside, never
+deleted), a removal as recent, and the unsynced tail of a running job's
+output. Syncing every Start as well would cost an fsync per Start (3.4 ms
+p50 on the benchmark VM, a fifth of Start's latency); NORMAL
 everywhere would let a power cut forget ended jobs a client already saw end.
 Commits are grouped -- every write waiting while one commits goes into the
 next transaction -- so the fsyncs do not grow with concurrent job ends.
@@ -161,6 +162,8 @@ class JobStore:
         self._reader = reader
         self._limiter = trio.CapacityLimiter(1)
         self._pending: list[_Write] = []
+        self._dirty = False
+        """Commits since the last durable one: a power cut could take them."""
         self.token_key: bytes = self._load_token_key()
 
     @classmethod
@@ -282,6 +285,7 @@ class JobStore:
                 for write in batch:
                     write.apply(self._writer)
                 self._writer.execute("COMMIT")
+                self._dirty = not durable
             except BaseException:
                 if self._writer.in_transaction:  # SQLite may have rolled back itself
                     self._writer.execute("ROLLBACK")
@@ -291,6 +295,11 @@ class JobStore:
         for write in batch:
             write.done = True
             write.error = error
+
+    async def flush(self) -> None:
+        """Make every commit so far durable (fsync the WAL), if any is not yet."""
+        if self._dirty:
+            await self._write(lambda db: None, sync=self.path.with_name(self.path.name + "-wal"))
 
     async def insert(self, snapshot: JobSnapshot, owner: frozenset[str]) -> None:
         """Record a job that just started."""

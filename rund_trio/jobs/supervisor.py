@@ -122,6 +122,9 @@ class SupervisorConfig:
     )
 
 
+FLUSH_PERIOD = 1.0
+"""Seconds between two syncs of the job database, when it has unsynced commits."""
+
 RETENTION_PERIOD = 60.0
 """Seconds between two sweeps for jobs past ``retain_for``."""
 
@@ -275,6 +278,7 @@ class Supervisor:
                 self._nursery = nursery
                 await self._apply_retention()
                 nursery.start_soon(self._retention_sweeps)
+                nursery.start_soon(self._flushes)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -414,6 +418,15 @@ class Supervisor:
             live = self._jobs.all.get(stored.snapshot.job_id)
             snapshots.append(live.snapshot() if live is not None else stored.snapshot)
         return snapshots
+
+    async def _flushes(self) -> None:
+        """Bound what a power cut can take of the job database to a second."""
+        while True:
+            await trio.sleep(FLUSH_PERIOD)
+            try:
+                await self.store.flush()
+            except StoreError as error:
+                log.warning("cannot sync the job database: %s", error)
 
     async def _retention_sweeps(self) -> None:
         while True:

@@ -77,3 +77,28 @@ def test_scanning_a_journal_stops_before_a_torn_or_zeroed_record(tmp_path: Path)
     path.write_bytes(whole + bytes(4096))  # a tail a power cut zeroed
     assert scan_journal(path).size == len(whole)
     assert scan_journal(tmp_path / "missing.log").size == 0
+
+
+async def test_flush_makes_a_start_durable_and_is_a_no_op_when_nothing_is_pending(
+    tmp_path: Path,
+) -> None:
+    store = inline_store(tmp_path)
+    commits: list[int] = []
+    original = store._commit
+
+    def counting(batch: list[object]) -> None:
+        commits.append(len(batch))
+        original(batch)  # type: ignore[arg-type]
+
+    store._commit = counting  # type: ignore[method-assign]
+    await store.flush()
+    assert commits == []
+    snapshot = JobSnapshot(
+        job_id="01ARZ3NDEKTSV4RRFFQ69G5FAV", argv=("true",), pid=1, state=JobState.RUNNING,
+        started_at=datetime(2026, 1, 1, tzinfo=UTC), ended_at=None, exit_code=None,
+        signal=None, stop_requested=False, usage=ResourceUsage(), output=OutputCounts(),
+    )  # fmt: skip
+    await store.insert(snapshot, frozenset({"DNS:alice"}))
+    await store.flush()
+    await store.flush()
+    assert commits == [1, 1]  # the insert, then one sync; the second flush had nothing to do
