@@ -392,8 +392,14 @@ class Supervisor:
     async def _forget(self, job_ids: list[str]) -> int:
         """Delete the rows of ``job_ids``, then their files; how many were there."""
         deleted = await self.store.delete(job_ids)
+        unrecorded = {job.job_id: job for job in self._unrecorded}
         for job_id, size in deleted:
             forget_job_files(self._config.state_dir, job_id)
+            if (job := unrecorded.get(job_id)) is not None:  # its row still said running
+                self._unrecorded.remove(job)
+                self._jobs.remove(job_id, job.owner)
+                size = job.journal.size
+                self._ended_count += 1  # it was never counted
             if self._disk is not None:
                 self._disk.budget.release(size)
         self._ended_count -= len(deleted)
