@@ -379,11 +379,11 @@ class Supervisor:
         (SIGKILL) first. ``JobNotFound`` if it was forgotten meanwhile. Log
         streams already reading it end once they have read what they can."""
         if isinstance(job, Job):
-            if not force:
+            if job.record.running and not force:
                 raise FailedPrecondition(
                     f"job {job.job_id} is still running: stop it first, or remove it with force"
                 )
-            await self.stop(job)
+            await self.stop(job)  # kills it if it runs; returns once nothing of it is left
         snapshot = job.snapshot()
         if not await self._forget([job.job_id]):
             raise JobNotFound(job.job_id)
