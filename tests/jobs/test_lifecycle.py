@@ -295,3 +295,22 @@ async def test_a_restart_serves_ended_jobs_and_reports_running_ones_lost(
     assert await collect(second, running.job_id) == b"partial\n"
     with pytest.raises(JobNotFound):
         second.find(running.job_id, BOB)
+
+
+async def test_a_restart_with_a_smaller_retain_jobs_forgets_the_excess_at_once(
+    autojump_clock: MockClock,
+    nursery: trio.Nursery,
+    spawner: FakeSpawner,
+    tmp_path: Path,
+    clock: Clock,
+) -> None:
+    first, scope = await run_supervisor(nursery, spawner, tmp_path, clock)
+    ids = []
+    for _ in range(3):
+        clock.now += timedelta(seconds=1)
+        ids.append(await ended_job(first))
+    scope.cancel()
+    await trio.testing.wait_all_tasks_blocked()
+    second, _ = await run_supervisor(nursery, FakeSpawner(), tmp_path, clock, retain_jobs=1)
+    assert [s.job_id for s in second.list(ALICE, None, None, 10)] == [ids[-1]]
+    assert [p.stem for p in tmp_path.glob("*.log")] == [ids[-1]]
