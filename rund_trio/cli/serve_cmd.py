@@ -19,6 +19,13 @@ def parse_user(text: str) -> tuple[int, int]:
     return int(uid), int(gid or uid)
 
 
+def parse_count(text: str) -> int:
+    """A whole number of zero or more."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of zero or more")
+    return int(text)
+
+
 def add_parser(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
@@ -51,7 +58,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--retain-jobs",
-        type=int,
+        type=parse_count,
         default=10_000,
         metavar="N",
         help="most ended jobs kept (record and output); the ones that ended first are "

@@ -167,3 +167,18 @@ def test_serve_refuses_a_request_over_max_request_size(pki: Pki, tmp_path: Path)
         assert alice("run", "--", "echo", "x" * 900).stdout == b"x" * 900 + b"\n"
         result = alice("start", "--", "echo", "x" * 1100)
     assert_one_line_error(result, "RESOURCE_EXHAUSTED", "at most 1024 bytes", "--max-request-size")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--retain-jobs", "-5", "is not a whole number of zero or more"),
+        ("--retain-for", "forever", "is not a duration"),
+    ],
+)
+def test_serve_refuses_a_retention_it_cannot_honour(
+    pki: Pki, tmp_path: Path, flag: str, value: str, message: str
+) -> None:
+    result = rund("serve", "--temp-state-dir", *pki.server_args(), flag, value, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr.decode()
