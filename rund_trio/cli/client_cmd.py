@@ -68,7 +68,7 @@ def add_parser(subparsers: Any) -> None:
         if name == "run":
             parser.add_argument(
                 "--grace",
-                type=float,
+                type=_grace_seconds,
                 default=10.0,
                 metavar="SECONDS",
                 help="on Ctrl-C, SIGTERM or SIGHUP (a closed terminal), stop the job with "
@@ -148,6 +148,18 @@ def add_parser(subparsers: Any) -> None:
         help="only jobs that ended longer ago than this, e.g. 1h or 7d",
     )
     prune.set_defaults(handler=run_action, action_fn=_prune)
+
+
+def _grace_seconds(text: str) -> float:
+    """Seconds between SIGTERM and SIGKILL: 0 (SIGKILL at once) up to an hour,
+    as the daemon allows."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 3600")
+    return seconds
 
 
 def run_action(args: argparse.Namespace) -> int:
