@@ -252,15 +252,20 @@ class JobStore:
     # --- writes -------------------------------------------------------------
 
     async def _write(
-        self, apply: Callable[[sqlite3.Connection], None], sync: Path | None = None
+        self,
+        apply: Callable[[sqlite3.Connection], None],
+        sync: Path | None = None,
+        *,
+        durable: bool = False,
     ) -> None:
         """Apply ``apply`` in a committed transaction, grouped with the writes
         that wait meanwhile. With ``sync`` (a journal) that file is fsync()ed
-        first and the commit is durable (``synchronous=FULL``); without, it
-        survives the daemon but not necessarily a power cut. Returns once committed;
+        first and the commit is durable (``synchronous=FULL``), as it is with
+        ``durable``; otherwise it survives the daemon but not necessarily a
+        power cut. Returns once committed;
         ``StoreError`` if the commit failed. Not cancellable once queued: the
         caller learns the outcome of what it asked for (shield if needed)."""
-        write = _Write(apply, sync)
+        write = _Write(apply, sync, durable or sync is not None)
         self._pending.append(write)
         async with self._limiter:
             if not write.done:
@@ -274,7 +279,7 @@ class JobStore:
 
     def _commit(self, batch: list[_Write]) -> None:
         error: str | None = None
-        durable = any(write.sync is not None for write in batch)
+        durable = any(write.durable for write in batch)
         try:
             for write in batch:
                 if write.sync is not None:
@@ -297,9 +302,14 @@ class JobStore:
             write.error = error
 
     async def flush(self) -> None:
-        """Make every commit so far durable (fsync the WAL), if any is not yet."""
+        """Make every commit so far durable, if any is not yet: a tiny commit
+        with ``synchronous=FULL`` syncs the WAL and so every frame before it."""
+
+        def apply(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('synced', 1)")
+
         if self._dirty:
-            await self._write(lambda db: None, sync=self.path.with_name(self.path.name + "-wal"))
+            await self._write(apply, durable=True)
 
     async def insert(self, snapshot: JobSnapshot, owner: frozenset[str]) -> None:
         """Record a job that just started."""
@@ -496,5 +506,6 @@ def _fsync(path: Path) -> None:
 class _Write:
     apply: Callable[[sqlite3.Connection], None]
     sync: Path | None
+    durable: bool
     done: bool = False
     error: str | None = None
