@@ -259,10 +259,17 @@ class Supervisor:
                     "%d jobs were running when the previous daemon ended: recorded as lost",
                     len(lost),
                 )
-            orphans = set_aside_orphans(state_dir, store.ids())
+            try:
+                orphans = set_aside_orphans(state_dir, store.ids())
+            except OSError as error:
+                raise ConfigError(
+                    f"cannot set aside the job output files no record refers to in {state_dir}: "
+                    f"{error.strerror}"
+                ) from None
             if orphans:
                 log.warning(
-                    "moved %d job output files no job record refers to into %s",
+                    "moved the output files of %d jobs no job record refers to into %s "
+                    "(look at them, then delete them)",
                     orphans,
                     state_dir / "orphans",
                 )

@@ -314,3 +314,17 @@ async def test_a_restart_with_a_smaller_retain_jobs_forgets_the_excess_at_once(
     second, _ = await run_supervisor(nursery, FakeSpawner(), tmp_path, clock, retain_jobs=1)
     assert [s.job_id for s in second.list(ALICE, None, None, 10)] == [ids[-1]]
     assert [p.stem for p in tmp_path.glob("*.log")] == [ids[-1]]
+
+
+async def test_output_no_record_refers_to_is_set_aside_at_start_never_deleted(
+    autojump_clock: MockClock,
+    nursery: trio.Nursery,
+    spawner: FakeSpawner,
+    tmp_path: Path,
+    clock: Clock,
+) -> None:
+    orphan = journal_path(tmp_path, "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    orphan.write_bytes(b"from a Start that never returned")
+    await run_supervisor(nursery, spawner, tmp_path, clock)
+    assert not orphan.exists()
+    assert (tmp_path / "orphans" / orphan.name).read_bytes() == b"from a Start that never returned"
