@@ -144,9 +144,10 @@ def _collect(stream, lines: list[str]) -> None:  # type: ignore[no-untyped-def]
 
 def spawn_daemon(name: str, pki: Pki, workdir: Path, *extra: str) -> Daemon:
     """``rund-trio serve --addr 127.0.0.1:PORT`` with the PKI, its own state
-    directory and cgroup subtree; returned once it logs "listening on"."""
+    directory (reused if it exists: a restart) and cgroup subtree; returned
+    once it logs "listening on"."""
     state = workdir / f"state-{name}"
-    state.mkdir(mode=0o700)
+    state.mkdir(mode=0o700, exist_ok=True)
     cgroup_root = None if "--no-cgroups" in extra else private_cgroup_root()
     cgroup_args = ["--cgroup-root", str(cgroup_root)] if cgroup_root else []
     output: list[str] = []

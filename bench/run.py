@@ -36,7 +36,7 @@ from typing import Any
 
 import trio
 
-from bench import baselines, grpc_aio, not_found, rund_load
+from bench import baselines, grpc_aio, not_found, retained, rund_load
 from bench.daemon import Daemon, Pki, clean_env, rund_executable, spawn_daemon
 from bench.report import Report
 from bench.stats import median
@@ -60,6 +60,7 @@ class Sizes:
     ssh_runs: int
     spawn_runs: int
     pipe_repeat: int
+    retained_jobs: int = 10_000
     clients: int = 8
     subscribers: int = 32
 
@@ -78,6 +79,7 @@ QUICK = Sizes(
     ssh_runs=5,
     spawn_runs=300,
     pipe_repeat=1,
+    retained_jobs=1000,
 )
 FULL = Sizes(
     start_seq=500,
@@ -543,7 +545,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["floor", "ssh", "default", "plain", "scale", "not-found", "status", "profiles"],
+        choices=[
+            "floor",
+            "ssh",
+            "default",
+            "plain",
+            "scale",
+            "retained",
+            "not-found",
+            "status",
+            "profiles",
+        ],
         help="run only these phases (repeatable; default: all but not-found)",
     )
     parser.add_argument(
@@ -556,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     sz = QUICK if args.quick else FULL
     # The bench's subscribers stand in for `rund-trio client log`, which does this.
     keep_stream_buffers_in_heap()
-    phases = args.only or ["floor", "ssh", "default", "plain", "scale"]
+    phases = args.only or ["floor", "ssh", "default", "plain", "scale", "retained"]
     args.out.mkdir(parents=True, exist_ok=True)
 
     def terminate(signum: int, _frame: object) -> None:
@@ -585,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
             "default": lambda: bench_default(report, pki, work, sz, prof),
             "plain": lambda: bench_plain(report, pki, work, sz),
             "scale": lambda: bench_scale(report, pki, work, sz, prof),
+            "retained": lambda: retained.bench_retained(report, pki, work, sz.retained_jobs),
             "status": lambda: bench_status(report, pki, work, sz, prof),
             "profiles": lambda: bench_profiles(report, pki, work, sz),
             "not-found": lambda: not_found.bench_not_found(

@@ -35,6 +35,7 @@ STATES = {
     pb.JOB_STATE_STOPPED: "stopped",
     pb.JOB_STATE_KILLED: "killed",
     pb.JOB_STATE_RUNNING: "running",
+    pb.JOB_STATE_LOST: "lost",
 }
 OUTPUT_CAP = 256 * 1024
 RSS_SLACK_KIB = 16 * 1024

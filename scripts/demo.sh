@@ -10,7 +10,7 @@ export RUND_ADDR=localhost:$port
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
 log=$(mktemp)
-$rund serve --addr "127.0.0.1:$port" 2>"$log" &
+$rund serve --addr "127.0.0.1:$port" --temp-state-dir 2>"$log" &
 daemon=$!
 trap 'kill $daemon 2>/dev/null || true; rm -f "$log"' EXIT
 until grep -q "listening on" "$log"; do
@@ -35,7 +35,10 @@ $rund client stop --grace 1 "$id"
 say rund-trio client run -- uname -sr
 $rund client run -- uname -sr
 
-say "kill -TERM $daemon   # the daemon kills every job and exits 0"
+say "rund-trio client ps -a   # your jobs, newest first"
+$rund client ps -a
+
+say "kill -TERM $daemon   # the daemon kills every job and exits 0 (--temp-state-dir: its records go too)"
 kill -TERM $daemon
 wait $daemon
 echo "daemon exited with status $?"

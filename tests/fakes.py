@@ -4,12 +4,16 @@ under trio's autojump clock, with no real processes."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import trio
 import trio.testing
 
 from rund_trio.errors import SpawnError
+from rund_trio.jobs.store import JobStore
 from rund_trio.process.base import ExitStatus, ProcessSpec, ResourceUsage
 
 
@@ -104,3 +108,15 @@ class FakeSpawner:
         )
         self.processes.append(process)
         return process
+
+
+async def commit_inline(commit: Callable[[list[Any]], None], batch: list[Any]) -> None:
+    """A ``JobStore`` offload that commits on the event loop: under the autojump
+    clock a wait for a worker thread would let virtual time jump."""
+    commit(batch)
+    await trio.lowlevel.checkpoint()
+
+
+def inline_store(state_dir: Path) -> JobStore:
+    """The job database of ``state_dir``, committing inline (``commit_inline``)."""
+    return JobStore.open(state_dir, offload=commit_inline)

@@ -18,6 +18,15 @@ class JobControllerServicer(purerpc.Servicer):
     async def Log(self, input_message):
         raise NotImplementedError()
 
+    async def List(self, input_message):
+        raise NotImplementedError()
+
+    async def Wait(self, input_message):
+        raise NotImplementedError()
+
+    async def Remove(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -59,6 +68,33 @@ class JobControllerServicer(purerpc.Servicer):
                 rund__pb2.JobLog,
             )
         )
+        service_obj.add_method(
+            "List",
+            self.List,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobListRequest,
+                rund__pb2.JobListResponse,
+            )
+        )
+        service_obj.add_method(
+            "Wait",
+            self.Wait,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobWaitRequest,
+                rund__pb2.JobStatus,
+            )
+        )
+        service_obj.add_method(
+            "Remove",
+            self.Remove,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobRemoveRequest,
+                rund__pb2.JobStatus,
+            )
+        )
         return service_obj
 
 
@@ -98,5 +134,29 @@ class JobControllerStub:
                 purerpc.Cardinality.UNARY_STREAM,
                 rund__pb2.JobIdentifier,
                 rund__pb2.JobLog,
+            )
+        )
+        self.List = self._client.get_method_stub(
+            "List",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobListRequest,
+                rund__pb2.JobListResponse,
+            )
+        )
+        self.Wait = self._client.get_method_stub(
+            "Wait",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobWaitRequest,
+                rund__pb2.JobStatus,
+            )
+        )
+        self.Remove = self._client.get_method_stub(
+            "Remove",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobRemoveRequest,
+                rund__pb2.JobStatus,
             )
         )

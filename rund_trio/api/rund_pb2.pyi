@@ -42,6 +42,8 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     """it ended by a signal nobody asked for"""
     JOB_STATE_STOPPED: _JobState.ValueType  # 4
     """a Stop request ended it"""
+    JOB_STATE_LOST: _JobState.ValueType  # 5
+    """the daemon ended while it ran (killed is true, no exit code)"""
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
     """Where a job is in its life. JOB_STATE_UNSPECIFIED is never sent."""
@@ -55,6 +57,8 @@ JOB_STATE_KILLED: JobState.ValueType  # 3
 """it ended by a signal nobody asked for"""
 JOB_STATE_STOPPED: JobState.ValueType  # 4
 """a Stop request ended it"""
+JOB_STATE_LOST: JobState.ValueType  # 5
+"""the daemon ended while it ran (killed is true, no exit code)"""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 class _JobProfile:
@@ -104,6 +108,30 @@ JOB_NETWORK_HOST: JobNetwork.ValueType  # 1
 JOB_NETWORK_ISOLATED: JobNetwork.ValueType  # 2
 """a network namespace of its own with only loopback"""
 Global___JobNetwork: _TypeAlias = JobNetwork  # noqa: Y015
+
+class _JobListFilter:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobListFilterEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobListFilter.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_LIST_FILTER_ALL: _JobListFilter.ValueType  # 0
+    """running and ended"""
+    JOB_LIST_FILTER_RUNNING: _JobListFilter.ValueType  # 1
+    """running only"""
+    JOB_LIST_FILTER_ENDED: _JobListFilter.ValueType  # 2
+    """ended only (exited, killed, stopped, lost)"""
+
+class JobListFilter(_JobListFilter, metaclass=_JobListFilterEnumTypeWrapper):
+    """Which jobs List returns."""
+
+JOB_LIST_FILTER_ALL: JobListFilter.ValueType  # 0
+"""running and ended"""
+JOB_LIST_FILTER_RUNNING: JobListFilter.ValueType  # 1
+"""running only"""
+JOB_LIST_FILTER_ENDED: JobListFilter.ValueType  # 2
+"""ended only (exited, killed, stopped, lost)"""
+Global___JobListFilter: _TypeAlias = JobListFilter  # noqa: Y015
 
 @_typing.final
 class JobIdentifier(_message.Message):
@@ -177,6 +205,7 @@ class JobStatus(_message.Message):
     IO_WRITE_BYTES_FIELD_NUMBER: _builtins.int
     OUTPUT_ERROR_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
+    ULID_FIELD_NUMBER: _builtins.int
     stopped: _builtins.bool
     """a Stop request ended the job"""
     killed: _builtins.bool
@@ -209,6 +238,8 @@ class JobStatus(_message.Message):
     """why output stopped being recorded (e.g. disk full)"""
     profile: Global___JobProfile.ValueType
     """the profile the job runs in (never DEFAULT)"""
+    ulid: _builtins.str
+    """the job's id (set in List answers and Status)"""
     @_builtins.property
     def exit_code(self) -> _wrappers_pb2.UInt32Value:
         """unset while running or when killed"""
@@ -264,10 +295,11 @@ class JobStatus(_message.Message):
         io_write_bytes: _builtins.int = ...,
         output_error: _builtins.str = ...,
         profile: Global___JobProfile.ValueType = ...,
+        ulid: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "signal", b"signal", "started_at", b"started_at", "system_time", b"system_time", "user_time", b"user_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cpu_throttled_periods", b"cpu_throttled_periods", "cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "io_read_bytes", b"io_read_bytes", "io_write_bytes", b"io_write_bytes", "killed", b"killed", "memory_current", b"memory_current", "memory_peak", b"memory_peak", "name", b"name", "oom_killed", b"oom_killed", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "output_error", b"output_error", "pid", b"pid", "profile", b"profile", "signal", b"signal", "signal_name", b"signal_name", "started_at", b"started_at", "state", b"state", "stopped", b"stopped", "system_time", b"system_time", "user_time", b"user_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cpu_throttled_periods", b"cpu_throttled_periods", "cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "io_read_bytes", b"io_read_bytes", "io_write_bytes", b"io_write_bytes", "killed", b"killed", "memory_current", b"memory_current", "memory_peak", b"memory_peak", "name", b"name", "oom_killed", b"oom_killed", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "output_error", b"output_error", "pid", b"pid", "profile", b"profile", "signal", b"signal", "signal_name", b"signal_name", "started_at", b"started_at", "state", b"state", "stopped", b"stopped", "system_time", b"system_time", "ulid", b"ulid", "user_time", b"user_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -387,3 +419,104 @@ class JobStopRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobStopRequest: _TypeAlias = JobStopRequest  # noqa: Y015
+
+@_typing.final
+class JobListRequest(_message.Message):
+    """List's request: the caller's jobs, newest first, one page at a time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    filter: Global___JobListFilter.ValueType
+    page_size: _builtins.int
+    """jobs per page: 0 means 100; at most 1000"""
+    page_token: _builtins.str
+    """empty for the first page, else a next_page_token"""
+    def __init__(
+        self,
+        *,
+        filter: Global___JobListFilter.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobListRequest: _TypeAlias = JobListRequest  # noqa: Y015
+
+@_typing.final
+class JobListResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """empty on the last page"""
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobStatus]:
+        """newest first"""
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___JobStatus] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobListResponse: _TypeAlias = JobListResponse  # noqa: Y015
+
+@_typing.final
+class JobWaitRequest(_message.Message):
+    """Wait's request: returns the job's final status once it has ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ULID_FIELD_NUMBER: _builtins.int
+    ulid: _builtins.str
+    def __init__(
+        self,
+        *,
+        ulid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ulid", b"ulid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobWaitRequest: _TypeAlias = JobWaitRequest  # noqa: Y015
+
+@_typing.final
+class JobRemoveRequest(_message.Message):
+    """Remove's request: forget an ended job, its record and its output."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ULID_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    ulid: _builtins.str
+    force: _builtins.bool
+    """stop a running job first (SIGKILL) instead of refusing"""
+    def __init__(
+        self,
+        *,
+        ulid: _builtins.str = ...,
+        force: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "ulid", b"ulid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobRemoveRequest: _TypeAlias = JobRemoveRequest  # noqa: Y015

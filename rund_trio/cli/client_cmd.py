@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rund_trio.cli.durations import parse_duration
 from rund_trio.cli.options import add_tls_options, tls_files
 from rund_trio.cli.sizes import parse_size
 
@@ -64,6 +65,16 @@ def add_parser(subparsers: Any) -> None:
         ("run", "start a job, follow its output, exit with its exit code (128+signal if killed)"),
     ]:
         parser = command_parser(name, help_text)
+        if name == "run":
+            parser.add_argument(
+                "--grace",
+                type=_grace_seconds,
+                default=10.0,
+                metavar="SECONDS",
+                help="on Ctrl-C, SIGTERM or SIGHUP (a closed terminal), stop the job with "
+                "SIGTERM, then SIGKILL after SECONDS; a second Ctrl-C kills it at once "
+                "(default: %(default)s)",
+            )
         limits = parser.add_argument_group("resource limits")
         for flag, _, kind, flag_help in LIMIT_FLAGS:
             limits.add_argument(flag, type=kind, default=None, metavar="N", help=flag_help)
@@ -112,9 +123,53 @@ def add_parser(subparsers: Any) -> None:
     log.add_argument("job_id", metavar="ID")
     log.set_defaults(handler=run_action, action_fn=_log)
 
+    ps = command_parser("ps", "list your jobs, newest first (running ones unless -a)")
+    ps.add_argument("-a", "--all", action="store_true", help="ended jobs too")
+    shown = ps.add_mutually_exclusive_group()
+    shown.add_argument("-q", "--quiet", action="store_true", help="only the job ids")
+    shown.add_argument(
+        "--json", action="store_true", help="one JSON object per job and line (as status)"
+    )
+    ps.set_defaults(handler=run_action, action_fn=_ps)
+
+    wait = command_parser(
+        "wait",
+        "wait until the jobs have ended, print each one's exit code (128+signal if killed), "
+        "exit with the last one's",
+    )
+    wait.add_argument("job_ids", nargs="+", metavar="ID")
+    wait.set_defaults(handler=run_action, action_fn=_wait)
+
+    rm = command_parser("rm", "forget ended jobs: their record and their output")
+    rm.add_argument("job_ids", nargs="+", metavar="ID")
+    rm.add_argument("-f", "--force", action="store_true", help="stop running jobs first (SIGKILL)")
+    rm.set_defaults(handler=run_action, action_fn=_rm)
+
+    prune = command_parser("prune", "forget all your ended jobs (record and output)")
+    prune.add_argument(
+        "--older-than",
+        type=parse_duration,
+        default=None,
+        metavar="DURATION",
+        help="only jobs that ended longer ago than this, e.g. 1h or 7d",
+    )
+    prune.set_defaults(handler=run_action, action_fn=_prune)
+
+
+def _grace_seconds(text: str) -> float:
+    """Seconds between SIGTERM and SIGKILL: 0 (SIGKILL at once) up to an hour,
+    as the daemon allows."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 3600")
+    return seconds
+
 
 def run_action(args: argparse.Namespace) -> int:
-    """Run one client action; SIGINT or SIGTERM end it quietly with 128 + signal.
+    """Run one client action; SIGINT, SIGTERM or SIGHUP end it quietly with 128 + signal.
 
     The client runs on asyncio through anyio: a one-shot command starts faster
     without importing trio (the daemon's event loop), and the client library
@@ -129,15 +184,16 @@ def run_action(args: argparse.Namespace) -> int:
     if getattr(args, "command", None):
         check_text_command(args.command)
     ssl_context = tls_files(args).client_context()
-    # What the first signal does instead of ending the command (``run``: stop
-    # the job). One receiver for the whole command: on asyncio a nested one
-    # takes the signals from this one, and a second Ctrl-C was swallowed.
+    # What the next signals do instead of ending the command, popped from the
+    # end (``run``: stop the job, then kill it). One receiver for the whole
+    # command: on asyncio a nested one takes the signals from this one, and a
+    # second Ctrl-C was swallowed.
     args.first_signal = []
 
     async def main() -> int:
         results: list[int] = []
         errors: list[RundError] = []
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async with anyio.create_task_group() as tasks:
 
                 async def act() -> None:
@@ -151,7 +207,7 @@ def run_action(args: argparse.Namespace) -> int:
                 tasks.start_soon(act)
                 async for signum in signals:
                     if args.first_signal:
-                        tasks.start_soon(args.first_signal.pop())
+                        tasks.start_soon(args.first_signal.pop(), signum)
                         continue
                     results.append(128 + signum)
                     tasks.cancel_scope.cancel()
@@ -205,15 +261,7 @@ def _start_request(args: argparse.Namespace) -> pb.JobStartRequest:
 
 def _print_status(status: pb.JobStatus) -> None:
     """One JSON object in protobuf's JSON mapping, fields in .proto order."""
-    import json
-
-    from google.protobuf import json_format
-
-    mapped = json_format.MessageToDict(
-        status, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-    ordered = {f.name: mapped[f.name] for f in status.DESCRIPTOR.fields if f.name in mapped}
-    print(json.dumps(ordered))
+    print(_status_json(status))
 
 
 async def _start(client: RundClient, args: argparse.Namespace) -> int:
@@ -263,12 +311,20 @@ def exit_code_of(status: pb.JobStatus) -> int:
 
 
 async def _run(client: RundClient, args: argparse.Namespace) -> int:
-    from functools import partial
+    import signal
 
     from rund_trio.errors import RpcError
 
     job_id = await client.start(_start_request(args))
-    args.first_signal.append(partial(client.stop, job_id))  # a second one ends `run` at once
+
+    async def stop_gracefully(signum: int) -> None:
+        await _stop_for(client, job_id, signum, args.grace)
+
+    async def kill_now(signum: int) -> None:
+        _say(f"killing job {job_id} now")
+        await client.stop(job_id)
+
+    args.first_signal[:] = [kill_now, stop_gracefully]  # popped from the end
     try:
         await _copy_log(client, job_id)
     except RpcError as error:
@@ -276,7 +332,180 @@ async def _run(client: RundClient, args: argparse.Namespace) -> int:
             raise
         # Output beyond a cap was dropped: say so, but the job's own
         # exit code is still what the caller of `run` wants.
-        print(f"rund-trio: warning: {error.message}", file=sys.stderr)
+        _say(f"warning: {error.message}")
+    except OSError as error:
+        # The terminal or the reader is gone (EIO, a closed pipe): stop the
+        # job as for a hang-up; a closed pipe then ends `run` as SIGPIPE
+        # would (141, see cli.main).
+        args.first_signal.clear()
+        await _stop_for(client, job_id, signal.SIGHUP, args.grace, quiet=True)
+        if isinstance(error, BrokenPipeError):
+            raise
     finally:
         args.first_signal.clear()
     return exit_code_of(await client.status(job_id))
+
+
+def _say(message: str) -> None:
+    """One line on stderr, if there still is one."""
+    import contextlib
+
+    with contextlib.suppress(OSError):
+        print(f"rund-trio: {message}", file=sys.stderr, flush=True)
+
+
+async def _stop_for(
+    client: RundClient,
+    job_id: str,
+    signum: int,
+    grace: float,
+    *,
+    quiet: bool = False,
+) -> None:
+    """Stop ``job_id`` because of ``signum``: SIGTERM, then SIGKILL after
+    ``grace``. Runs beside the Log being copied, which ends when the job does;
+    a second signal meanwhile kills the job at once (see ``run_action``)."""
+    import signal
+    from datetime import timedelta
+
+    if not quiet:
+        how = (
+            f"SIGTERM, then SIGKILL after {grace:g} s; Ctrl-C again to kill it now"
+            if grace > 0
+            else "SIGKILL"
+        )
+        _say(f"{signal.Signals(signum).name}: stopping job {job_id} ({how})")
+    await client.stop(job_id, timedelta(seconds=grace) if grace > 0 else None)
+
+
+_STATE_NAMES = {1: "running", 2: "exited", 3: "killed", 4: "stopped", 5: "lost"}
+
+
+def _exit_column(status: pb.JobStatus) -> str:
+    if status.HasField("exit_code"):
+        return str(status.exit_code.value)
+    if status.signal_name:
+        return status.signal_name
+    return "-"
+
+
+def _duration_column(status: pb.JobStatus) -> str:
+    from datetime import UTC, datetime
+
+    started = status.started_at.ToDatetime(tzinfo=UTC)
+    ended = status.ended_at.ToDatetime(tzinfo=UTC) if status.HasField("ended_at") else None
+    seconds = max(0.0, ((ended or datetime.now(UTC)) - started).total_seconds())
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    return f"{minutes}m{secs}s"
+
+
+def _command_column(status: pb.JobStatus, width: int = 40) -> str:
+    import shlex
+
+    command = shlex.join([status.name, *status.args])
+    return command if len(command) <= width else command[: width - 1] + "…"
+
+
+def _status_json(status: pb.JobStatus) -> str:
+    """One JSON object in protobuf's JSON mapping, fields in .proto order."""
+    import json
+
+    from google.protobuf import json_format
+
+    mapped = json_format.MessageToDict(
+        status, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    ordered = {f.name: mapped[f.name] for f in status.DESCRIPTOR.fields if f.name in mapped}
+    return json.dumps(ordered)
+
+
+async def _ps(client: RundClient, args: argparse.Namespace) -> int:
+    from datetime import UTC
+
+    from rund_trio.api import rund_pb2 as pb
+
+    which = pb.JOB_LIST_FILTER_ALL if args.all else pb.JOB_LIST_FILTER_RUNNING
+    rows = []
+    async for status in client.all_jobs(which):
+        if args.quiet:
+            print(status.ulid)
+        elif args.json:
+            print(_status_json(status))
+        else:
+            started = status.started_at.ToDatetime(tzinfo=UTC).astimezone()
+            rows.append(
+                (
+                    status.ulid,
+                    _command_column(status),
+                    _STATE_NAMES.get(status.state, str(status.state)),
+                    _exit_column(status),
+                    started.strftime("%Y-%m-%d %H:%M:%S"),
+                    _duration_column(status),
+                )
+            )
+    if not (args.quiet or args.json):
+        header = ("ID", "COMMAND", "STATE", "EXIT", "STARTED", "DURATION")
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            print(
+                "  ".join(
+                    cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+                ).rstrip()
+            )
+    return 0
+
+
+async def _wait(client: RundClient, args: argparse.Namespace) -> int:
+    code = 0
+    for job_id in args.job_ids:
+        code = exit_code_of(await client.wait(job_id))
+        print(code, flush=True)
+    return code
+
+
+async def _rm(client: RundClient, args: argparse.Namespace) -> int:
+    from rund_trio.errors import RpcError
+
+    failed = False
+    for job_id in args.job_ids:
+        try:
+            await client.remove(job_id, force=args.force)
+        except RpcError as error:
+            _say(error.message)
+            failed = True
+            continue
+        print(job_id, flush=True)
+    return 1 if failed else 0
+
+
+async def _prune(client: RundClient, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from rund_trio.api import rund_pb2 as pb
+    from rund_trio.errors import RpcError
+
+    cutoff = None
+    if args.older_than is not None:
+        cutoff = datetime.now(UTC) - timedelta(seconds=args.older_than)
+    doomed = [
+        status.ulid
+        async for status in client.all_jobs(pb.JOB_LIST_FILTER_ENDED)
+        if cutoff is None or status.ended_at.ToDatetime(tzinfo=UTC) < cutoff
+    ]
+    for job_id in doomed:
+        try:
+            await client.remove(job_id)
+        except RpcError as error:
+            if error.code != "NOT_FOUND":  # forgotten meanwhile: nothing to do
+                raise
+            continue
+        print(job_id, flush=True)
+    return 0

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rund_trio.cli.durations import parse_duration
 from rund_trio.cli.options import add_tls_options, tls_files
 from rund_trio.cli.sizes import parse_reserve, parse_size
 
@@ -28,6 +29,13 @@ def _san_pattern(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def parse_count(text: str) -> int:
+    """A whole number of zero or more."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of zero or more")
+    return int(text)
+
+
 def add_parser(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
@@ -42,12 +50,37 @@ def add_parser(subparsers: Any) -> None:
         "(default: %(default)s)",
     )
     add_tls_options(parser, cert="tls/server.pem", key="tls/server-key.pem", env_prefix=None)
-    parser.add_argument(
+    state = parser.add_mutually_exclusive_group()
+    state.add_argument(
         "--state-dir",
         type=Path,
         default=None,
-        help="directory for job output, mode 0700 (default: a fresh private directory "
-        "under the system temp directory, removed at exit)",
+        metavar="DIR",
+        help="directory for job records and output, mode 0700, kept across restarts "
+        "(default: /var/lib/rund-trio as root, else $XDG_STATE_HOME/rund-trio, "
+        "by default ~/.local/state/rund-trio)",
+    )
+    state.add_argument(
+        "--temp-state-dir",
+        action="store_true",
+        help="use a fresh private directory under the system temp directory instead, "
+        "removed at exit with every job record (tests, demos)",
+    )
+    parser.add_argument(
+        "--retain-jobs",
+        type=parse_count,
+        default=10_000,
+        metavar="N",
+        help="most ended jobs kept (record and output); the ones that ended first are "
+        "forgotten first (default: %(default)s; 0: no limit)",
+    )
+    parser.add_argument(
+        "--retain-for",
+        type=parse_duration,
+        default="7d",
+        metavar="DURATION",
+        help="forget ended jobs this long after they ended, e.g. 12h, 30d "
+        "(default: %(default)s; 0: no limit)",
     )
     parser.add_argument(
         "--output-cap",
@@ -61,9 +94,9 @@ def add_parser(subparsers: Any) -> None:
         type=parse_size,
         default="10G",
         metavar="SIZE",
-        help="output of all jobs together kept in the state directory for the daemon's "
-        "lifetime; beyond it output is dropped and Start is refused (default: %(default)s; "
-        "0: no cap)",
+        help="output of all retained jobs together in the state directory; beyond it "
+        "output is dropped and Start is refused until jobs are removed or forgotten "
+        "(default: %(default)s; 0: no cap)",
     )
     parser.add_argument(
         "--min-free-disk",
@@ -254,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
     from rund_trio.cgroups.tree import CgroupOptions
     from rund_trio.jobs.isolation_policy import IsolationPolicy, Network, Profile
     from rund_trio.logs.budget import Reserve
+    from rund_trio.logs.state_dir import default_state_dir
     from rund_trio.rpc import TransportConfig
     from rund_trio.server.app import ServeConfig, serve
     from rund_trio.wire.heap import keep_stream_buffers_in_heap
@@ -264,7 +298,9 @@ def run(args: argparse.Namespace) -> int:
     config = ServeConfig(
         tls=tls_files(args),
         addr=args.addr,
-        state_dir=args.state_dir,
+        state_dir=None if args.temp_state_dir else (args.state_dir or default_state_dir()),
+        retain_jobs=args.retain_jobs or None,
+        retain_for=args.retain_for or None,
         output_cap=args.output_cap,
         max_output_total=args.max_output_total or None,
         min_free_disk=args.min_free_disk or Reserve(),

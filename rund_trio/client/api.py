@@ -67,6 +67,42 @@ class RundClient:
             SERVICE, "Status", pb.JobIdentifier(ulid=job_id), pb.JobStatus.FromString
         )
 
+    async def list_jobs(
+        self,
+        filter: pb.JobListFilter.ValueType = pb.JOB_LIST_FILTER_ALL,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> pb.JobListResponse:
+        """One page of the caller's jobs, newest first (see ``all_jobs``)."""
+        request = pb.JobListRequest(filter=filter, page_size=page_size, page_token=page_token)
+        return await self._channel.unary_unary(
+            SERVICE, "List", request, pb.JobListResponse.FromString
+        )
+
+    async def all_jobs(
+        self, filter: pb.JobListFilter.ValueType = pb.JOB_LIST_FILTER_ALL
+    ) -> AsyncIterator[pb.JobStatus]:
+        """Every job of the caller's, newest first, page after page."""
+        token = ""
+        while True:
+            page = await self.list_jobs(filter, page_token=token)
+            for status in page.jobs:
+                yield status
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def wait(self, job_id: str) -> pb.JobStatus:
+        """The job's final status, once it has ended."""
+        return await self._channel.unary_unary(
+            SERVICE, "Wait", pb.JobWaitRequest(ulid=job_id), pb.JobStatus.FromString
+        )
+
+    async def remove(self, job_id: str, *, force: bool = False) -> pb.JobStatus:
+        """Forget an ended job (with ``force``, stop a running one first); its last status."""
+        request = pb.JobRemoveRequest(ulid=job_id, force=force)
+        return await self._channel.unary_unary(SERVICE, "Remove", request, pb.JobStatus.FromString)
+
     async def log(self, job_id: str) -> AsyncIterator[LogChunk]:
         """The job's output from the beginning until it ended, as chunks with
         ``stdout`` and ``stderr`` bytes (like ``pb.JobLog``). Closing the

@@ -59,5 +59,16 @@ def parse_job_id(text: str) -> str:
         raise InvalidRequest(f"{text!r} is not a valid job id (a 26-character ULID)") from None
 
 
+_last_id: ULID | None = None
+
+
 def new_job_id() -> str:
-    return str(ULID())
+    """A new ULID, greater than every one this process made before: ids
+    sort in the order jobs were started (List's "newest first"), even within
+    one millisecond."""
+    global _last_id
+    candidate = ULID()
+    if _last_id is not None and int(candidate) <= int(_last_id):
+        candidate = ULID.from_int(int(_last_id) + 1)
+    _last_id = candidate
+    return str(candidate)

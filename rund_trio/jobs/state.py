@@ -23,6 +23,9 @@ class JobState(enum.Enum):
     """Ended by a signal nobody asked for (OOM, a kill from elsewhere)."""
     STOPPED = "stopped"
     """Ended after a Stop request."""
+    LOST = "lost"
+    """The daemon ended while the job ran (found so by the next daemon): killed,
+    by no signal the daemon saw, with no exit code."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,11 @@ class JobSnapshot:
 
     @property
     def killed(self) -> bool:
-        return self.signal is not None
+        return self.signal is not None or self.state is JobState.LOST
+
+    @property
+    def ended(self) -> bool:
+        return self.state is not JobState.RUNNING
 
     @property
     def signal_name(self) -> str | None:

@@ -11,6 +11,12 @@ A Stop cancels the job's wait scope and the job task itself terminates the tree;
 cancelling ``run`` (daemon shutdown) makes every job task kill and reap its
 process in a shielded scope before it exits. Nothing else ever signals or reaps
 a job's process.
+
+Running jobs live in memory (``Job``); every job also has a row in the state
+directory's database (``jobs.store``), written before Start returns and
+completed once the job has ended and its output is complete. From then on the
+job is served from the database and its journal file alone (``StoredJob``),
+until Remove, ``prune`` or retention forgets it.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ import errno
 import logging
 import math
 import shlex
+import sqlite3
 from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +37,7 @@ import trio
 
 from rund_trio.cgroups.limits import Limits
 from rund_trio.errors import (
+    ConfigError,
     FailedPrecondition,
     JobNotFound,
     PermissionDenied,
@@ -40,6 +49,7 @@ from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
 from rund_trio.jobs.quota import Quota
 from rund_trio.jobs.spec import JobSpec, new_job_id
 from rund_trio.jobs.state import JobRecord, JobSnapshot, OutputCounts, final_usage
+from rund_trio.jobs.store import JobStore, StoredJob, StoreError
 from rund_trio.jobs.table import JobTable
 from rund_trio.jobs.termination import terminate
 from rund_trio.logs.budget import Reserve
@@ -48,7 +58,8 @@ from rund_trio.logs.follower import follow
 from rund_trio.logs.journal import Piece, Stream
 from rund_trio.logs.journal_file import JournalFile
 from rund_trio.logs.recorder import record
-from rund_trio.logs.state_dir import journal_path
+from rund_trio.logs.state_dir import forget_job_files, journal_path, set_aside_orphans
+from rund_trio.logs.stored import StoredJournal, scan_journal
 from rund_trio.process.base import ExitStatus, JobProcess, ProcessSpec, ResourceUsage, Spawner
 from rund_trio.tls.identity import Identity
 
@@ -88,8 +99,7 @@ class SupervisorConfig:
     output_cap: int | None = 1024**3
     """Bytes of output kept per job; the rest is dropped and counted."""
     max_output_total: int | None = 10 * 1024**3
-    """Bytes of output of all jobs together in ``state_dir`` (journals are kept
-    for the daemon's lifetime); None: no cap."""
+    """Bytes of output of all retained jobs together in ``state_dir``; None: no cap."""
     min_free_disk: Reserve = field(default_factory=Reserve)
     """Free space output never eats into on ``state_dir``'s filesystem."""
     output_linger: float = 2.0
@@ -103,10 +113,20 @@ class SupervisorConfig:
     """Jobs running at once, in total; None: no cap."""
     max_running_jobs_per_client: int | None = 1024
     """Jobs running at once per client identity (the SANs of its certificate)."""
+    retain_jobs: int | None = 10_000
+    """Most ended jobs kept; the ones that ended first are forgotten first."""
+    retain_for: float | None = 7 * 24 * 3600.0
+    """Seconds an ended job is kept after it ended."""
     job_env: Mapping[str, str] = field(
         default_factory=lambda: {"PATH": DEFAULT_JOB_PATH, "HOME": "/", "LANG": "C.UTF-8"}
     )
 
+
+FLUSH_PERIOD = 1.0
+"""Seconds between two syncs of the job database, when it has unsynced commits."""
+
+RETENTION_PERIOD = 60.0
+"""Seconds between two sweeps for jobs past ``retain_for``."""
 
 USAGE_MAX_AGE = 0.05
 """Seconds a running job's CPU and memory figures may be reused for."""
@@ -117,7 +137,7 @@ def _utc_now() -> datetime:
 
 
 class Job:
-    """A job as the supervisor holds it, for the whole life of the daemon."""
+    """A running job as the supervisor holds it, until it ended and its row is final."""
 
     def __init__(
         self,
@@ -137,6 +157,8 @@ class Job:
         removed, its output complete."""
         self.stop_grace = 0.0
         self.wait_scope = trio.CancelScope()
+        self.grace_scope = trio.CancelScope()
+        """Cancelled by a later Stop with a shorter grace: kill at once."""
         self._usage = ResourceUsage()
         self._usage_sampled_at = -math.inf
 
@@ -161,6 +183,24 @@ class Job:
         return self._usage
 
 
+class EndedJob:
+    """An ended job, as its database row and journal file have it."""
+
+    def __init__(self, stored: StoredJob, journal: Path) -> None:
+        self.stored = stored
+        self.journal = journal
+
+    @property
+    def job_id(self) -> str:
+        return self.stored.snapshot.job_id
+
+    def snapshot(self) -> JobSnapshot:
+        return self.stored.snapshot
+
+
+AnyJob = Job | EndedJob
+
+
 class Supervisor:
     """Starts, stops and watches jobs; see the module docstring for the shape."""
 
@@ -171,6 +211,7 @@ class Supervisor:
         *,
         limits: LimitPolicy | None = None,
         now: Callable[[], datetime] = _utc_now,
+        store: JobStore | None = None,
     ) -> None:
         self._spawner = spawner
         self._config = config
@@ -179,40 +220,94 @@ class Supervisor:
         self._jobs: JobTable[Job] = JobTable()
         self._nursery: trio.Nursery | None = None
         self._disk: StateDisk | None = None
+        self._given_store = store
+        self._store: JobStore | None = None
+        self._ended_count = 0
+        self._unrecorded: list[Job] = []
         self._running = Quota(
             "running jobs",
             total=config.max_running_jobs,
             per_client=config.max_running_jobs_per_client,
         )
 
+    @property
+    def store(self) -> JobStore:
+        if self._store is None:
+            raise FailedPrecondition("the daemon is not serving jobs (starting or shutting down)")
+        return self._store
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Host the job tasks until cancelled.
 
-        On cancellation every running job's tree is killed and reaped before
-        this returns, and every journal file is deleted.
+        Before it reports started, the jobs an earlier daemon left running are
+        recorded as lost and the journals no row refers to are set aside. On
+        cancellation every running job's tree is killed and reaped and its
+        final row written before this returns; journals are kept.
         """
-        self._disk = StateDisk(
-            self._config.state_dir,
-            max_total=self._config.max_output_total,
-            reserve=self._config.min_free_disk,
-        )
+        state_dir = self._config.state_dir
+        store = self._given_store or JobStore.open(state_dir)
         try:
+            try:
+                lost = store.mark_lost(self._journal_extent, self._now())
+            except sqlite3.Error as error:  # e.g. the disk is full
+                raise ConfigError(
+                    f"cannot record the jobs the previous daemon left running in {store.path}: "
+                    f"{error}"
+                ) from None
+            if lost:
+                log.warning(
+                    "%d jobs were running when the previous daemon ended: recorded as lost",
+                    len(lost),
+                )
+            try:
+                orphans = set_aside_orphans(state_dir, store.ids())
+            except OSError as error:
+                raise ConfigError(
+                    f"cannot set aside the job output files no record refers to in {state_dir}: "
+                    f"{error.strerror}"
+                ) from None
+            if orphans:
+                log.warning(
+                    "moved the output files of %d jobs no job record refers to into %s "
+                    "(look at them, then delete them)",
+                    orphans,
+                    state_dir / "orphans",
+                )
+            self._ended_count, retained_output = store.totals()
+            self._disk = StateDisk(
+                state_dir,
+                max_total=self._config.max_output_total,
+                reserve=self._config.min_free_disk,
+            )
+            self._disk.budget.used = retained_output
+            self._store = store
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                await self._apply_retention()
+                nursery.start_soon(self._retention_sweeps)
+                nursery.start_soon(self._flushes)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
             self._nursery = None
-            for job in self._jobs.all.values():
-                job.journal.remove()
-            self._disk.close()
+            self._store = None
+            if self._disk is not None:
+                self._disk.close()
+            if self._given_store is None:
+                store.close()
+
+    def _journal_extent(self, job_id: str) -> tuple[int, int]:
+        extent = scan_journal(journal_path(self._config.state_dir, job_id))
+        return extent.size, extent.payload
 
     @property
     def jobs(self) -> Mapping[str, Job]:
+        """The running jobs (and those whose end is being recorded), by id."""
         return self._jobs.all
 
     async def start(self, spec: JobSpec, owner: Identity) -> Job:
-        """Start a job for ``owner`` and return once its program runs.
+        """Start a job for ``owner`` and return once its program runs and its
+        record is committed.
 
         Raises ``PermissionDenied`` for a caller without any SAN, ``Unsupported``
         for limits this host cannot enforce, ``ResourceExhausted`` at the caps
@@ -240,32 +335,134 @@ class Supervisor:
             raise
         return job
 
-    def find(self, job_id: str, caller: Identity) -> Job:
+    def find(self, job_id: str, caller: Identity) -> AnyJob:
         """The job ``job_id`` if ``caller`` may see it: it shares a SAN with the
         certificate that started it. Otherwise ``JobNotFound``, exactly as for
-        an unknown id, and found the same way (``JobTable.find``)."""
+        an unknown id, and found the same way (an index probe per SAN of the
+        caller, in memory and then in the database)."""
         job = self._jobs.find(job_id, caller)
-        if job is None:
+        if job is not None:
+            return job
+        stored = self.store.find(job_id, caller.sans)
+        if stored is None or not stored.snapshot.ended:
+            # A row still says running only while its job is in memory.
             raise JobNotFound(job_id)
-        return job
+        return EndedJob(stored, journal_path(self._config.state_dir, job_id))
 
-    async def stop(self, job: Job, grace: float = 0.0) -> JobSnapshot:
+    async def stop(self, job: AnyJob, grace: float = 0.0) -> JobSnapshot:
         """End ``job``'s whole tree and return its final status.
 
-        A job that already ended keeps its status unchanged. Returns once
-        nothing of the job is left (``Job.done``); if the caller is cancelled
-        meanwhile, the job is still stopped.
+        A job that already ended keeps its status unchanged; a job already
+        being stopped is killed once the shorter of both grace periods is
+        over. Returns once nothing of the job is left (``Job.done``); if the
+        caller is cancelled meanwhile, the job is still stopped.
         """
-        if job.record.request_stop():
-            job.stop_grace = max(0.0, grace)
+        if isinstance(job, EndedJob):
+            return job.snapshot()
+        grace = max(0.0, grace)
+        if job.record.running and not job.record.stop_requested:
+            job.record.request_stop()
+            job.stop_grace = grace
             job.wait_scope.cancel()
+        elif job.record.running:
+            # A Stop while one is in its grace period: the shorter grace wins
+            # (a second Ctrl-C of `client run` kills at once).
+            deadline = trio.current_time() + grace
+            job.grace_scope.deadline = min(job.grace_scope.deadline, deadline)
         await job.done.wait()
         return job.snapshot()
 
-    def follow(self, job: Job) -> AsyncGenerator[Piece, None]:
+    async def wait(self, job: AnyJob) -> JobSnapshot:
+        """``job``'s final status, once nothing of it is left (at once for an
+        ended job). Cancellation is safe: nothing changes."""
+        if isinstance(job, Job):
+            await job.done.wait()
+        return job.snapshot()
+
+    async def remove(self, job: AnyJob, *, force: bool = False) -> JobSnapshot:
+        """Forget an ended job: its row, then its output files; its last status.
+
+        A running job is ``FailedPrecondition`` unless ``force``, which stops it
+        (SIGKILL) first. ``JobNotFound`` if it was forgotten meanwhile. Log
+        streams already reading it end once they have read what they can."""
+        if isinstance(job, Job):
+            if job.record.running and not force:
+                raise FailedPrecondition(
+                    f"job {job.job_id} is still running: stop it first, or remove it with force"
+                )
+            await self.stop(job)  # kills it if it runs; returns once nothing of it is left
+        snapshot = job.snapshot()
+        if not await self._forget([job.job_id]):
+            raise JobNotFound(job.job_id)
+        return snapshot
+
+    async def _forget(self, job_ids: list[str]) -> int:
+        """Delete the rows of ``job_ids``, then their files; how many were there."""
+        deleted = await self.store.delete(job_ids)
+        unrecorded = {job.job_id: job for job in self._unrecorded}
+        for job_id, size in deleted:
+            forget_job_files(self._config.state_dir, job_id)
+            if (job := unrecorded.get(job_id)) is not None:  # its row still said running
+                self._unrecorded.remove(job)
+                self._jobs.remove(job_id, job.owner)
+                size = job.journal.size
+                self._ended_count += 1  # it was never counted
+            if self._disk is not None:
+                self._disk.budget.release(size)
+        self._ended_count -= len(deleted)
+        return len(deleted)
+
+    def follow(self, job: AnyJob) -> AsyncGenerator[Piece, None]:
         """The job's output from its first byte, then live, until it ended and
-        everything was read."""
-        return follow(job.journal)
+        everything was read. The output of a job removed meanwhile ends early
+        and cleanly."""
+        if isinstance(job, Job):
+            return follow(job.journal)
+        return _follow_stored(StoredJournal(job.journal, job.stored.journal_size))
+
+    def list(
+        self, caller: Identity, ended: bool | None, before: str | None, limit: int
+    ) -> list[JobSnapshot]:
+        """Up to ``limit`` of the caller's jobs (those sharing a SAN with it),
+        newest first, with ids below ``before``; ``ended`` None for all, else
+        ended or running only. Running jobs are reported live."""
+        snapshots = []
+        for stored in self.store.page(caller.sans, ended, before, limit):
+            live = self._jobs.all.get(stored.snapshot.job_id)
+            snapshots.append(live.snapshot() if live is not None else stored.snapshot)
+        return snapshots
+
+    async def _flushes(self) -> None:
+        """Bound what a power cut can take of the job database to a second."""
+        while True:
+            await trio.sleep(FLUSH_PERIOD)
+            try:
+                await self.store.flush()
+            except StoreError as error:
+                log.warning("cannot sync the job database: %s", error)
+
+    async def _retention_sweeps(self) -> None:
+        while True:
+            await trio.sleep(RETENTION_PERIOD)
+            await self._record_unrecorded_ends()
+            await self._apply_retention()
+
+    async def _apply_retention(self) -> None:
+        """Forget the ended jobs beyond ``retain_jobs`` and older than ``retain_for``."""
+        keep = self._config.retain_jobs
+        over_count = keep is not None and self._ended_count > keep
+        horizon = self._config.retain_for
+        if not over_count and horizon is None:
+            return
+        ended_before = None if horizon is None else self._now() - timedelta(seconds=horizon)
+        doomed = self.store.ended_beyond(keep if over_count else None, ended_before)
+        if doomed:
+            try:
+                forgotten = await self._forget(doomed)
+            except StoreError as error:
+                log.warning("cannot forget ended jobs: %s", error)
+                return
+            log.info("retention forgot %d ended jobs", forgotten)
 
     async def _run_job(
         self,
@@ -301,17 +498,32 @@ class Supervisor:
         profile = Profile.CONTAINED if isolation.contained else Profile.HOST
         record_ = JobRecord(job_id, spec.argv, process.program_pid, self._now(), profile=profile)
         job = Job(record_, owner, process, journal)
+        try:
+            with trio.CancelScope(shield=True):  # the row exists, or Start fails
+                await self.store.insert(
+                    record_.snapshot(ResourceUsage(), OutputCounts()), owner.sans
+                )
+            if self._disk is not None:
+                self._disk.budget.recheck()
+        except BaseException as error:
+            with trio.CancelScope(shield=True), trio.move_on_after(KILL_TIMEOUT):
+                await terminate(process, 0)
+                await process.aclose()
+            journal.remove()
+            if isinstance(error, StoreError):
+                raise FailedPrecondition(f"cannot record the job: {error}") from None
+            raise
         self._jobs.add(job_id, owner, job)
-        log.info(
-            "job %s started by %s (%s): pid %d, %s",
-            job_id,
-            owner,
-            profile.value,
-            process.program_pid,
-            shlex.join(spec.argv),
-        )
         # From here on this task alone owns the process: it is reaped whatever happens.
         try:
+            log.info(
+                "job %s started by %s (%s): pid %d, %s",
+                job_id,
+                owner,
+                profile.value,
+                process.program_pid,
+                shlex.join(spec.argv),
+            )
             task_status.started(job)
             async with trio.open_nursery() as pipes:
                 pipes.start_soon(record, process.stdout, Stream.STDOUT, journal)
@@ -331,12 +543,41 @@ class Supervisor:
                 journal.close()
                 job.exited.set()
                 self._running.release(owner.sans)
+                if await self._record_end(job):
+                    self._jobs.remove(job_id, owner)
+                else:  # served from memory until a sweep manages to record it
+                    self._unrecorded.append(job)
+                await self._apply_retention()
                 job.done.set()
+
+    async def _record_end(self, job: Job) -> bool:
+        """Write the ended job's final row (its journal synced first); whether
+        it was written. Until it is, the row says running: the next daemon
+        would report the job lost."""
+        try:
+            await self.store.finish(job.snapshot(), job.journal.path, job.journal.size)
+        except (StoreError, FailedPrecondition) as error:
+            log.error("job %s ended but its end could not be recorded: %s", job.job_id, error)
+            return False
+        finally:
+            if self._disk is not None:
+                self._disk.budget.recheck()
+        self._ended_count += 1
+        return True
+
+    async def _record_unrecorded_ends(self) -> None:
+        """Retry the final rows that could not be written (e.g. the disk was full)."""
+        for job in list(self._unrecorded):
+            if await self._record_end(job):
+                self._unrecorded.remove(job)
+                self._jobs.remove(job.job_id, job.owner)
 
     async def _wait_or_stop(self, job: Job) -> ExitStatus:
         with job.wait_scope:
             return await job.process.wait()
-        return await terminate(job.process, job.stop_grace)
+        with job.grace_scope:
+            return await terminate(job.process, job.stop_grace)
+        return await terminate(job.process, 0)
 
     def _finish(self, job: Job, exit_status: ExitStatus) -> None:
         last_seen = job.process.usage()
@@ -348,3 +589,17 @@ class Supervisor:
         )
         log.info("job %s %s: %s", job.job_id, job.record.state.value, how)
         job.exited.set()
+
+
+async def _follow_stored(journal: StoredJournal) -> AsyncGenerator[Piece, None]:
+    """``follow`` of a stored journal; a journal removed before it was opened
+    reads as empty (the job was forgotten meanwhile)."""
+    try:
+        source = follow(journal)
+        first = await anext(source)
+    except (FileNotFoundError, StopAsyncIteration):
+        return
+    async with aclosing(source):
+        yield first
+        async for piece in source:
+            yield piece

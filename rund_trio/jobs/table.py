@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 
 class JobTable(Generic[T]):
-    """Every job of the daemon's life, by id, and visible by the SANs of its owner."""
+    """Jobs by id, and visible by the SANs of their owner."""
 
     def __init__(self, index: MutableMapping[tuple[str, str], T] | None = None) -> None:
         self._by_id: dict[str, T] = {}
@@ -36,6 +36,12 @@ class JobTable(Generic[T]):
         self._by_id[job_id] = job
         for san in owner.sans:
             self._visible[(san, job_id)] = job
+
+    def remove(self, job_id: str, owner: Identity) -> None:
+        """Forget ``job_id`` (filed under ``owner``); nothing if it is not there."""
+        self._by_id.pop(job_id, None)
+        for san in owner.sans:
+            self._visible.pop((san, job_id), None)
 
     def find(self, job_id: str, caller: Identity) -> T | None:
         """The job ``job_id`` if it was started with a certificate sharing a SAN

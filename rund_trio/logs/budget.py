@@ -106,6 +106,18 @@ class DiskBudget:
         if self._free is not None:
             self._free -= written
 
+    def release(self, size: int) -> None:
+        """``size`` bytes of job output were deleted (the job was forgotten):
+        they no longer count against the total. Free space is observed again
+        at the next check."""
+        self.used = max(0, self.used - size)
+        self.recheck()
+
+    def recheck(self) -> None:
+        """Something else was written to the filesystem (the job database):
+        observe free space again before the next write of output."""
+        self._since_check = self.check_every
+
     def room(self) -> Room:
         """What may still be written before the total or the reserve is reached."""
         total = None if self.max_total is None else max(0, self.max_total - self.used)

@@ -1,10 +1,17 @@
-"""The daemon's state directory: where job output is journaled.
+"""The daemon's state directory: the job database and each job's output journal.
 
 Private to the daemon (mode 0700) and to one daemon at a time: it is
-flock()ed, so a second daemon on it is refused, and a daemon that finds it
-unlocked knows every journal in it was left by a predecessor that did not shut
-down cleanly (SIGKILL, a crash, a power cut) and removes them. The lock dies
-with the daemon, so a crashed one never blocks its successor.
+flock()ed, so a second daemon on it is refused. The lock dies with the daemon,
+so a crashed one never blocks its successor, which finds every retained job's
+record and output where it was left (``jobs.store``).
+
+Every file of a job is named ``<job id>.<something>`` (``<id>.log`` is its
+journal); forgetting a job removes them all. A journal no record refers to is
+an *orphan*: the output of a job whose Start never returned (the daemon died
+between creating the journal and committing the job's row), or of a job
+whose removal was cut short -- or of any job, if the database was moved aside.
+Orphans are never deleted: they are moved into ``orphans/`` for a person to
+look at and delete.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -45,16 +53,59 @@ def is_journal_name(name: str) -> bool:
         return False
 
 
-def remove_stale_journals(state_dir: Path) -> list[str]:
-    """Delete the journals in ``state_dir`` (call with its lock held, before
-    any job starts); their names. Other files are left alone."""
-    removed = []
+ORPHANS = "orphans"
+
+
+def default_state_dir() -> Path:
+    """Where a daemon keeps its state unless told: ``/var/lib/rund-trio`` as
+    root, ``$XDG_STATE_HOME/rund-trio`` (``~/.local/state/rund-trio``) otherwise."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/rund-trio")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "rund-trio"
+
+
+_CANONICAL_ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+"""A ULID as ``str(ULID)`` spells it (a regular expression: parsing 10,000
+names with ``ULID.from_str`` took a third of a second of start-up)."""
+
+
+def _job_file_names(state_dir: Path) -> dict[str, list[str]]:
+    """The files named ``<ULID>.<suffix>`` in ``state_dir``, by job id."""
+    files: dict[str, list[str]] = {}
     for entry in os.scandir(state_dir):
-        if is_journal_name(entry.name) and entry.is_file(follow_symlinks=False):
+        stem, dot, _ = entry.name.partition(".")
+        is_job_file = dot and _CANONICAL_ULID.fullmatch(stem) is not None
+        if is_job_file and entry.is_file(follow_symlinks=False):
+            files.setdefault(stem, []).append(entry.name)
+    return files
+
+
+def set_aside_orphans(state_dir: Path, known: set[str]) -> int:
+    """Move the files of jobs not in ``known`` into ``state_dir/orphans``
+    (call with the lock held, before any job starts); how many jobs' files."""
+    orphans = {
+        job_id: names for job_id, names in _job_file_names(state_dir).items() if job_id not in known
+    }
+    if not orphans:
+        return 0
+    target = state_dir / ORPHANS
+    target.mkdir(mode=0o700, exist_ok=True)
+    for names in orphans.values():
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(state_dir / name, target / name)
+    return len(orphans)
+
+
+def forget_job_files(state_dir: Path, job_id: str) -> None:
+    """Delete every file of job ``job_id`` (``<id>.*``). Readers that have one
+    open can still read it to its end."""
+    prefix = f"{job_id}."
+    for entry in os.scandir(state_dir):
+        if entry.name.startswith(prefix):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
-                removed.append(entry.name)
-    return sorted(removed)
 
 
 def _another_daemon(path: Path) -> str:
@@ -69,9 +120,9 @@ def state_directory(path: Path | None) -> Iterator[Path]:
     """The directory job output goes to, private to the daemon (mode 0700)
     and locked for it while the block runs.
 
-    A directory the daemon made itself is removed on exit; a given one is kept
-    (the supervisor deletes the files it wrote there), and journals a crashed
-    predecessor left in it are removed first.
+    A directory the daemon made itself (``path`` None: a throwaway one, for
+    tests and demos) is removed on exit; a given one is kept with everything
+    in it.
     """
     if path is None:
         made = Path(tempfile.mkdtemp(prefix="rund-trio-"))
@@ -92,13 +143,4 @@ def state_directory(path: Path | None) -> Iterator[Path]:
             "job output must stay private: chmod 700 it"
         )
     with directory_held(path, _another_daemon(path)):
-        try:
-            stale = remove_stale_journals(path)
-        except OSError as error:
-            raise ConfigError(
-                f"cannot remove the job output an earlier daemon left in --state-dir {path}: "
-                f"{error.strerror}"
-            ) from None
-        if stale:
-            log.warning("removed %d job output files left by an earlier daemon", len(stale))
         yield path

@@ -19,6 +19,7 @@ from rund_trio.errors import ConfigError
 from rund_trio.isolation.spec import Isolation
 from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
 from rund_trio.jobs.spec import MAX_ARGV_BYTES
+from rund_trio.jobs.store import JobStore
 from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.logs.budget import Reserve
 from rund_trio.logs.state_dir import state_directory
@@ -40,7 +41,12 @@ class ServeConfig:
     addr: str = ":8000"
     state_dir: Path | None = None
     """None: a fresh private directory under the system temp directory,
-    removed at exit."""
+    removed at exit (the CLI's default is a persistent one, see
+    ``logs.state_dir.default_state_dir``)."""
+    retain_jobs: int | None = 10_000
+    """Most ended jobs kept; None: no limit."""
+    retain_for: float | None = 7 * 24 * 3600.0
+    """Seconds an ended job is kept; None: no limit."""
     output_cap: int | None = 1024**3
     max_output_total: int | None = 10 * 1024**3
     min_free_disk: Reserve = field(default_factory=Reserve)
@@ -176,10 +182,11 @@ async def serve(
     """Run the daemon on ``config.addr`` until cancelled.
 
     Start-up errors (certificate files, the address, the cgroup subtree) raise
-    ``ConfigError`` before anything is served. On cancellation the listeners
+    ``ConfigError`` before anything is served, as does a job database this
+    version cannot use (newer or damaged). On cancellation the listeners
     close, every connection and log stream ends, every job's process tree is
-    killed and reaped, its cgroup removed, and the job output files are
-    removed, before this returns.
+    killed and reaped, its cgroup removed and its end recorded, before this
+    returns; job records and output stay in the state directory.
     """
     ssl_context = config.tls.server_context()
     config.isolation.validate()
@@ -211,7 +218,7 @@ async def serve_on(
         tree = await stack.enter_async_context(job_cgroups(config.cgroups))
         if spawner is None:
             spawner = await stack.enter_async_context(job_spawner(config.isolation, tree))
-        with state_directory(config.state_dir) as state_dir:
+        with state_directory(config.state_dir) as state_dir, JobStore.opened(state_dir) as store:
             isolation = hide_daemon_files(config.isolation, state_dir, config.tls.key)
             supervisor = Supervisor(
                 spawner,
@@ -225,8 +232,11 @@ async def serve_on(
                     isolation=isolation,
                     max_running_jobs=config.max_running_jobs,
                     max_running_jobs_per_client=config.max_running_jobs_per_client,
+                    retain_jobs=config.retain_jobs,
+                    retain_for=config.retain_for,
                 ),
                 limits=tree,
+                store=store,
             )
             service = JobControllerService(
                 supervisor,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -18,6 +20,7 @@ _STATES = {
     JobState.EXITED: pb.JOB_STATE_EXITED,
     JobState.KILLED: pb.JOB_STATE_KILLED,
     JobState.STOPPED: pb.JOB_STATE_STOPPED,
+    JobState.LOST: pb.JOB_STATE_LOST,
 }
 
 _LIMIT_FIELDS = {
@@ -86,9 +89,14 @@ def grace_from_request(request: pb.JobStopRequest) -> float:
 
 
 def _duration(seconds: float) -> Duration:
-    duration = Duration()
-    duration.FromNanoseconds(round(seconds * 1e9))
-    return duration
+    nanoseconds = max(0, round(seconds * 1e9))
+    return Duration(seconds=nanoseconds // 10**9, nanos=nanoseconds % 10**9)
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    """``Timestamp.FromDatetime`` without its time tuple (a fifth of a List)."""
+    microseconds = round(moment.timestamp() * 1e6)
+    return Timestamp(seconds=microseconds // 10**6, nanos=microseconds % 10**6 * 1000)
 
 
 def status_to_proto(snapshot: JobSnapshot) -> pb.JobStatus:
@@ -113,16 +121,13 @@ def status_to_proto(snapshot: JobSnapshot) -> pb.JobStatus:
         io_write_bytes=snapshot.usage.io_write_bytes,
         output_error=snapshot.output.error or "",
         profile=_PROFILES_OUT[snapshot.profile],
+        ulid=snapshot.job_id,
     )
     if snapshot.exit_code is not None:
         status.exit_code.value = snapshot.exit_code
     if snapshot.signal is not None:
         status.signal.value = snapshot.signal
-    started = Timestamp()
-    started.FromDatetime(snapshot.started_at)
-    status.started_at.CopyFrom(started)
+    status.started_at.CopyFrom(_timestamp(snapshot.started_at))
     if snapshot.ended_at is not None:
-        ended = Timestamp()
-        ended.FromDatetime(snapshot.ended_at)
-        status.ended_at.CopyFrom(ended)
+        status.ended_at.CopyFrom(_timestamp(snapshot.ended_at))
     return status

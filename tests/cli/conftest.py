@@ -151,6 +151,8 @@ def spawn_daemon(
     output: list[str] = []
     cgroup_root = private_cgroup_root()
     cgroup_args = ["--cgroup-root", str(cgroup_root)] if cgroup_root else []
+    if "--state-dir" not in args:  # not the persistent default, shared by every test
+        cgroup_args.append("--temp-state-dir")
     for _ in range(5):
         port = unused_port()
         process = subprocess.Popen(

@@ -163,7 +163,9 @@ async def test_log_interrupted_with_sigint_exits_130_without_a_traceback(alice: 
     assert code == 130  # the shell's 128 + SIGINT (0 would also have been acceptable)
 
 
-async def test_run_interrupted_with_sigint_stops_the_job(alice: Client) -> None:
+async def test_run_interrupted_with_sigint_stops_the_job_gracefully_and_says_so(
+    alice: Client,
+) -> None:
     # Inside its PID namespace the job cannot tell its host pid: find it by a
     # unique command line instead.
     marker = str(secrets.randbelow(10**9) + 10**9)
@@ -179,8 +181,9 @@ async def test_run_interrupted_with_sigint_stops_the_job(alice: Client) -> None:
     assert not live_pids(cmdline=b"sleep\0" + marker.encode() + b"\0"), (
         "the job is stopped before run exits"
     )
-    assert b"Traceback" not in stderr
-    assert code == 128 + signal.SIGKILL  # run exits with the stopped job's status
+    assert stderr.decode().startswith("rund-trio: SIGINT: stopping job ")
+    assert stderr.count(b"\n") == 1 and b"SIGKILL after 10 s" in stderr
+    assert code == 128 + signal.SIGTERM  # run exits with the stopped job's status
 
 
 def test_run_exits_with_the_jobs_exit_code(alice: Client) -> None:

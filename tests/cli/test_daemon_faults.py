@@ -166,7 +166,7 @@ async def test_sigkill_takes_a_job_run_as_another_user_with_the_daemon(
         await wait_until_gone(pid)
 
 
-def test_the_next_daemon_on_the_state_dir_removes_the_output_a_killed_one_left(
+def test_the_next_daemon_on_the_state_dir_serves_the_output_a_killed_one_left(
     pki: Pki, tmp_path: Path
 ) -> None:
     args = [*pki.server_args(), "--state-dir", tmp_path / "state"]
@@ -174,16 +174,16 @@ def test_the_next_daemon_on_the_state_dir_removes_the_output_a_killed_one_left(
     try:
         alice = Client(first, pki, "alice", tmp_path)
         assert alice("run", "--", "echo", "left behind").stdout == b"left behind\n"
+        (job_id,) = alice("ps", "-a", "-q").stdout.decode().split()
     finally:
         assert first.stop(signal.SIGKILL) == -signal.SIGKILL
-    (journal,) = (tmp_path / "state").iterdir()
     second = spawn_daemon(args, cwd=tmp_path)
     try:
-        assert not journal.exists()
-        assert "removed 1 job output files left by an earlier daemon" in second.stderr
+        alice = Client(second, pki, "alice", tmp_path)
+        assert alice("log", job_id).stdout == b"left behind\n"
     finally:
         assert second.stop(signal.SIGTERM) == 0
-    assert list((tmp_path / "state").iterdir()) == []
+    assert (tmp_path / "state" / f"{job_id}.log").exists()
 
 
 async def test_the_next_daemon_on_the_cgroup_root_kills_and_removes_what_a_killed_one_left(

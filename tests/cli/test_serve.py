@@ -72,7 +72,7 @@ def test_serve_on_a_signal_kills_jobs_removes_its_state_dir_and_exits_0(
     assert f"{signum.name}: shutting down" in daemon.stderr
 
 
-def test_serve_on_sigterm_removes_job_output_from_a_given_state_dir(
+def test_serve_on_sigterm_keeps_job_records_and_output_in_a_given_state_dir(
     pki: Pki, tmp_path: Path
 ) -> None:
     state_dir = tmp_path / "state"
@@ -81,12 +81,12 @@ def test_serve_on_sigterm_removes_job_output_from_a_given_state_dir(
         alice = Client(daemon, pki, "alice", tmp_path)
         result = alice("run", "--", "echo", "kept while serving")
         assert result.stdout == b"kept while serving\n"
-        assert list(state_dir.glob("*.log")), "the job's output is in the state dir"
     finally:
         code = daemon.stop(signal.SIGTERM, timeout=5)
     assert code == 0
-    assert state_dir.is_dir()
-    assert list(state_dir.iterdir()) == []
+    (journal,) = state_dir.glob("*.log")
+    assert b"kept while serving" in journal.read_bytes()
+    assert (state_dir / "jobs.sqlite3").exists()
 
 
 def test_serve_output_cap_ends_a_log_with_the_recorded_output_and_the_drop(
@@ -167,3 +167,18 @@ def test_serve_refuses_a_request_over_max_request_size(pki: Pki, tmp_path: Path)
         assert alice("run", "--", "echo", "x" * 900).stdout == b"x" * 900 + b"\n"
         result = alice("start", "--", "echo", "x" * 1100)
     assert_one_line_error(result, "RESOURCE_EXHAUSTED", "at most 1024 bytes", "--max-request-size")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--retain-jobs", "-5", "is not a whole number of zero or more"),
+        ("--retain-for", "forever", "is not a duration"),
+    ],
+)
+def test_serve_refuses_a_retention_it_cannot_honour(
+    pki: Pki, tmp_path: Path, flag: str, value: str, message: str
+) -> None:
+    result = rund("serve", "--temp-state-dir", *pki.server_args(), flag, value, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr.decode()

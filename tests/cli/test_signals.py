@@ -20,12 +20,14 @@ from rund_trio.client.api import RundClient
 
 
 class SlowStopClient:
-    """A daemon whose Stop takes its whole (long) grace period: the job
-    ignores SIGTERM. Each call sends the next Ctrl-C, as a person would."""
+    """A daemon whose graceful Stop takes its whole (long) grace period: the
+    job ignores SIGTERM. A Stop without grace kills it at once. The first
+    Stop sends the next Ctrl-C, as a person would."""
 
     def __init__(self) -> None:
         self.stopped = anyio.Event()
-        self.stop_calls = 0
+        self.graces: list[object] = []
+        self.grace_ran_out = False
 
     async def start(self, request: pb.JobStartRequest) -> str:
         return "job"
@@ -37,10 +39,11 @@ class SlowStopClient:
         yield
 
     async def stop(self, job_id: str, grace: object = None) -> pb.JobStatus:
-        self.stop_calls += 1
-        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while Stop waits
-        with anyio.move_on_after(10):  # the grace period
-            await anyio.sleep_forever()
+        self.graces.append(grace)
+        if grace is not None:
+            os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while Stop waits
+            await anyio.sleep(10)  # the grace period
+            self.grace_ran_out = True
         self.stopped.set()
         return pb.JobStatus(stopped=True)
 
@@ -50,7 +53,7 @@ class SlowStopClient:
         return status
 
 
-def test_a_second_ctrl_c_during_the_stop_of_run_ends_it_at_once(
+def test_a_second_ctrl_c_during_the_graceful_stop_of_run_kills_the_job_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = SlowStopClient()
@@ -68,6 +71,8 @@ def test_a_second_ctrl_c_during_the_stop_of_run_ends_it_at_once(
     args = build_parser().parse_args(
         ["client", "run", "--addr", "localhost:1", "--", "sleep", "1000"]
     )
-    assert client_cmd.run_action(args) == 128 + signal.SIGINT
-    assert client.stop_calls == 1
-    assert not client.stopped.is_set()  # it did not wait for the grace period
+    assert client_cmd.run_action(args) == 128 + signal.SIGKILL
+    assert len(client.graces) == 2
+    assert client.graces[0] is not None  # the first Ctrl-C: SIGTERM, then the grace
+    assert client.graces[1] is None  # the second: kill now
+    assert not client.grace_ran_out  # `run` did not wait for the grace period

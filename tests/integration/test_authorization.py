@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import pytest
+import trio
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.client.api import RundClient
@@ -43,10 +44,22 @@ async def log(rund: RundClient, job_id: str) -> None:
         return
 
 
+async def wait(rund: RundClient, job_id: str) -> None:
+    with trio.move_on_after(0.5) as waiting:  # alice's job runs for a minute
+        await rund.wait(job_id)
+    assert waiting.cancelled_caught
+
+
+async def remove(rund: RundClient, job_id: str) -> None:
+    assert (await rund.remove(job_id, force=True)).stopped
+
+
 RPCS: dict[str, Callable[[RundClient, str], Awaitable[None]]] = {
     "Status": status,
     "Stop": stop,
     "Log": log,
+    "Wait": wait,
+    "Remove": remove,
 }
 
 
@@ -100,3 +113,34 @@ async def test_a_certificate_without_san_may_not_start_a_job(daemon: Daemon) -> 
             await rund.start(pb.JobStartRequest(name="true"))
     assert error.value.code == "PERMISSION_DENIED"
     assert "no subject alternative name" in error.value.message
+
+
+@pytest.mark.parametrize("caller", ALLOWED)
+async def test_list_shows_the_owner_and_a_certificate_sharing_a_san_the_job(
+    daemon: Daemon, caller: str
+) -> None:
+    job_id = await start_alices_job(daemon)
+    async with daemon.client(caller) as rund:
+        assert [job.ulid for job in (await rund.list_jobs()).jobs] == [job_id]
+
+
+@pytest.mark.parametrize("caller", REFUSED)
+async def test_list_shows_others_nothing_at_all(daemon: Daemon, caller: str) -> None:
+    await start_alices_job(daemon)
+    async with daemon.client(caller) as rund:
+        for which in (pb.JOB_LIST_FILTER_ALL, pb.JOB_LIST_FILTER_RUNNING, pb.JOB_LIST_FILTER_ENDED):
+            page = await rund.list_jobs(which)
+            assert (list(page.jobs), page.next_page_token) == ([], "")
+
+
+async def test_an_ended_job_is_as_invisible_to_others_as_a_running_one(daemon: Daemon) -> None:
+    async with daemon.client("alice") as alice:
+        job_id = await alice.start(pb.JobStartRequest(name="true"))
+        await alice.wait(job_id)
+    for caller in REFUSED:
+        for rpc in ("Status", "Log", "Remove"):
+            assert await not_found_message(daemon, caller, rpc, job_id) == (
+                await not_found_message(daemon, caller, rpc, MISSING)
+            )
+    async with daemon.client("alice-laptop") as laptop:
+        assert (await laptop.status(job_id)).exit_code.value == 0

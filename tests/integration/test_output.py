@@ -29,13 +29,13 @@ def resident_bytes() -> int:
 async def test_a_job_writing_1_gib_grows_the_daemon_by_a_few_mib_at_most(daemon: Daemon) -> None:
     async with daemon.client() as rund:
         warmup = await rund.start(pb.JobStartRequest(name="head", args=["-c", "1M", "/dev/zero"]))
-        await daemon.running.supervisor.jobs[warmup].done.wait()
+        await rund.wait(warmup)
         before = resident_bytes()
         job_id = await rund.start(
             pb.JobStartRequest(name="head", args=["-c", str(GIB), "/dev/zero"])
         )
         with trio.fail_after(120):
-            await daemon.running.supervisor.jobs[job_id].done.wait()
+            await rund.wait(job_id)
         status = await rund.status(job_id)
     growth = resident_bytes() - before
     assert status.exit_code.value == 0 and status.output_bytes == GIB
@@ -115,7 +115,7 @@ async def test_a_subscriber_slower_than_the_job_gets_every_byte_in_order_in_boun
     expected = b"".join(b"%d\n" % i for i in range(1, 5_000_001))
     async with daemon.client() as rund:
         warmup = await rund.start(pb.JobStartRequest(name="seq", args=["1", "100000"]))
-        await daemon.running.supervisor.jobs[warmup].done.wait()
+        await rund.wait(warmup)
         before = resident_bytes()
         job_id = await rund.start(pb.JobStartRequest(name="seq", args=["1", "5000000"]))
     # A subscriber that lets the daemon send it 2 GiB, then reads nothing
@@ -124,7 +124,8 @@ async def test_a_subscriber_slower_than_the_job_gets_every_byte_in_order_in_boun
     call, request = raw_call("Log", pb.JobIdentifier(ulid=job_id), window=MAX_WINDOW)
     await subscriber.send(request)
     with trio.fail_after(60):
-        await daemon.running.supervisor.jobs[job_id].done.wait()
+        async with daemon.client() as waiter:
+            await waiter.wait(job_id)
     growth = resident_bytes() - before
     with trio.fail_after(60):
         messages = await subscriber.responses(call)

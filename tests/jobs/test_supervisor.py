@@ -23,8 +23,9 @@ from rund_trio.jobs.spec import JobSpec
 from rund_trio.jobs.state import JobState
 from rund_trio.jobs.supervisor import USAGE_MAX_AGE, Job, Supervisor, SupervisorConfig
 from rund_trio.logs.journal import Piece, Stream
+from rund_trio.logs.state_dir import journal_path
 from rund_trio.tls.identity import Identity
-from tests.fakes import FakeProcess, FakeSpawner
+from tests.fakes import FakeProcess, FakeSpawner, inline_store
 
 ALICE = Identity.of("DNS:alice", "email:alice@example.com")
 ALICE_LAPTOP = Identity.of("email:alice@example.com")
@@ -41,7 +42,11 @@ def spawner() -> FakeSpawner:
 async def supervisor(
     nursery: trio.Nursery, spawner: FakeSpawner, tmp_path: Path
 ) -> AsyncIterator[Supervisor]:
-    supervisor = Supervisor(spawner, SupervisorConfig(state_dir=tmp_path, output_linger=1.0))
+    supervisor = Supervisor(
+        spawner,
+        SupervisorConfig(state_dir=tmp_path, output_linger=1.0),
+        store=inline_store(tmp_path),
+    )
     await nursery.start(supervisor.run)
     yield supervisor
 
@@ -90,7 +95,7 @@ async def test_spawn_failure_propagates_and_leaves_no_job(
     with pytest.raises(SpawnError, match="No such file or directory"):
         await supervisor.start(SPEC, ALICE)
     assert supervisor.jobs == {}
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.glob("*.log")) == []
 
 
 async def test_job_is_found_by_a_caller_sharing_a_san(
@@ -305,7 +310,7 @@ async def test_output_beyond_the_cap_is_dropped_and_counted(
     assert (status.output.recorded_bytes, status.output.dropped_bytes) == (10, 6)
 
 
-async def test_shutdown_kills_and_reaps_every_job_and_removes_journals(
+async def test_shutdown_kills_and_reaps_every_job_and_keeps_their_records(
     autojump_clock: MockClock, spawner: FakeSpawner, tmp_path: Path
 ) -> None:
     supervisor = Supervisor(spawner, SupervisorConfig(state_dir=tmp_path))
@@ -335,7 +340,12 @@ async def test_shutdown_kills_and_reaps_every_job_and_removes_journals(
         assert [signum for signum, _ in process_of(job).signals] == [signal.SIGKILL]
         assert process_of(job).closed
         assert job.snapshot().state is JobState.KILLED
-    assert list(tmp_path.iterdir()) == []
+    store = inline_store(tmp_path)
+    for job in jobs:
+        stored = store.find(job.job_id, ALICE.sans)
+        assert stored is not None
+        assert stored.snapshot.state is JobState.KILLED
+        assert journal_path(tmp_path, job.job_id).exists()
 
 
 async def test_start_during_shutdown_is_refused(
