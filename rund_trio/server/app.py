@@ -21,11 +21,15 @@ from rund_trio.jobs.spec import MAX_ARGV_BYTES
 from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.logs.budget import Reserve
 from rund_trio.logs.state_dir import state_directory
+from rund_trio.observe.config import ObserveConfig
+from rund_trio.observe.daemon import DaemonState, observability
 from rund_trio.process.base import Spawner
 from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
 from rund_trio.process.posix import PosixSpawner
 from rund_trio.server.address import parse_address
+from rund_trio.server.health import HealthService
+from rund_trio.server.reflection import Reflection
 from rund_trio.server.service import JobControllerService
 from rund_trio.server.transport import GrpcServer, TransportConfig
 from rund_trio.tls.context import TlsFiles
@@ -56,6 +60,8 @@ class ServeConfig:
     max_log_streams_per_client: int | None = 256
     max_argv_bytes: int | None = MAX_ARGV_BYTES
     """Bytes of a job's command line (arguments and their NULs); None: no cap."""
+    observe: ObserveConfig = field(default_factory=ObserveConfig)
+    """Metrics and the audit trail (both off by default)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class RunningDaemon:
     supervisor: Supervisor
     server: GrpcServer
     state_dir: Path
+    health: HealthService
 
 
 async def open_listener(addr: str) -> anyio.abc.Listener[anyio.abc.SocketStream]:
@@ -171,6 +178,7 @@ async def serve(
     addresses = listening_addresses(listener)
     async with (
         listener,
+        observability(config.observe, ssl_context) as ops,
         job_cgroups(config.cgroups) as tree,
         job_spawner(config.isolation, tree) as spawner,
     ):
@@ -190,17 +198,43 @@ async def serve(
                     max_running_jobs_per_client=config.max_running_jobs_per_client,
                 ),
                 limits=tree,
+                events=ops.events,
             )
             service = JobControllerService(
                 supervisor,
                 max_log_streams_per_client=config.max_log_streams_per_client,
                 max_argv_bytes=config.max_argv_bytes,
             )
-            server = GrpcServer([service.service], ssl_context, config.transport)
+            health = HealthService()
+            services = [service.service, health.service]
+            services += Reflection(s.name for s in services).services()
+            server = GrpcServer(
+                ops.guard(services), ssl_context, config.transport, observer=ops.observer
+            )
+            # Shielded from the daemon's cancellation, so that health watchers
+            # are told NOT_SERVING before connections close (below).
+            server_scope = trio.CancelScope(shield=True)
             async with trio.open_nursery() as nursery:
                 await nursery.start(supervisor.run)
-                nursery.start_soon(server.serve, listener)
+                nursery.start_soon(_serve_within, server_scope, server, listener)
+                ops.start(nursery, DaemonState(supervisor, service, health), services)
+                health.set_serving(True)
                 if tree is not None:
                     log.info("%s", tree.describe())
                 log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
-                task_status.started(RunningDaemon(addresses, supervisor, server, state_dir))
+                task_status.started(RunningDaemon(addresses, supervisor, server, state_dir, health))
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await health.shutting_down()
+                    server_scope.cancel()
+
+
+async def _serve_within(
+    scope: trio.CancelScope,
+    server: GrpcServer,
+    listener: anyio.abc.Listener[anyio.abc.SocketStream],
+) -> None:
+    with scope:
+        await server.serve(listener)

@@ -31,8 +31,10 @@ Errors map to gRPC statuses in one place
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +44,7 @@ import anyio.abc
 import h2.exceptions
 import trio
 from anyio.streams.tls import TLSAttribute, TLSStream
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from purerpc import Service
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
 from purerpc.grpc_socket import GRPCStreamState, SocketWrapper
@@ -52,6 +54,7 @@ from purerpc.grpclib.status import Status, StatusCode
 from purerpc.rpc import Cardinality
 
 from rund_trio.errors import ConfigError, InvalidRequest
+from rund_trio.server.calls import CallRecord, HandshakeOutcome, NullObserver, Observer
 from rund_trio.server.connection import ServerConnection, StreamRejected, StreamReset
 from rund_trio.server.status import status_for_exception
 from rund_trio.tls.identity import Identity, identity_from_peer_certificate
@@ -61,6 +64,8 @@ from rund_trio.wire.tls import TlsStream
 log = logging.getLogger(__name__)
 
 _peer_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("rund_peer_identity")
+_peer: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("rund_peer")
+"""The client's address and its certificate's SHA-256, for the observer."""
 
 
 def current_identity() -> Identity:
@@ -227,6 +232,12 @@ class _Socket(GRPCProtoSocket):  # type: ignore[misc]
 class _Request:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     reset: bool = False
+    # What the observer is told once the call's status is known:
+    method: str = ""
+    message: Message | None = None
+    started_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=trio.current_time)
+    observed: bool = False
 
 
 class GrpcServer:
@@ -237,8 +248,10 @@ class GrpcServer:
         services: list[Service],
         ssl_context: ssl.SSLContext,
         config: TransportConfig | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._services = {service.name: service for service in services}
+        self._observer: Observer = observer or NullObserver()
         self._ssl_context = ssl_context
         self._config = config or TransportConfig()
         self._grpc_config = GRPCConfiguration(
@@ -272,14 +285,18 @@ class GrpcServer:
 
     async def _handle_connection(self, tcp: anyio.abc.SocketStream) -> None:
         self.connections += 1
+        peer = _address(tcp)
+        self._observer.connection_opened(peer)
         try:
             async with tcp:
-                tls = await self._handshake(tcp)
+                tls = await self._handshake(tcp, peer)
                 if tls is None:
                     return
                 _peer_identity.set(
                     identity_from_peer_certificate(tls.extra(TLSAttribute.peer_certificate))
                 )
+                der = tls.extra(TLSAttribute.peer_certificate_binary) or b""
+                _peer.set((peer, hashlib.sha256(der).hexdigest()))
                 try:
                     await self._serve_grpc(tls)
                 except Exception as error:
@@ -287,17 +304,22 @@ class GrpcServer:
         finally:
             self.connections -= 1
             self._counts_changed.unpark_all()
+            self._observer.connection_closed(peer)
 
-    async def _handshake(self, tcp: anyio.abc.SocketStream) -> TLSStream | None:
+    async def _handshake(self, tcp: anyio.abc.SocketStream, peer: str) -> TLSStream | None:
         try:
             with anyio.fail_after(self._config.handshake_timeout):
-                return await TlsStream.wrap(
+                tls = await TlsStream.wrap(
                     tcp, server_side=True, ssl_context=self._ssl_context, standard_compatible=False
                 )
+            self._observer.handshake_finished(peer, HandshakeOutcome.OK)
+            return tls
         except TimeoutError:
             log.info("TLS handshake timed out")
+            self._observer.handshake_finished(peer, HandshakeOutcome.TIMED_OUT)
         except Exception as error:  # every failure here is the peer's: refuse and move on
             log.info("TLS handshake failed: %s", error)
+            self._observer.handshake_finished(peer, HandshakeOutcome.REFUSED)
         return None
 
     async def _serve_grpc(self, stream: anyio.abc.ByteStream) -> None:
@@ -329,21 +351,46 @@ class GrpcServer:
         self._counts_changed.unpark_all()
         try:
             with request.scope:
-                status = await self._dispatch(stream, grpc_socket.writer)
+                status = await self._dispatch(stream, grpc_socket.writer, request)
+                self._call_finished(request, status)
                 if status is not None:
                     await grpc_socket.finish(stream, status)
         except Exception as error:
             log.debug("request on stream %d ended by %r", stream.stream_id, error)
         finally:
+            self._call_finished(request, None)
             self.requests -= 1
             requests.pop(stream.stream_id, None)
             self._counts_changed.unpark_all()
 
-    async def _dispatch(self, stream: GRPCProtoStream, writer: _Writer) -> Status | None:
+    def _call_finished(self, request: _Request, status: Status | None) -> None:
+        """Tell the observer, once per request; no status: the call was cancelled."""
+        if request.observed or not request.method:
+            return
+        request.observed = True
+        peer, certificate_sha256 = _peer.get()
+        self._observer.call_finished(
+            CallRecord(
+                method=request.method,
+                peer=peer,
+                identity=current_identity(),
+                certificate_sha256=certificate_sha256,
+                request=request.message,
+                code=status.status_code.name if status is not None else "CANCELLED",
+                message=(status.status_message or "") if status is not None else "",
+                started_at=request.started_at,
+                duration=trio.current_time() - request.started,
+            )
+        )
+
+    async def _dispatch(
+        self, stream: GRPCProtoStream, writer: _Writer, request: _Request
+    ) -> Status | None:
         await stream.start_response()
         event = await stream.receive_event()
         if not isinstance(event, RequestReceived):
             return Status(StatusCode.INTERNAL, status_message="expected request headers")
+        request.method = f"/{event.service_name}/{event.method_name}"
         service = self._services.get(event.service_name)
         method = service.methods.get(event.method_name) if service else None
         if method is None:
@@ -354,7 +401,9 @@ class GrpcServer:
         deadline = trio.current_time() + event.timeout.total_seconds() if event.timeout else None
         with trio.CancelScope(deadline=deadline or float("inf")) as deadline_scope:
             try:
-                return await self._call(stream, writer, event, method.method_fn, method.signature)
+                return await self._call(
+                    stream, writer, event, method.method_fn, method.signature, request
+                )
             except h2.exceptions.StreamClosedError:
                 # The client reset the stream (it stopped reading a Log) and h2
                 # forgot it before the reset reached this request's cancel scope.
@@ -372,14 +421,18 @@ class GrpcServer:
         event: RequestReceived,
         method_fn: Callable[..., Any],
         signature: Any,
+        request: _Request,
     ) -> Status:
         stream.expect_message_type(signature.request_type)
-        message = await _single_message(stream, signature.request_type)
+        message = request.message = await _single_message(stream, signature.request_type)
         if signature.cardinality == Cardinality.UNARY_UNARY:
             response = await method_fn(message, request=event)
             await stream.send_message(response)
-        elif signature.cardinality == Cardinality.UNARY_STREAM:
-            responses = method_fn(message, request=event)
+        elif signature.cardinality in (Cardinality.UNARY_STREAM, Cardinality.STREAM_STREAM):
+            if signature.cardinality == Cardinality.STREAM_STREAM:  # (reflection)
+                responses = method_fn(_messages(stream, message), request=event)
+            else:
+                responses = method_fn(message, request=event)
             try:
                 async for response in responses:
                     if isinstance(response, FramedMessage):
@@ -408,6 +461,21 @@ async def _send_framed(stream: GRPCProtoStream, message: FramedMessage) -> None:
         connection.send_data(stream.stream_id, view[:window])
         view = view[window:]
         await stream._socket.flush()
+
+
+async def _messages(stream: GRPCProtoStream, first: Any) -> AsyncIterator[Any]:
+    """A client stream's messages: ``first`` (already read), then the rest
+    until the client ends its side."""
+    yield first
+    while (message := await stream.receive_message()) is not None:
+        yield message
+
+
+def _address(tcp: anyio.abc.SocketStream) -> str:
+    """The peer's ``host:port`` (``[v6]:port``), as the observer reports it."""
+    address = tcp.extra(anyio.abc.SocketAttribute.remote_address)
+    host, port = (address, "") if isinstance(address, str) else address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def _single_message(stream: GRPCProtoStream, message_type: Any) -> Any:
