@@ -27,6 +27,7 @@ from rund_trio.observe.metrics_http import MetricsServer, open_metrics_listener
 from rund_trio.server.calls import Observer
 from rund_trio.server.health import HealthService
 from rund_trio.server.service import JobControllerService
+from rund_trio.tls.context import TlsFiles
 
 JOB_SERVICE = "rund.JobController"
 
@@ -62,6 +63,17 @@ class Observability:
     _parts: list[DaemonMetrics | AuditTrail] = field(default_factory=list)
 
     @property
+    def metrics_addresses(self) -> list[tuple[str, int]]:
+        """Where metrics are served (none when they are not)."""
+        if self._metrics_listener is None:
+            return []
+        listeners = getattr(self._metrics_listener, "listeners", [self._metrics_listener])
+        return [
+            (str(address[0]), int(address[1]))
+            for address in (one.extra(anyio.abc.SocketAttribute.local_address) for one in listeners)
+        ]
+
+    @property
     def observer(self) -> Observer:
         """For the gRPC layer."""
         return Fanout(self._parts, [])
@@ -92,19 +104,20 @@ class Observability:
                 f"/{service.name}/{method}" for service in services for method in service.methods
             ],
         )
-        server = MetricsServer(
-            self.metrics.registry, self._ssl_context if self.config.metrics_tls else None
-        )
+        server = MetricsServer(self.metrics.registry, self._ssl_context)
         nursery.start_soon(server.serve, self._metrics_listener)
 
 
 @asynccontextmanager
-async def observability(
-    config: ObserveConfig, ssl_context: ssl.SSLContext
-) -> AsyncIterator[Observability]:
+async def observability(config: ObserveConfig, tls: TlsFiles) -> AsyncIterator[Observability]:
     """Bind the metrics address and open the audit log (``ConfigError`` when
     either cannot be), run the audit trail's task until exit, then close both."""
-    ops = Observability(config, _ssl_context=ssl_context)
+    ops = Observability(config)
+    if config.metrics_tls:
+        # The daemon's mutual TLS, speaking HTTP/1.1: the gRPC context offers
+        # only h2 by ALPN, which HTTP clients such as Prometheus would then speak.
+        ops._ssl_context = tls.server_context()
+        ops._ssl_context.set_alpn_protocols(["http/1.1"])
     async with AsyncExitStack() as stack:
         if config.metrics_addr is not None:
             ops._metrics_listener = await open_metrics_listener(config.metrics_addr)

@@ -32,6 +32,11 @@ MAX_HEAD_BYTES = 16 * 1024
 REQUEST_TIMEOUT = 10.0
 MAX_CONNECTIONS = 16
 READ_SIZE = 16 * 1024
+LINGER_TIME = 1.0
+LINGER_BYTES = 2 * 1024 * 1024
+"""After an answer, what of a request's excess is read and dropped before
+closing: closing with unread data would reset the connection and could
+destroy the answer before the client reads it."""
 PATH = b"/metrics"
 
 
@@ -66,17 +71,24 @@ class MetricsServer:
             try:
                 with trio.move_on_after(REQUEST_TIMEOUT):
                     await self._serve_one(tcp)
+                with trio.move_on_after(LINGER_TIME):
+                    await _linger(tcp)
             except (anyio.BrokenResourceError, anyio.EndOfStream, OSError, ssl.SSLError) as error:
                 log.debug("metrics connection ended: %r", error)
             finally:
                 self.connections -= 1
 
     async def _serve_one(self, tcp: anyio.abc.SocketStream) -> None:
-        stream: anyio.abc.ByteStream = tcp
-        if self._ssl_context is not None:
-            stream = await TLSStream.wrap(
-                tcp, server_side=True, ssl_context=self._ssl_context, standard_compatible=False
-            )
+        if self._ssl_context is None:
+            await self._answer(tcp)
+            return
+        tls = await TLSStream.wrap(
+            tcp, server_side=True, ssl_context=self._ssl_context, standard_compatible=False
+        )
+        await self._answer(tls)
+        await tls.unwrap()  # close_notify: the answer is complete
+
+    async def _answer(self, stream: anyio.abc.ByteStream) -> None:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         try:
             request = await _next_request(stream, connection)
@@ -98,6 +110,16 @@ class MetricsServer:
         encoder, content_type = choose_encoder(accept)
         body = encoder(self._registry)
         await _send(stream, connection, 200, body, content_type.encode(), request)
+
+
+async def _linger(tcp: anyio.abc.SocketStream) -> None:
+    await tcp.send_eof()
+    dropped = 0
+    while dropped < LINGER_BYTES:
+        try:
+            dropped += len(await tcp.receive(READ_SIZE))
+        except anyio.EndOfStream:
+            return
 
 
 async def _next_request(

@@ -22,7 +22,7 @@ from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.logs.budget import Reserve
 from rund_trio.logs.state_dir import state_directory
 from rund_trio.observe.config import ObserveConfig
-from rund_trio.observe.daemon import DaemonState, observability
+from rund_trio.observe.daemon import DaemonState, Observability, observability
 from rund_trio.process.base import Spawner
 from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
@@ -73,6 +73,7 @@ class RunningDaemon:
     server: GrpcServer
     state_dir: Path
     health: HealthService
+    observability: Observability
 
 
 async def open_listener(addr: str) -> anyio.abc.Listener[anyio.abc.SocketStream]:
@@ -178,7 +179,7 @@ async def serve(
     addresses = listening_addresses(listener)
     async with (
         listener,
-        observability(config.observe, ssl_context) as ops,
+        observability(config.observe, config.tls) as ops,
         job_cgroups(config.cgroups) as tree,
         job_spawner(config.isolation, tree) as spawner,
     ):
@@ -222,7 +223,9 @@ async def serve(
                 if tree is not None:
                     log.info("%s", tree.describe())
                 log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
-                task_status.started(RunningDaemon(addresses, supervisor, server, state_dir, health))
+                task_status.started(
+                    RunningDaemon(addresses, supervisor, server, state_dir, health, ops)
+                )
                 try:
                     await trio.sleep_forever()
                 finally:
