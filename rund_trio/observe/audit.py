@@ -138,6 +138,9 @@ class AuditTrail:
         ](math.inf)
         self._pending = 0
         self._idle = trio.lowlevel.ParkingLot()
+        self._worker_scope = trio.CancelScope(shield=True)
+        """The hashing task outlives the daemon's cancellation: the lines of
+        jobs killed at shutdown are written too (see ``running``)."""
 
     def _write(self, line: dict[str, Any]) -> None:
         self.log.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
@@ -219,10 +222,14 @@ class AuditTrail:
                 self._ended_send.close()
                 with trio.CancelScope(shield=True), trio.move_on_after(DRAIN_TIMEOUT):
                     await self.flushed()
-                nursery.cancel_scope.cancel()
+                self._worker_scope.cancel()
         self.log.close()
 
     async def _hash_ended(self) -> None:
+        with self._worker_scope:
+            await self._hash_each()
+
+    async def _hash_each(self) -> None:
         async for line, fd in self._ended_receive:
             output = line["output"]
             output["journal_sha256"] = await trio.to_thread.run_sync(
