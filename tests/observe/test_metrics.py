@@ -20,6 +20,8 @@ from rund_trio.tls.identity import Identity
 from tests.conftest import Daemon, Pki, start_daemon
 from tests.observe.scrape import metrics_port, raw_http, scrape
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def rpcs(method: str, code: str) -> str:
     labels = f'grpc_code="{code}",grpc_method="{method}",grpc_service="rund.JobController"'
@@ -216,3 +218,22 @@ async def test_metrics_over_mutual_tls_need_a_client_certificate(
             b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
             ssl_context=no_certificate,
         )
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_daemon_exports() -> None:
+    import json
+    import re
+
+    from rund_trio.observe.audit import AuditCollector
+    from rund_trio.observe.audit_log import AuditLog
+
+    dashboard = json.loads((ROOT / "contrib" / "grafana-dashboard.json").read_text())
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in expressions for name in re.findall(r"\b((?:rund|process)_\w+)\{", e)}
+    metrics = DaemonMetrics()
+    metrics.register(AuditCollector(AuditLog("-")))
+    metrics.call_finished(  # labelled series exist once one call is counted
+        CallRecord("/a/b", "127.0.0.1:1", Identity(), "", None, "OK", "", 0.0, 0.001)
+    )
+    exported = {s.name for family in metrics.registry.collect() for s in family.samples}
+    assert used and used <= exported, used - exported
