@@ -179,7 +179,7 @@ async def test_an_audit_log_that_cannot_be_opened_is_a_start_up_error(
 ) -> None:
     from rund_trio.errors import ConfigError, sole_exception
 
-    with pytest.raises(BaseException) as raised:  # noqa: PT011 - checked below
+    with pytest.raises(BaseException) as raised:
         async with trio.open_nursery() as nursery:
             await audited_daemon(nursery, pki, tmp_path, tmp_path / "missing" / "audit.log")
     error = sole_exception(raised.value)
