@@ -472,8 +472,11 @@ async def _messages(stream: GRPCProtoStream, first: Any) -> AsyncIterator[Any]:
 
 
 def _address(tcp: anyio.abc.SocketStream) -> str:
-    """The peer's ``host:port`` (``[v6]:port``), as the observer reports it."""
-    address = tcp.extra(anyio.abc.SocketAttribute.remote_address)
+    """The peer's ``host:port`` (``[v6]:port``), as the observer reports it;
+    ``unknown`` when the client is already gone."""
+    address = tcp.extra(anyio.abc.SocketAttribute.remote_address, None)
+    if address is None:  # (anyio found no peer name)
+        return "unknown"
     host, port = (address, "") if isinstance(address, str) else address[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
