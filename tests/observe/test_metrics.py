@@ -237,3 +237,29 @@ def test_the_grafana_dashboard_queries_only_metrics_the_daemon_exports() -> None
     )
     exported = {s.name for family in metrics.registry.collect() for s in family.samples}
     assert used and used <= exported, used - exported
+
+
+async def test_refused_and_timed_out_handshakes_are_counted_by_outcome(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    from rund_trio.server.transport import TransportConfig
+
+    daemon = await start_daemon(
+        nursery,
+        pki,
+        tmp_path,
+        transport=TransportConfig(handshake_timeout=0.2),
+        observe=ObserveConfig(metrics_addr="127.0.0.1:0"),
+    )
+    async with await trio.open_tcp_stream("127.0.0.1", daemon.port) as garbage:
+        await garbage.send_all(b"GET / HTTP/1.1\r\n\r\n")
+        with trio.fail_after(10):
+            assert await garbage.receive_some(100) == b""  # refused and closed
+    async with await trio.open_tcp_stream("127.0.0.1", daemon.port) as silent:
+        with trio.fail_after(10):
+            assert await silent.receive_some(100) == b""  # closed after 0.2 s
+    metrics = await scrape(daemon)
+    assert metrics['rund_tls_handshakes_total{outcome="refused"}'] == 1
+    assert metrics['rund_tls_handshakes_total{outcome="timed_out"}'] == 1
+    assert metrics['rund_tls_handshakes_total{outcome="ok"}'] == 0
+    assert metrics["rund_connections_total"] == 2
