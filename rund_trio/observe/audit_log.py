@@ -13,8 +13,10 @@ daemon; keep it on a local disk.)
 A failed write (a full disk, a read-only filesystem, a vanished directory)
 loses that record, which is counted; the daemon's log says so once when the
 trouble starts, at most once a minute while it lasts, and once when writes
-work again. A file deleted or renamed behind the daemon's back is noticed at
-the next record and opened anew.
+work again. A file deleted behind the daemon's back is noticed at the next
+record (one ``fstat``) and created anew; one renamed (rotated by another
+tool) keeps receiving records for at most a second, then the path is opened
+anew.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 STDOUT = "-"
 REPORT_EVERY = 60.0
 """Seconds between two daemon log lines about the same lasting failure."""
+PATH_CHECK_EVERY = 1.0
+"""Seconds between two checks that the path still names the open file."""
 
 
 class AuditLog:
@@ -53,6 +57,7 @@ class AuditLog:
         """Why the last write failed; None while writes work."""
         self._lost_in_episode = 0
         self._reported_at = -REPORT_EVERY
+        self._path_checked_at = -PATH_CHECK_EVERY
         if self._path is None:
             self._fd = 1
         else:
@@ -79,14 +84,20 @@ class AuditLog:
         self._fd = None
 
     def _still_there(self) -> bool:
-        """Whether the open file is still the one at the path (not deleted or
-        rotated by someone else)."""
+        """Whether the open file is still the one at the path: not deleted
+        (checked each time), not renamed (checked once a second)."""
         assert self._path is not None and self._fd is not None
+        mine = os.fstat(self._fd)
+        if mine.st_nlink == 0:
+            return False
+        now = time.monotonic()
+        if now - self._path_checked_at < PATH_CHECK_EVERY:
+            return True
+        self._path_checked_at = now
         try:
             here = os.stat(self._path)
         except FileNotFoundError:
             return False
-        mine = os.fstat(self._fd)
         return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
 
     def _rotate(self) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from rund_trio.observe.audit_log import AuditLog
+import pytest
+
+from rund_trio.observe.audit_log import PATH_CHECK_EVERY, AuditLog
 
 
 def record(n: int) -> bytes:
@@ -43,3 +45,30 @@ def test_without_a_size_the_file_is_never_rotated(tmp_path: Path) -> None:
     log.close()
     assert [p.name for p in tmp_path.iterdir()] == ["audit.log"]
     assert log.records == 10 and log.lost == 0
+
+
+def test_a_file_renamed_away_is_replaced_at_the_path_within_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("rund_trio.observe.audit_log.time.monotonic", lambda: clock[0])
+    path = tmp_path / "audit.log"
+    log = AuditLog(str(path))
+    assert log.write(record(0))
+    path.rename(tmp_path / "rotated")
+    assert log.write(record(1))  # within the second: still the renamed file
+    clock[0] += PATH_CHECK_EVERY
+    assert log.write(record(2))
+    log.close()
+    assert (tmp_path / "rotated").read_bytes() == record(0) + record(1)
+    assert path.read_bytes() == record(2)
+
+
+def test_a_deleted_file_is_created_again_at_the_next_record(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    log = AuditLog(str(path))
+    assert log.write(record(0))
+    path.unlink()
+    assert log.write(record(1))
+    log.close()
+    assert path.read_bytes() == record(1)
