@@ -55,6 +55,9 @@ class DaemonState:
 
 @dataclass
 class Observability:
+    """The metrics and audit trail of one daemon (each None when off), as
+    ``observability`` opened them."""
+
     config: ObserveConfig
     metrics: DaemonMetrics | None = None
     audit: AuditTrail | None = None

@@ -75,6 +75,8 @@ class MetricsServer:
                     await _linger(tcp)
             except (anyio.BrokenResourceError, anyio.EndOfStream, OSError, ssl.SSLError) as error:
                 log.debug("metrics connection ended: %r", error)
+            except Exception as error:  # never let one scrape end the daemon
+                log.warning("metrics connection ended by an error: %r", error)
             finally:
                 self.connections -= 1
 
@@ -108,7 +110,13 @@ class MetricsServer:
             return
         accept = dict(request.headers).get(b"accept", b"").decode("latin-1")
         encoder, content_type = choose_encoder(accept)
-        body = encoder(self._registry)
+        try:
+            body = encoder(self._registry)
+        except Exception:  # a bug in a collector: say so, and keep serving jobs
+            log.exception("cannot render the metrics")
+            body = b"internal error (see the daemon's log)\n"
+            await _send(stream, connection, 500, body, b"text/plain", request)
+            return
         await _send(stream, connection, 200, body, content_type.encode(), request)
 
 

@@ -263,3 +263,25 @@ async def test_refused_and_timed_out_handshakes_are_counted_by_outcome(
     assert metrics['rund_tls_handshakes_total{outcome="timed_out"}'] == 1
     assert metrics['rund_tls_handshakes_total{outcome="ok"}'] == 0
     assert metrics["rund_connections_total"] == 2
+
+
+async def test_a_collector_that_fails_is_a_500_and_the_daemon_keeps_serving(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    daemon = await metrics_daemon(nursery, pki, tmp_path)
+    metrics = daemon.running.observability.metrics
+    assert metrics is not None
+    metrics.register(_Broken())
+    answer = await raw_http(metrics_port(daemon), b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 500")
+    async with daemon.client() as rund:
+        job = await rund.start(pb.JobStartRequest(name="true"))
+        assert (await wait_ended(rund, job)).exit_code.value == 0
+
+
+class _Broken:
+    def collect(self) -> list[object]:
+        raise RuntimeError("a bug")
+
+    def describe(self) -> list[object]:
+        return []
