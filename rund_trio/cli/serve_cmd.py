@@ -240,6 +240,54 @@ def add_parser(subparsers: Any) -> None:
         help="requests one connection may have open at once; a client that opens more "
         "loses the connection (default: %(default)s)",
     )
+    observe = parser.add_argument_group("metrics and audit trail (see README: Operating rund-trio)")
+    observe.add_argument(
+        "--metrics-addr",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
+    )
+    observe.add_argument(
+        "--metrics-tls",
+        action="store_true",
+        help="serve metrics over the daemon's mutual TLS (scrapers need a client certificate "
+        "of the daemon's CA) instead of plain HTTP",
+    )
+    observe.add_argument(
+        "--metrics-max-job-series",
+        type=int,
+        default=20,
+        metavar="N",
+        help="running jobs (the longest running) with their own CPU and memory series; "
+        "every job counts in the aggregates (default: %(default)s)",
+    )
+    observe.add_argument(
+        "--audit-log",
+        default=None,
+        metavar="FILE",
+        help="append one JSON line per request and per ended job to FILE (mode 0600), "
+        "or - for standard output (default: off)",
+    )
+    observe.add_argument(
+        "--audit-max-size",
+        type=parse_size,
+        default="100M",
+        metavar="SIZE",
+        help="rotate the audit file before it grows beyond SIZE (default: %(default)s; 0: never)",
+    )
+    observe.add_argument(
+        "--audit-keep",
+        type=int,
+        default=5,
+        metavar="N",
+        help="rotated audit files kept, FILE.1 the newest (default: %(default)s)",
+    )
+    observe.add_argument(
+        "--audit-required",
+        action="store_true",
+        help="refuse job requests with UNAVAILABLE while the audit log cannot be written "
+        "(default: keep serving and count the lost records)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.set_defaults(handler=run)
 
@@ -254,6 +302,7 @@ def run(args: argparse.Namespace) -> int:
     from rund_trio.cgroups.tree import CgroupOptions
     from rund_trio.jobs.isolation_policy import IsolationPolicy, Network, Profile
     from rund_trio.logs.budget import Reserve
+    from rund_trio.observe.config import ObserveConfig
     from rund_trio.rpc import TransportConfig
     from rund_trio.server.app import ServeConfig, serve
     from rund_trio.wire.heap import keep_stream_buffers_in_heap
@@ -285,6 +334,15 @@ def run(args: argparse.Namespace) -> int:
         max_running_jobs_per_client=args.max_running_jobs_per_client or None,
         max_log_streams_per_client=args.max_log_streams_per_client or None,
         max_argv_bytes=args.max_argv_bytes or None,
+        observe=ObserveConfig(
+            metrics_addr=args.metrics_addr,
+            metrics_tls=args.metrics_tls,
+            metrics_max_job_series=args.metrics_max_job_series,
+            audit_log=args.audit_log,
+            audit_max_size=args.audit_max_size or None,
+            audit_keep=args.audit_keep,
+            audit_required=args.audit_required,
+        ),
         isolation=IsolationPolicy(
             namespaces=not args.no_namespaces,
             network=Network(args.network or ("isolated" if args.forbid_host_network else "host")),

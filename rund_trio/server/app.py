@@ -22,12 +22,17 @@ from rund_trio.jobs.spec import MAX_ARGV_BYTES
 from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.logs.budget import Reserve
 from rund_trio.logs.state_dir import state_directory
+from rund_trio.observe.config import ObserveConfig
+from rund_trio.observe.daemon import DaemonState, Observability, observability
+from rund_trio.observe.fanout import Fanout
 from rund_trio.process.base import Spawner
 from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
 from rund_trio.process.posix import PosixSpawner
 from rund_trio.rpc import GrpcServer, TransportConfig
-from rund_trio.server.calls import NullObserver, Observer
+from rund_trio.server.calls import Observer
+from rund_trio.server.health import HealthService
+from rund_trio.server.reflection import Reflection
 from rund_trio.server.service import JobControllerService
 from rund_trio.tls.context import TlsFiles
 
@@ -57,6 +62,8 @@ class ServeConfig:
     max_log_streams_per_client: int | None = 256
     max_argv_bytes: int | None = MAX_ARGV_BYTES
     """Bytes of a job's command line (arguments and their NULs); None: no cap."""
+    observe: ObserveConfig = field(default_factory=ObserveConfig)
+    """Metrics and the audit trail (both off by default)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,8 @@ class RunningDaemon:
     supervisor: Supervisor
     server: GrpcServer
     state_dir: Path
+    health: HealthService
+    observability: Observability
 
 
 async def open_listeners(addr: str) -> list[trio.SocketListener]:
@@ -208,6 +217,7 @@ async def serve_on(
     config.isolation.validate()
     addresses = listening_addresses(listeners)
     async with AsyncExitStack() as stack:
+        ops = await stack.enter_async_context(observability(config.observe, config.tls))
         tree = await stack.enter_async_context(job_cgroups(config.cgroups))
         if spawner is None:
             spawner = await stack.enter_async_context(job_spawner(config.isolation, tree))
@@ -227,21 +237,47 @@ async def serve_on(
                     max_running_jobs_per_client=config.max_running_jobs_per_client,
                 ),
                 limits=tree,
+                events=ops.events,
             )
             service = JobControllerService(
                 supervisor,
                 max_log_streams_per_client=config.max_log_streams_per_client,
                 max_argv_bytes=config.max_argv_bytes,
             )
+            health = HealthService()
+            services = [service.service, health.service]
+            services += Reflection(s.name for s in services).services()
+            observers = [ops.observer] if observer is None else [ops.observer, observer]
             server = GrpcServer(
-                [service.service], ssl_context, config.transport, observer or NullObserver()
+                ops.guard(services), ssl_context, config.transport, observer=Fanout(observers, [])
             )
+            # Shielded from the daemon's cancellation, so that health watchers
+            # are told NOT_SERVING before connections close (below).
+            server_scope = trio.CancelScope(shield=True)
             async with trio.open_nursery() as nursery:
                 await nursery.start(supervisor.run)
-                for listener in listeners:
-                    nursery.start_soon(server.serve_on, listener)
+                nursery.start_soon(_serve_within, server_scope, server, listeners)
+                ops.start(nursery, DaemonState(supervisor, service, health), services)
+                health.set_serving(True)
                 if tree is not None:
                     log.info("%s", tree.describe())
                 if addresses:
                     log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
-                task_status.started(RunningDaemon(addresses, supervisor, server, state_dir))
+                task_status.started(
+                    RunningDaemon(addresses, supervisor, server, state_dir, health, ops)
+                )
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await health.shutting_down()
+                    server_scope.cancel()
+
+
+async def _serve_within(
+    scope: trio.CancelScope, server: GrpcServer, listeners: Sequence[trio.abc.Listener[Any]]
+) -> None:
+    with scope:
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(server.serve_on, listener)
