@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -11,8 +13,10 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import anyio.streams.stapled
 import trio
 
+from rund_trio.cgroups.discovery import read_location
 from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
 from rund_trio.errors import ConfigError
 from rund_trio.isolation.spec import Isolation
@@ -26,6 +30,7 @@ from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
 from rund_trio.process.posix import PosixSpawner
 from rund_trio.server.address import parse_address
+from rund_trio.server.admission import Admission, AdmissionLimits
 from rund_trio.server.service import JobControllerService
 from rund_trio.server.transport import GrpcServer, TransportConfig
 from rund_trio.tls.context import TlsFiles
@@ -56,6 +61,11 @@ class ServeConfig:
     max_log_streams_per_client: int | None = 256
     max_argv_bytes: int | None = MAX_ARGV_BYTES
     """Bytes of a job's command line (arguments and their NULs); None: no cap."""
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
+    """Caps on connections in the TLS handshake and per client."""
+    listen_sockets: tuple[socket.socket, ...] = ()
+    """Listening sockets to serve on instead of binding ``addr`` (systemd
+    socket activation)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,43 @@ class RunningDaemon:
     supervisor: Supervisor
     server: GrpcServer
     state_dir: Path
+
+
+def check_config(config: ServeConfig) -> ssl.SSLContext:
+    """Everything about ``config`` that can be checked without a side effect
+    (the certificate files, the address, the isolation settings, the paths to
+    hide, the cgroup root's place): ``ConfigError`` for the first problem.
+    Returns the server's TLS context. Called before anything is bound,
+    claimed, killed or created."""
+    ssl_context = config.tls.server_context()
+    if not config.listen_sockets:
+        parse_address(config.addr, default_host=None)
+    config.isolation.validate()
+    if config.isolation.namespaces:
+        for path in config.isolation.hidden:
+            if not os.path.lexists(path):
+                raise ConfigError(
+                    f"cannot hide {path} from jobs (--hide): No such file or directory"
+                )
+    if config.state_dir is not None and config.state_dir.exists() and not config.state_dir.is_dir():
+        raise ConfigError(f"--state-dir {config.state_dir} is not a directory")
+    if config.cgroups is not None and config.cgroups.root is not None:
+        location = read_location()
+        mount = location.mount.mount_point if location is not None else None
+        root = Path(os.path.normpath(config.cgroups.root))
+        if mount is not None and root != mount and mount not in root.parents:
+            raise ConfigError(
+                f"--cgroup-root {config.cgroups.root} is not inside the cgroup2 mount {mount}"
+            )
+    return ssl_context
+
+
+async def activated_listener(
+    sockets: tuple[socket.socket, ...],
+) -> anyio.abc.Listener[anyio.abc.SocketStream]:
+    """A listener on sockets systemd passed (already bound and listening)."""
+    listeners = [await anyio.abc.SocketListener.from_socket(sock) for sock in sockets]
+    return listeners[0] if len(listeners) == 1 else anyio.streams.stapled.MultiListener(listeners)
 
 
 async def open_listener(addr: str) -> anyio.abc.Listener[anyio.abc.SocketStream]:
@@ -103,7 +150,7 @@ def hide_daemon_files(policy: IsolationPolicy, state_dir: Path, key: Path) -> Is
         return policy
     for path in policy.hidden:
         if not os.path.lexists(path):
-            raise ConfigError(f"cannot hide {path} from jobs: No such file or directory")
+            raise ConfigError(f"cannot hide {path} from jobs (--hide): No such file or directory")
     hidden = (os.path.realpath(state_dir), os.path.realpath(key), *policy.hidden)
     return replace(policy, hidden=tuple(dict.fromkeys(os.path.realpath(h) for h in hidden)))
 
@@ -165,9 +212,11 @@ async def serve(
     killed and reaped, its cgroup removed, and the job output files are
     removed, before this returns.
     """
-    ssl_context = config.tls.server_context()
-    config.isolation.validate()
-    listener = await open_listener(config.addr)
+    ssl_context = check_config(config)
+    if config.listen_sockets:
+        listener = await activated_listener(config.listen_sockets)
+    else:
+        listener = await open_listener(config.addr)
     addresses = listening_addresses(listener)
     async with (
         listener,
@@ -196,7 +245,9 @@ async def serve(
                 max_log_streams_per_client=config.max_log_streams_per_client,
                 max_argv_bytes=config.max_argv_bytes,
             )
-            server = GrpcServer([service.service], ssl_context, config.transport)
+            server = GrpcServer(
+                [service.service], ssl_context, config.transport, Admission(config.admission)
+            )
             async with trio.open_nursery() as nursery:
                 await nursery.start(supervisor.run)
                 nursery.start_soon(server.serve, listener)

@@ -52,6 +52,7 @@ from purerpc.grpclib.status import Status, StatusCode
 from purerpc.rpc import Cardinality
 
 from rund_trio.errors import ConfigError, InvalidRequest
+from rund_trio.server.admission import Admission
 from rund_trio.server.connection import ServerConnection, StreamRejected, StreamReset
 from rund_trio.server.status import status_for_exception
 from rund_trio.tls.identity import Identity, identity_from_peer_certificate
@@ -237,7 +238,10 @@ class GrpcServer:
         services: list[Service],
         ssl_context: ssl.SSLContext,
         config: TransportConfig | None = None,
+        admission: Admission | None = None,
     ) -> None:
+        self.admission = admission or Admission()
+        """Which connections are taken on (``rund_trio.server.admission``)."""
         self._services = {service.name: service for service in services}
         self._ssl_context = ssl_context
         self._config = config or TransportConfig()
@@ -274,19 +278,36 @@ class GrpcServer:
         self.connections += 1
         try:
             async with tcp:
-                tls = await self._handshake(tcp)
+                source = _source_address(tcp)
+                ticket = self.admission.try_begin_handshake(source)
+                if ticket is None:
+                    log.info("closed a connection from %s at once: %s", source, self._shed_why())
+                    return
+                try:
+                    tls = await self._handshake(tcp)
+                finally:
+                    self.admission.end_handshake(ticket)
                 if tls is None:
                     return
-                _peer_identity.set(
-                    identity_from_peer_certificate(tls.extra(TLSAttribute.peer_certificate))
-                )
+                identity = identity_from_peer_certificate(tls.extra(TLSAttribute.peer_certificate))
+                lease = self.admission.try_admit(identity)
+                if lease is None:
+                    log.info("closed a connection of %s at once: %s", identity, self._shed_why())
+                    return
+                _peer_identity.set(identity)
                 try:
                     await self._serve_grpc(tls)
                 except Exception as error:
                     log.debug("connection ended by an error: %r", error)
+                finally:
+                    self.admission.release(lease)
         finally:
             self.connections -= 1
             self._counts_changed.unpark_all()
+
+    def _shed_why(self) -> str:
+        reason = self.admission.last_shed
+        return reason.value if reason is not None else "?"
 
     async def _handshake(self, tcp: anyio.abc.SocketStream) -> TLSStream | None:
         try:
@@ -392,6 +413,12 @@ class GrpcServer:
         else:
             return Status(StatusCode.UNIMPLEMENTED, status_message="client streaming is not served")
         return Status(StatusCode.OK)
+
+
+def _source_address(tcp: anyio.abc.SocketStream) -> str:
+    """The peer's IP address (no port): what per-source caps count by."""
+    address = tcp.extra(anyio.abc.SocketAttribute.remote_address, "")
+    return str(address[0]) if isinstance(address, tuple) else str(address)
 
 
 async def _send_framed(stream: GRPCProtoStream, message: FramedMessage) -> None:
