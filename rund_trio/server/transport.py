@@ -30,9 +30,12 @@ Errors map to gRPC statuses in one place
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +55,7 @@ from purerpc.grpclib.status import Status, StatusCode
 from purerpc.rpc import Cardinality
 
 from rund_trio.errors import ConfigError, InvalidRequest
-from rund_trio.server.admission import Admission
+from rund_trio.server.admission import Admission, HandshakeTicket
 from rund_trio.server.connection import ServerConnection, StreamRejected, StreamReset
 from rund_trio.server.status import status_for_exception
 from rund_trio.tls.identity import Identity, identity_from_peer_certificate
@@ -70,6 +73,8 @@ def current_identity() -> Identity:
 
 
 MAX_REQUEST_SIZE_LIMIT = 2**30
+ACCEPT_BACKOFF = 0.1
+"""Seconds accepting pauses when the process is out of descriptors."""
 MAX_RESPONSE_SIZE = 4 * 1024 * 1024
 """Largest message the daemon sends (Log chunks are at most 1 MiB)."""
 
@@ -271,18 +276,40 @@ class GrpcServer:
 
     async def serve(self, listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
         """Accept connections until cancelled; cancellation ends every
-        connection and request task. The caller owns (and closes) the listener."""
-        await listener.serve(self._handle_connection)
+        connection and request task. The caller owns (and closes) the listener.
 
-    async def _handle_connection(self, tcp: anyio.abc.SocketStream) -> None:
-        self.connections += 1
+        A connection the admission sheds is reset in the accept loop itself,
+        without a task of its own, so that a flood costs as little as
+        possible; running out of descriptors (EMFILE) pauses accepting
+        briefly instead of ending the server."""
+        async with trio.open_nursery() as nursery:
+            for one in getattr(listener, "listeners", [listener]):
+                nursery.start_soon(self._accept_loop, one, nursery)
+
+    async def _accept_loop(self, listener: anyio.abc.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                tcp = await listener.accept()
+            except anyio.BrokenResourceError as error:  # anyio's wrapping of EMFILE, ENOBUFS, ...
+                cause = error.__cause__
+                reason = cause.strerror if isinstance(cause, OSError) else None
+                log.warning("cannot accept connections: %s", reason or repr(cause))
+                await trio.sleep(ACCEPT_BACKOFF)
+                continue
+            source = _source_address(tcp)
+            ticket = self.admission.try_begin_handshake(source)
+            if ticket is None:
+                log.info("closed a connection from %s at once: %s", source, self._shed_why())
+                await _reset(tcp)
+                continue
+            self.connections += 1
+            nursery.start_soon(self._handle_connection, tcp, ticket)
+
+    async def _handle_connection(
+        self, tcp: anyio.abc.SocketStream, ticket: HandshakeTicket
+    ) -> None:
         try:
             async with tcp:
-                source = _source_address(tcp)
-                ticket = self.admission.try_begin_handshake(source)
-                if ticket is None:
-                    log.info("closed a connection from %s at once: %s", source, self._shed_why())
-                    return
                 try:
                     tls = await self._handshake(tcp)
                 finally:
@@ -413,6 +440,14 @@ class GrpcServer:
         else:
             return Status(StatusCode.UNIMPLEMENTED, status_message="client streaming is not served")
         return Status(StatusCode.OK)
+
+
+async def _reset(tcp: anyio.abc.SocketStream) -> None:
+    """Close ``tcp`` with a reset: no FIN handshake, no TIME_WAIT left behind."""
+    raw = tcp.extra(anyio.abc.SocketAttribute.raw_socket)
+    with contextlib.suppress(OSError):
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await tcp.aclose()
 
 
 def _source_address(tcp: anyio.abc.SocketStream) -> str:

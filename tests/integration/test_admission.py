@@ -5,7 +5,10 @@ handshake; with the descriptor reserve reached every new one is shed."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import resource
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -120,3 +123,44 @@ async def test_with_the_descriptor_reserve_reached_connections_are_shed(
     with caplog.at_level(logging.INFO), pytest.raises(ConnectionFailed):
         await works(daemon)
     assert Shed.DESCRIPTORS.value in caplog.text
+
+
+class _Seen(logging.Handler):
+    """Sets ``event`` at the first record containing ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.event = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+async def test_running_out_of_descriptors_pauses_accepting_without_ending_it(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    daemon = await start_daemon(nursery, pki, tmp_path, admission=AdmissionLimits(fd_reserve=0))
+    seen = _Seen("cannot accept connections: Too many open files")
+    logger = logging.getLogger("rund_trio.server.transport")
+    logger.addHandler(seen)
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    waiting = socket.socket()
+    fillers: list[int] = []
+    try:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, limits[1])
+        )
+        with contextlib.suppress(OSError):
+            while True:
+                fillers.append(os.open("/dev/null", os.O_RDONLY))
+        waiting.connect(("127.0.0.1", daemon.port))  # needs no new descriptor here
+        await seen.event.wait()
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        logger.removeHandler(seen)
+    waiting.close()
+    assert await works(daemon), "the daemon accepts again once descriptors are free"
