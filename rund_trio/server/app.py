@@ -92,7 +92,7 @@ def check_config(config: ServeConfig) -> ssl.SSLContext:
         for path in config.isolation.hidden:
             if not os.path.lexists(path):
                 raise ConfigError(
-                    f"cannot hide {path} from jobs (--hide): No such file or directory"
+                    f"cannot hide {path} from jobs: No such file or directory (--hide)"
                 )
     if config.state_dir is not None and config.state_dir.exists() and not config.state_dir.is_dir():
         raise ConfigError(f"--state-dir {config.state_dir} is not a directory")
@@ -150,7 +150,7 @@ def hide_daemon_files(policy: IsolationPolicy, state_dir: Path, key: Path) -> Is
         return policy
     for path in policy.hidden:
         if not os.path.lexists(path):
-            raise ConfigError(f"cannot hide {path} from jobs (--hide): No such file or directory")
+            raise ConfigError(f"cannot hide {path} from jobs: No such file or directory (--hide)")
     hidden = (os.path.realpath(state_dir), os.path.realpath(key), *policy.hidden)
     return replace(policy, hidden=tuple(dict.fromkeys(os.path.realpath(h) for h in hidden)))
 
