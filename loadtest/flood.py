@@ -36,10 +36,18 @@ SAMPLES = 40
 
 
 def flood(
-    port: int, count: int, seconds: float, sources: list[str], ready: Any, stats: Any
+    port: int,
+    count: int,
+    seconds: float,
+    sources: list[str],
+    ready: Any,
+    stats: Any,
+    reopen_per_second: float = REOPEN_PER_SECOND,
 ) -> None:
     """Hold up to ``count`` silent connections to 127.0.0.1:``port`` for
-    ``seconds``; put (opened, closed by the daemon, peak open) in ``stats``."""
+    ``seconds``, replacing those the server closes at most
+    ``reopen_per_second``; put (opened, closed by the server, peak open,
+    failed connects) in ``stats``."""
     selector = selectors.DefaultSelector()
     opened = closed = peak = 0
     failed_connects = 0
@@ -75,7 +83,7 @@ def flood(
             closed += 1
         peak = max(peak, len(selector.get_map()))
         now = time.monotonic()
-        budget = min(budget + (now - window) * REOPEN_PER_SECOND, REOPEN_PER_SECOND / 10)
+        budget = min(budget + (now - window) * reopen_per_second, reopen_per_second / 10)
         window = now
         while budget >= 1 and len(selector.get_map()) < count:
             open_one()
@@ -99,7 +107,7 @@ class Latencies:
             return f"{values[min(len(values) - 1, int(q * len(values)))] * 1000:.1f}"
 
         return (
-            f"{label:<28} Start on a kept connection: median {ms(self.kept, 0.5)} ms, "
+            f"{label:<30} Start on a kept connection: median {ms(self.kept, 0.5)} ms, "
             f"p95 {ms(self.kept, 0.95)} ms | connect+Start: median {ms(self.fresh, 0.5)} ms, "
             f"p95 {ms(self.fresh, 0.95)} ms, {self.fresh_failures} of "
             f"{len(self.fresh) + self.fresh_failures} refused"
@@ -135,7 +143,9 @@ async def measure(addr: str, pki: Pki) -> Latencies:
     return Latencies(kept, fresh, failures)
 
 
-def run_flood(count: int, seconds: float, sources: list[str], extra: list[str]) -> str:
+def run_flood(
+    count: int, seconds: float, sources: list[str], extra: list[str], reopen: float
+) -> str:
     lines = []
     with tempfile.TemporaryDirectory(prefix="rund-flood-") as tmp:
         workdir = Path(tmp)
@@ -148,22 +158,22 @@ def run_flood(count: int, seconds: float, sources: list[str], extra: list[str]) 
             ready = multiprocessing.Event()
             stats: Any = multiprocessing.Queue()
             flooder = multiprocessing.Process(
-                target=flood, args=(port, count, seconds, sources, ready, stats)
+                target=flood, args=(port, count, seconds, sources, ready, stats, reopen)
             )
             flooder.start()
             ready.wait(timeout=120)
             loaded = trio.run(measure, daemon.addr, pki)
-            lines.append(loaded.line(f"flood of {count} from {len(sources)} addr."))
+            lines.append(loaded.line(f"flood {count}, {len(sources)} addr, {reopen:.0f}/s"))
             fds = len(list(Path(f"/proc/{daemon.pid}/fd").iterdir()))
             opened, closed, peak, failed = stats.get(timeout=seconds + 120)
             flooder.join()
             lines.append(
-                f"{'':<28} flood: {opened} connections opened, {closed} closed by the daemon, "
+                f"{'':<30} flood: {opened} connections opened, {closed} closed by the daemon, "
                 f"peak {peak} open, {failed} connects failed; daemon descriptors during: {fds}; "
                 f"daemon log lines: {len(daemon.stderr_lines)}"
             )
             ratio = statistics.median(loaded.kept) / statistics.median(unloaded.kept)
-            lines.append(f"{'':<28} kept-connection Start median, flood / unloaded: {ratio:.1f}x")
+            lines.append(f"{'':<30} kept-connection Start median, flood / unloaded: {ratio:.1f}x")
         finally:
             daemon.stop()
     return "\n".join(lines)
@@ -187,6 +197,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="loopback addresses the flood comes from, 127.0.1.1 and on (default: %(default)s)",
     )
     parser.add_argument(
+        "--flood-reopen",
+        type=float,
+        default=REOPEN_PER_SECOND,
+        metavar="PER_SECOND",
+        help="connections the daemon closed that the flood replaces per second "
+        "(default: %(default)s; 0: open N once and hold what stays open)",
+    )
+    parser.add_argument(
         "--uncapped",
         action="store_true",
         help="with --flood: the daemon without admission caps, for comparison",
@@ -200,7 +218,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         if args.uncapped
         else []
     )
-    print(run_flood(args.flood, args.flood_seconds, sources, extra))
+    print(run_flood(args.flood, args.flood_seconds, sources, extra, args.flood_reopen))
     return 0
 
 

@@ -237,7 +237,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     admission.add_argument(
         "--max-handshakes-per-source",
         type=int,
-        default=32,
+        default=64,
         metavar="N",
         help="connections in the TLS handshake at once from one IP address "
         "(default: %(default)s; 0: no cap)",

@@ -53,7 +53,7 @@ class AdmissionLimits:
     """The caps; None (or 0 from the command line) means no cap."""
 
     max_handshakes: int | None = 256
-    max_handshakes_per_source: int | None = 32
+    max_handshakes_per_source: int | None = 64
     max_connections_per_client: int | None = 256
     fd_reserve: int = 1024
 

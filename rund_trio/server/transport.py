@@ -75,6 +75,9 @@ def current_identity() -> Identity:
 MAX_REQUEST_SIZE_LIMIT = 2**30
 ACCEPT_BACKOFF = 0.1
 """Seconds accepting pauses when the process is out of descriptors."""
+ACCEPT_BATCH = 256
+"""Connections accepted at most before letting other tasks run."""
+_LINGER_RESET = struct.pack("ii", 1, 0)
 MAX_RESPONSE_SIZE = 4 * 1024 * 1024
 """Largest message the daemon sends (Log chunks are at most 1 MiB)."""
 
@@ -287,28 +290,46 @@ class GrpcServer:
                 nursery.start_soon(self._accept_loop, one, nursery)
 
     async def _accept_loop(self, listener: anyio.abc.SocketListener, nursery: trio.Nursery) -> None:
+        # Accepting on the listening socket directly, draining its queue at
+        # each wake-up: a shed connection then costs two system calls and no
+        # object of anyio's or trio's, so a flood of them cannot outrun the
+        # loop and fill the kernel's accept queue (which would drop the SYNs
+        # of legitimate clients too).
+        raw: socket.socket = listener.extra(anyio.abc.SocketAttribute.raw_socket)
         while True:
-            try:
-                tcp = await listener.accept()
-            except anyio.BrokenResourceError as error:  # anyio's wrapping of EMFILE, ENOBUFS, ...
-                cause = error.__cause__
-                reason = cause.strerror if isinstance(cause, OSError) else None
-                log.warning("cannot accept connections: %s", reason or repr(cause))
-                await trio.sleep(ACCEPT_BACKOFF)
-                continue
-            source = _source_address(tcp)
-            ticket = self.admission.try_begin_handshake(source)
-            if ticket is None:
-                log.info("closed a connection from %s at once: %s", source, self._shed_why())
-                await _reset(tcp)
-                continue
-            self.connections += 1
-            nursery.start_soon(self._handle_connection, tcp, ticket)
+            await trio.lowlevel.wait_readable(raw)
+            for _ in range(ACCEPT_BATCH):
+                try:
+                    conn, address = raw.accept()
+                except BlockingIOError:
+                    break
+                except OSError as error:  # EMFILE, ENFILE, ENOBUFS: pause, do not end
+                    log.warning("cannot accept connections: %s", error.strerror or error)
+                    await trio.sleep(ACCEPT_BACKOFF)
+                    break
+                source = str(address[0])
+                ticket = self.admission.try_begin_handshake(source)
+                if ticket is None:
+                    with contextlib.suppress(OSError):  # a reset: no TIME_WAIT left behind
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                    conn.close()
+                    log.info("closed a connection from %s at once: %s", source, self._shed_why())
+                    continue
+                self.connections += 1
+                nursery.start_soon(self._handle_connection, conn, ticket)
+            await trio.lowlevel.checkpoint()
 
-    async def _handle_connection(
-        self, tcp: anyio.abc.SocketStream, ticket: HandshakeTicket
-    ) -> None:
+    async def _handle_connection(self, conn: socket.socket, ticket: HandshakeTicket) -> None:
         try:
+            try:
+                conn.setblocking(False)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                tcp = await anyio.abc.SocketStream.from_socket(conn)
+            except BaseException as error:
+                conn.close()
+                if isinstance(error, OSError):  # the client is gone already
+                    return
+                raise
             async with tcp:
                 try:
                     tls = await self._handshake(tcp)
@@ -329,6 +350,7 @@ class GrpcServer:
                 finally:
                     self.admission.release(lease)
         finally:
+            self.admission.end_handshake(ticket)  # (idempotent)
             self.connections -= 1
             self._counts_changed.unpark_all()
 
@@ -440,20 +462,6 @@ class GrpcServer:
         else:
             return Status(StatusCode.UNIMPLEMENTED, status_message="client streaming is not served")
         return Status(StatusCode.OK)
-
-
-async def _reset(tcp: anyio.abc.SocketStream) -> None:
-    """Close ``tcp`` with a reset: no FIN handshake, no TIME_WAIT left behind."""
-    raw = tcp.extra(anyio.abc.SocketAttribute.raw_socket)
-    with contextlib.suppress(OSError):
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    await tcp.aclose()
-
-
-def _source_address(tcp: anyio.abc.SocketStream) -> str:
-    """The peer's IP address (no port): what per-source caps count by."""
-    address = tcp.extra(anyio.abc.SocketAttribute.remote_address, "")
-    return str(address[0]) if isinstance(address, tuple) else str(address)
 
 
 async def _send_framed(stream: GRPCProtoStream, message: FramedMessage) -> None:
