@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import selectors
 import socket
 import statistics
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +145,12 @@ async def measure(addr: str, pki: Pki) -> Latencies:
     return Latencies(kept, fresh, failures)
 
 
+def sample_fds(pid: int, counts: list[int], stop: threading.Event) -> None:
+    """The daemon's open descriptors, every 0.2 s until ``stop``."""
+    while not stop.wait(0.2):
+        counts.append(len(os.listdir(f"/proc/{pid}/fd")))
+
+
 def run_flood(
     count: int, seconds: float, sources: list[str], extra: list[str], reopen: float
 ) -> str:
@@ -162,14 +170,22 @@ def run_flood(
             )
             flooder.start()
             ready.wait(timeout=120)
+            fd_counts: list[int] = []
+            sampling = threading.Event()
+            sampler = threading.Thread(
+                target=sample_fds, args=(daemon.pid, fd_counts, sampling), daemon=True
+            )
+            sampler.start()
             loaded = trio.run(measure, daemon.addr, pki)
+            sampling.set()
+            sampler.join()
             lines.append(loaded.line(f"flood {count}, {len(sources)} addr, {reopen:.0f}/s"))
-            fds = len(list(Path(f"/proc/{daemon.pid}/fd").iterdir()))
+            fds = max(fd_counts, default=0)
             opened, closed, peak, failed = stats.get(timeout=seconds + 120)
             flooder.join()
             lines.append(
                 f"{'':<30} flood: {opened} connections opened, {closed} closed by the daemon, "
-                f"peak {peak} open, {failed} connects failed; daemon descriptors during: {fds}; "
+                f"peak {peak} open, {failed} connects failed; daemon's descriptors at most: {fds}; "
                 f"daemon log lines: {len(daemon.stderr_lines)}"
             )
             ratio = statistics.median(loaded.kept) / statistics.median(unloaded.kept)
