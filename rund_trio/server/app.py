@@ -24,7 +24,7 @@ from rund_trio.jobs.isolation_policy import IsolationPolicy
 from rund_trio.jobs.spec import MAX_ARGV_BYTES
 from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.logs.budget import Reserve
-from rund_trio.logs.state_dir import state_directory
+from rund_trio.logs.state_dir import check_state_directory, state_directory
 from rund_trio.process.base import Spawner
 from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
@@ -94,8 +94,8 @@ def check_config(config: ServeConfig) -> ssl.SSLContext:
                 raise ConfigError(
                     f"cannot hide {path} from jobs: No such file or directory (--hide)"
                 )
-    if config.state_dir is not None and config.state_dir.exists() and not config.state_dir.is_dir():
-        raise ConfigError(f"--state-dir {config.state_dir} is not a directory")
+    if config.state_dir is not None:
+        check_state_directory(config.state_dir)
     if config.cgroups is not None and config.cgroups.root is not None:
         location = read_location()
         mount = location.mount.mount_point if location is not None else None

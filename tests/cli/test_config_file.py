@@ -230,3 +230,19 @@ def test_a_bad_file_is_refused_before_any_side_effect(pki: Pki, tmp_path: Path) 
     finally:
         stale.rmdir()
         cgroup_root.rmdir()
+
+
+def test_a_state_dir_open_to_others_is_refused_before_the_cgroup_subtree_is_made(
+    pki: Pki, tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o755)
+    state_dir.chmod(0o755)
+    cgroup_root = private_cgroup_root()
+    cgroup_args = ["--cgroup-root", str(cgroup_root)] if cgroup_root else []
+    result = rund(
+        "serve", "--addr", "127.0.0.1:0", *pki.server_args(), "--state-dir", state_dir,
+        *cgroup_args, cwd=tmp_path,
+    )  # fmt: skip
+    assert_one_line_error(result, f"--state-dir {state_dir} is accessible to other users")
+    assert cgroup_root is None or not cgroup_root.exists()
