@@ -305,16 +305,16 @@ async def serve_on(
             async with trio.open_nursery() as nursery:
                 await nursery.start(supervisor.run)
                 nursery.start_soon(_serve_within, server_scope, server, listeners)
-                ops.start(nursery, DaemonState(supervisor, service, health), services)
-                health.set_serving(True)
-                if tree is not None:
-                    log.info("%s", tree.describe())
-                if addresses:
-                    log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
-                task_status.started(
-                    RunningDaemon(addresses, supervisor, server, state_dir, health, ops)
-                )
-                try:
+                try:  # from here on, whatever ends this ends the shielded server too
+                    ops.start(nursery, DaemonState(supervisor, service, health), services)
+                    health.set_serving(True)
+                    if tree is not None:
+                        log.info("%s", tree.describe())
+                    if addresses:
+                        log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
+                    task_status.started(
+                        RunningDaemon(addresses, supervisor, server, state_dir, health, ops)
+                    )
                     await trio.sleep_forever()
                 finally:
                     with trio.CancelScope(shield=True):
