@@ -3,11 +3,13 @@ scraper cannot do to the daemon."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.client.api import RundClient
@@ -263,6 +265,30 @@ async def test_refused_and_timed_out_handshakes_are_counted_by_outcome(
     assert metrics['rund_tls_handshakes_total{outcome="timed_out"}'] == 1
     assert metrics['rund_tls_handshakes_total{outcome="ok"}'] == 0
     assert metrics["rund_connections_total"] == 2
+
+
+async def test_a_connection_shed_by_the_admission_caps_is_counted_as_a_shed_handshake(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    from rund_trio.rpc import TransportConfig
+    from rund_trio.server.admission import AdmissionLimits
+
+    daemon = await start_daemon(
+        nursery,
+        pki,
+        tmp_path,
+        transport=TransportConfig(handshake_timeout=600),
+        admission=AdmissionLimits(max_handshakes=1, fd_reserve=0),
+        observe=ObserveConfig(metrics_addr="127.0.0.1:0"),
+    )
+    with socket.create_connection(("127.0.0.1", daemon.port)):  # holds the one handshake
+        await trio.testing.wait_all_tasks_blocked()
+        with socket.create_connection(("127.0.0.1", daemon.port)):
+            await trio.testing.wait_all_tasks_blocked()
+        metrics = await scrape(daemon)
+        assert metrics['rund_tls_handshakes_total{outcome="shed"}'] == 1
+        assert metrics["rund_connections_total"] == 2
+        assert metrics["rund_connections_open"] == 1
 
 
 async def test_a_collector_that_fails_is_a_500_and_the_daemon_keeps_serving(
