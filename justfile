@@ -23,6 +23,8 @@ setup:
     test -f tls/ca.pem || {{venv}}/bin/rund-trio certs --out tls
     # busybox-static: the root filesystems of the isolation tests
     test -x /bin/busybox || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null) || echo "warning: busybox-static could not be installed: the root filesystem tests will skip" >&2
+    # prometheus: the metrics test scrapes a daemon with a real Prometheus server
+    test -x /usr/bin/prometheus || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) || echo "warning: prometheus could not be installed: the Prometheus scrape test will fail" >&2
 
 # start a daemon, run a job, follow its log, show its status, stop it, stop the daemon
 demo: setup

@@ -25,6 +25,7 @@ from pathlib import Path
 import trio
 
 from bench.daemon import Daemon, Pki, spawn_daemon
+from loadtest import flood
 from loadtest.checks import FinalStatus, JobPlan, Received, violations
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.client.api import RundClient
@@ -324,7 +325,10 @@ def main(argv: list[str] | None = None) -> int:
         help="the daemon's cap, below --clients so that Starts meet it (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=1)
+    flood.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.flood is not None:
+        return flood.run_from_args(args)
     result = load_test(
         clients=args.clients,
         seconds=args.duration,

@@ -62,6 +62,14 @@ class Unimplemented(RundError):
     """The daemon does not offer what the request asks for (UNIMPLEMENTED)."""
 
 
+class UnknownService(RundError):
+    """A health check names a service the daemon does not serve (NOT_FOUND)."""
+
+
+class Unavailable(RundError):
+    """The daemon cannot serve requests right now; retrying later may work (UNAVAILABLE)."""
+
+
 class ConnectionFailed(RundError):
     """The client could not reach the daemon or lost its connection."""
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rund_trio.cli.durations import parse_duration
 from rund_trio.cli.options import add_tls_options, tls_files
 from rund_trio.cli.sizes import parse_reserve, parse_size
+
+if TYPE_CHECKING:
+    from rund_trio.server.app import RunningDaemon, ServeConfig
+    from rund_trio.server.systemd import Notifier
 
 
 def parse_user(text: str) -> tuple[int, int]:
@@ -36,12 +40,20 @@ def parse_count(text: str) -> int:
     return int(text)
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
         help="run the daemon",
         description="Run the job daemon: serve the JobController API over mutual TLS "
         "until SIGINT or SIGTERM, then kill every job and exit.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a TOML file setting any of these flags by its name without the dashes "
+        '(e.g. state-dir = "/var/lib/rund-trio"); flags given here override it',
     )
     parser.add_argument(
         "--addr",
@@ -273,29 +285,138 @@ def add_parser(subparsers: Any) -> None:
         help="requests one connection may have open at once; a client that opens more "
         "loses the connection (default: %(default)s)",
     )
+    observe = parser.add_argument_group("metrics and audit trail (see README: Operating rund-trio)")
+    observe.add_argument(
+        "--metrics-addr",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
+    )
+    observe.add_argument(
+        "--metrics-tls",
+        action="store_true",
+        help="serve metrics over the daemon's mutual TLS (scrapers need a client certificate "
+        "of the daemon's CA) instead of plain HTTP",
+    )
+    observe.add_argument(
+        "--metrics-max-job-series",
+        type=int,
+        default=20,
+        metavar="N",
+        help="running jobs (the longest running) with their own CPU and memory series; "
+        "every job counts in the aggregates (default: %(default)s)",
+    )
+    observe.add_argument(
+        "--audit-log",
+        default=None,
+        metavar="FILE",
+        help="append one JSON line per request and per ended job to FILE (mode 0600), "
+        "or - for standard output (default: off)",
+    )
+    observe.add_argument(
+        "--audit-max-size",
+        type=parse_size,
+        default="100M",
+        metavar="SIZE",
+        help="rotate the audit file before it grows beyond SIZE (default: %(default)s; 0: never)",
+    )
+    observe.add_argument(
+        "--audit-keep",
+        type=int,
+        default=5,
+        metavar="N",
+        help="rotated audit files kept, FILE.1 the newest (default: %(default)s)",
+    )
+    observe.add_argument(
+        "--audit-required",
+        action="store_true",
+        help="refuse job requests with UNAVAILABLE while the audit log cannot be written "
+        "(default: keep serving and count the lost records)",
+    )
+    admission = parser.add_argument_group(
+        "connection admission (beyond these, new connections are closed at once)"
+    )
+    admission.add_argument(
+        "--max-handshakes",
+        type=int,
+        default=256,
+        metavar="N",
+        help="connections in the TLS handshake at once (default: %(default)s; 0: no cap)",
+    )
+    admission.add_argument(
+        "--max-handshakes-per-source",
+        type=int,
+        default=64,
+        metavar="N",
+        help="connections in the TLS handshake at once from one IP address "
+        "(default: %(default)s; 0: no cap)",
+    )
+    admission.add_argument(
+        "--max-connections-per-client",
+        type=int,
+        default=256,
+        metavar="N",
+        help="connections open at once per client certificate (default: %(default)s; 0: no cap)",
+    )
+    admission.add_argument(
+        "--fd-reserve",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="file descriptors kept free for jobs and their output: with fewer free, new "
+        "connections are closed at once (default: %(default)s)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="the daemon's own log on stderr: text lines, or one JSON object a line "
+        "(default: %(default)s)",
+    )
     parser.set_defaults(handler=run)
+    return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    import logging
-    import signal
+def serve_parser() -> argparse.ArgumentParser:
+    """A fresh ``serve`` parser, as ``rund-trio serve`` parses its flags."""
+    top = argparse.ArgumentParser(prog="rund-trio")
+    return add_parser(top.add_subparsers())
 
-    import trio
 
+def apply_config_file(args: argparse.Namespace) -> frozenset[str]:
+    """Set in ``args`` what ``--config`` sets and the command line does not;
+    the ``dest`` of the flags taken from the file. ``ConfigError`` names the
+    file and the key of any problem in it."""
+    from rund_trio.cli import config_file
+
+    if args.config is None:
+        return frozenset()
+    values = config_file.load(args.config, serve_parser())
+    argv: list[str] = args.argv
+    serve_argv = argv[argv.index("serve") + 1 :] if "serve" in argv else argv
+    given = config_file.given_on_command_line(serve_parser(), serve_argv)
+    taken = frozenset(dest for dest in values if dest not in given)
+    for dest in taken:
+        setattr(args, dest, values[dest])
+    return taken
+
+
+def build_config(args: argparse.Namespace) -> ServeConfig:
+    """The daemon's whole configuration from its flags, checked as far as
+    flags can be without touching the system. Raises ``ConfigError``."""
     from rund_trio.cgroups.devices import parse_io_device
     from rund_trio.cgroups.tree import CgroupOptions
     from rund_trio.jobs.isolation_policy import IsolationPolicy, Network, Profile
     from rund_trio.logs.budget import Reserve
     from rund_trio.logs.state_dir import default_state_dir
+    from rund_trio.observe.config import ObserveConfig
     from rund_trio.rpc import TransportConfig
-    from rund_trio.server.app import ServeConfig, serve
-    from rund_trio.wire.heap import keep_stream_buffers_in_heap
+    from rund_trio.server.admission import AdmissionLimits
+    from rund_trio.server.app import ServeConfig
+    from rund_trio.server.systemd import listen_sockets
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    config = ServeConfig(
+    return ServeConfig(
         tls=tls_files(args),
         addr=args.addr,
         state_dir=None if args.temp_state_dir else (args.state_dir or default_state_dir()),
@@ -321,6 +442,15 @@ def run(args: argparse.Namespace) -> int:
         max_running_jobs_per_client=args.max_running_jobs_per_client or None,
         max_log_streams_per_client=args.max_log_streams_per_client or None,
         max_argv_bytes=args.max_argv_bytes or None,
+        observe=ObserveConfig(
+            metrics_addr=args.metrics_addr,
+            metrics_tls=args.metrics_tls,
+            metrics_max_job_series=args.metrics_max_job_series,
+            audit_log=args.audit_log,
+            audit_max_size=args.audit_max_size or None,
+            audit_keep=args.audit_keep,
+            audit_required=args.audit_required,
+        ),
         isolation=IsolationPolicy(
             namespaces=not args.no_namespaces,
             network=Network(args.network or ("isolated" if args.forbid_host_network else "host")),
@@ -333,20 +463,98 @@ def run(args: argparse.Namespace) -> int:
             default_profile=Profile(args.default_profile),
             host_job_grants=tuple(args.allow_host_jobs),
         ),
+        admission=AdmissionLimits(
+            max_handshakes=args.max_handshakes or None,
+            max_handshakes_per_source=args.max_handshakes_per_source or None,
+            max_connections_per_client=args.max_connections_per_client or None,
+            fd_reserve=args.fd_reserve,
+        ),
+        listen_sockets=tuple(listen_sockets()),
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    import trio
+
+    from rund_trio.errors import ConfigError
+    from rund_trio.server import daemon_log
+    from rund_trio.server.admission import raise_descriptor_limit
+    from rund_trio.server.app import check_config, serve
+    from rund_trio.server.systemd import Notifier
+    from rund_trio.wire.heap import keep_stream_buffers_in_heap
+
+    from_file = apply_config_file(args)
+    try:
+        config = build_config(args)
+        check_config(config)
+    except ConfigError as error:
+        # A bad value the file set: say where it came from.
+        flags = [dest for dest in from_file if f"--{dest.replace('_', '-')}" in str(error)]
+        if flags:
+            raise ConfigError(f"{error} (set in the config file {args.config})") from None
+        raise
+    limiter = daemon_log.configure(args.log_level, args.log_format)
+    log = logging.getLogger("rund_trio")
+    old, new = raise_descriptor_limit()
+    if new != old:
+        log.debug("raised the descriptor limit from %d to %d", old, new)
+    notifier = Notifier.from_environment()
+    if config.listen_sockets and args.addr != serve_parser().get_default("addr"):
+        log.warning("serving on the sockets systemd passed (LISTEN_FDS); --addr is not used")
 
     keep_stream_buffers_in_heap()
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                await nursery.start(serve, config)
+                running = await nursery.start(serve, config)
+                nursery.start_soon(daemon_log.flush_every, limiter)
+                if notifier is not None:
+                    nursery.start_soon(systemd_notifications, notifier, running)
                 async for signum in signals:
-                    logging.getLogger("rund_trio").info(
-                        "%s: shutting down", signal.Signals(signum).name
-                    )
+                    log.info("%s: shutting down", signal.Signals(signum).name)
                     break
+                if notifier is not None:
+                    notifier.stopping()
                 nursery.cancel_scope.cancel()
 
     trio.run(main)
     return 0
+
+
+async def systemd_notifications(notifier: Notifier, running: RunningDaemon) -> None:
+    """READY=1 now, then STATUS= with the job counts when they change, and
+    WATCHDOG=1 at half the watchdog interval if systemd set one. Runs until
+    cancelled."""
+    import trio
+
+    notifier.ready(daemon_status(running))
+    last = ""
+    next_ping = trio.current_time()
+    while True:
+        if notifier.watchdog_interval is not None and trio.current_time() >= next_ping:
+            notifier.watchdog()
+            next_ping = trio.current_time() + notifier.watchdog_interval
+        status = daemon_status(running)
+        if status != last:
+            notifier.status(status)
+            last = status
+        interval = notifier.watchdog_interval or STATUS_INTERVAL
+        await trio.sleep(min(interval, STATUS_INTERVAL))
+
+
+STATUS_INTERVAL = 2.0
+"""Seconds between looks at the job counts for systemd's STATUS=."""
+
+
+def daemon_status(running: RunningDaemon) -> str:
+    """One line for ``systemctl status``: jobs running and ended, connections."""
+    jobs = running.supervisor.jobs.values()
+    active = sum(1 for job in jobs if not job.exited.is_set())
+    return (
+        f"serving: {active} jobs running, {len(jobs) - active} ended, "
+        f"{running.server.connections} connections"
+    )

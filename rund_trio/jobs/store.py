@@ -395,6 +395,13 @@ class JobStore:
     def ids(self) -> set[str]:
         return {row[0] for row in self._reader.execute("SELECT id FROM jobs")}
 
+    def ended_by_state(self) -> dict[JobState, int]:
+        """How many ended jobs are retained, by final state."""
+        rows = self._reader.execute(
+            "SELECT state, count(*) FROM jobs WHERE ended_us IS NOT NULL GROUP BY state"
+        )
+        return {JobState(state): count for state, count in rows}
+
     def totals(self) -> tuple[int, int]:
         """(ended jobs, bytes of journal) retained."""
         ended, size = self._reader.execute(

@@ -45,6 +45,7 @@ from rund_trio.errors import (
     Unsupported,
 )
 from rund_trio.isolation.spec import Isolation
+from rund_trio.jobs.events import JobEvents, NoJobEvents
 from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
 from rund_trio.jobs.quota import Quota
 from rund_trio.jobs.spec import JobSpec, new_job_id
@@ -212,8 +213,10 @@ class Supervisor:
         limits: LimitPolicy | None = None,
         now: Callable[[], datetime] = _utc_now,
         store: JobStore | None = None,
+        events: JobEvents | None = None,
     ) -> None:
         self._spawner = spawner
+        self._events: JobEvents = events or NoJobEvents()
         self._config = config
         self._limits = limits if limits is not None else NoLimits()
         self._now = now
@@ -333,6 +336,7 @@ class Supervisor:
         except BaseException:
             self._running.release(owner.sans)
             raise
+        self._events.job_started(job)
         return job
 
     def find(self, job_id: str, caller: Identity) -> AnyJob:
@@ -492,8 +496,10 @@ class Supervisor:
                     isolation=isolation,
                 )
             )
-        except BaseException:
+        except BaseException as error:
             journal.remove()
+            if isinstance(error, Exception):
+                self._events.spawn_failed(error)
             raise
         profile = Profile.CONTAINED if isolation.contained else Profile.HOST
         record_ = JobRecord(job_id, spec.argv, process.program_pid, self._now(), profile=profile)
@@ -543,7 +549,9 @@ class Supervisor:
                 journal.close()
                 job.exited.set()
                 self._running.release(owner.sans)
-                if await self._record_end(job):
+                recorded = await self._record_end(job)
+                self._events.job_ended(job)
+                if recorded:
                     self._jobs.remove(job_id, owner)
                 else:  # served from memory until a sweep manages to record it
                     self._unrecorded.append(job)

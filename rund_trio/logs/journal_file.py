@@ -30,6 +30,8 @@ class JournalFile:
         self._disk = disk
         self.book = OutputBook(cap)
         self.size = 0
+        self.stream_bytes = dict.fromkeys(Stream, 0)
+        """Payload bytes recorded per stream (``book.recorded`` is their sum)."""
         self.closed = False
         self._fd: int | None = os.open(
             path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
@@ -48,8 +50,9 @@ class JournalFile:
         reason = f"cannot write job output to {self.path.parent}: {error.strerror or error}"
         self.book.lose(length, reason)
 
-    def _commit(self, payload: int) -> None:
+    def _commit(self, stream: Stream, payload: int) -> None:
         self.size += HEADER_SIZE + payload
+        self.stream_bytes[stream] += payload
         if self._disk is not None:
             self._disk.charge(HEADER_SIZE + payload)
         self._lot.unpark_all()
@@ -73,7 +76,7 @@ class JournalFile:
         except OSError as error:
             self._lose(keep, error)
             return
-        self._commit(keep)
+        self._commit(stream, keep)
 
     def append_from_pipe(self, stream: Stream, pipe: int) -> int:
         """Record what the non-blocking ``pipe`` holds (up to ``SPLICE_SIZE``)
@@ -109,7 +112,7 @@ class JournalFile:
                     except OSError as error:
                         self._lose(moved, error)
                     else:
-                        self._commit(moved)
+                        self._commit(stream, moved)
                 return moved
         data = os.read(pipe, SPLICE_SIZE)
         if data:

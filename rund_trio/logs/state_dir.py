@@ -115,6 +115,27 @@ def _another_daemon(path: Path) -> str:
     )
 
 
+def check_state_directory(path: Path) -> None:
+    """What ``state_directory(path)`` would refuse, found without changing
+    anything (the lock is only tried): ``ConfigError`` if ``path`` exists and
+    is not a directory, is open to other users, or another daemon holds it."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ConfigError(f"--state-dir {path} is not a directory")
+    _check_private(path, path.stat().st_mode)
+    with directory_held(path, _another_daemon(path)):
+        pass
+
+
+def _check_private(path: Path, mode: int) -> None:
+    if stat.S_IMODE(mode) & 0o077:
+        raise ConfigError(
+            f"--state-dir {path} is accessible to other users (mode {stat.S_IMODE(mode):o}); "
+            "job output must stay private: chmod 700 it"
+        )
+
+
 @contextmanager
 def state_directory(path: Path | None) -> Iterator[Path]:
     """The directory job output goes to, private to the daemon (mode 0700)
@@ -137,10 +158,6 @@ def state_directory(path: Path | None) -> Iterator[Path]:
         mode = path.stat().st_mode
     except OSError as error:
         raise ConfigError(f"cannot use --state-dir {path}: {error.strerror}") from None
-    if stat.S_IMODE(mode) & 0o077:
-        raise ConfigError(
-            f"--state-dir {path} is accessible to other users (mode {stat.S_IMODE(mode):o}); "
-            "job output must stay private: chmod 700 it"
-        )
+    _check_private(path, mode)
     with directory_held(path, _another_daemon(path)):
         yield path

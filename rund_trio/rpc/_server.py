@@ -14,11 +14,15 @@ holds back its own stream and nothing piles up in the daemon's memory.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import errno
 import hashlib
 import logging
 import math
+import socket
 import ssl
+import struct
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +46,7 @@ from rund_trio.rpc._events import (
     StreamReset,
 )
 from rund_trio.rpc._status import Status, StatusCode
+from rund_trio.server.admission import Admission, AdmissionLimits, HandshakeTicket
 from rund_trio.server.calls import CallRecord, HandshakeOutcome, NullObserver, Observer
 from rund_trio.server.status import status_for_exception
 from rund_trio.tls.identity import Identity, identity_from_der
@@ -63,6 +68,13 @@ __all__ = [
 log = logging.getLogger("rund_trio.rpc")
 
 MAX_REQUEST_SIZE_LIMIT = 2**30
+ACCEPT_BACKOFF = 0.1
+"""Seconds accepting pauses when the process is out of descriptors."""
+ACCEPT_BATCH = 256
+"""Connections accepted at most before letting other tasks run."""
+_LINGER_RESET = struct.pack("ii", 1, 0)
+_PEER_GONE = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+"""accept() errors about one connection (gone before it was taken), not the listener."""
 
 
 @dataclass(frozen=True)
@@ -210,11 +222,15 @@ class GrpcServer:
         ssl_context: ssl.SSLContext | None,
         config: TransportConfig | None = None,
         observer: Observer | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self._services = {service.name: service for service in services}
         self._ssl_context = ssl_context
         self._config = config or TransportConfig()
         self._observer: Observer = observer or NullObserver()
+        self.admission = admission or Admission(_NO_CAPS)
+        """Which connections are taken on (``rund_trio.server.admission``);
+        default: every one."""
         self.connections = 0
         """Connections currently open (for tests and diagnostics)."""
         self.requests = 0
@@ -239,48 +255,160 @@ class GrpcServer:
         """Accept connections on ``listener`` and serve each in its own task.
         Never returns unless cancelled.
 
+        Each new connection asks the admission for a handshake ticket first:
+        one refused is closed at once (*shed*, ``HandshakeOutcome.SHED`` to
+        the observer). On a ``trio.SocketListener`` the listening socket is
+        drained here directly, and a shed connection is reset with two system
+        calls and no task or stream object, so that a flood of them cannot
+        outrun this loop and fill the kernel's accept queue (which would drop
+        legitimate clients' SYNs too). Running out of descriptors (EMFILE and
+        the like) pauses accepting for ``ACCEPT_BACKOFF`` seconds instead of
+        ending the server.
+
         **Cancellation:** ends every connection and request task before it
         returns. The caller owns (and closes) the listener."""
+        if isinstance(listener, trio.SocketListener):
+            await self._serve_socket_listener(listener)
+            return
         async with trio.open_nursery() as nursery:
             while True:
                 try:
                     stream = await listener.accept()
-                except OSError as error:  # EMFILE and the like: wait, as trio's serve_listeners
-                    log.error("cannot accept a connection: %s", error)
-                    await trio.sleep(0.1)
+                except OSError as error:
+                    log.warning("cannot accept connections: %s", error.strerror or error)
+                    await trio.sleep(ACCEPT_BACKOFF)
                     continue
-                nursery.start_soon(self.serve_connection, stream)
+                peer = _peer_address(stream)
+                source = _source_of(peer)
+                ticket = self.admission.try_begin_handshake(source)
+                if ticket is None:
+                    self._shed(peer, source)
+                    await stream.aclose()
+                    continue
+                nursery.start_soon(self._serve_connection, stream, peer, ticket)
+
+    async def _serve_socket_listener(self, listener: trio.SocketListener) -> None:
+        # A stdlib socket object on the listener's own descriptor (no new
+        # one: this must work when descriptors have run out), so that accept()
+        # is the plain system call, never awaited. detach() leaves the
+        # descriptor to the listener, which the caller closes.
+        raw = socket.socket(fileno=listener.socket.fileno())
+        try:
+            raw.setblocking(False)
+            async with trio.open_nursery() as nursery:
+                while True:
+                    await trio.lowlevel.wait_readable(raw)
+                    await self._accept_batch(raw, nursery)
+                    await trio.lowlevel.checkpoint()
+        finally:
+            raw.detach()
+
+    async def _accept_batch(self, raw: socket.socket, nursery: trio.Nursery) -> None:
+        """Take up to ``ACCEPT_BATCH`` waiting connections; awaits only to
+        pause after EMFILE."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, address = raw.accept()
+            except BlockingIOError:
+                return
+            except OSError as error:
+                if error.errno in _PEER_GONE:
+                    continue
+                log.warning("cannot accept connections: %s", error.strerror or error)
+                await trio.sleep(ACCEPT_BACKOFF)
+                return
+            source = str(address[0]) if isinstance(address, tuple) else "unix"
+            peer = _format_address(address)
+            ticket = self.admission.try_begin_handshake(source)
+            if ticket is None:
+                with contextlib.suppress(OSError):  # a reset: no TIME_WAIT left behind
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                conn.close()
+                self._shed(peer, source)
+                continue
+            nursery.start_soon(self._serve_accepted, conn, peer, ticket)
+
+    def _shed(self, peer: str, source: str) -> None:
+        reason = self.admission.last_shed
+        # The source without its port: a flood's lines are alike, for the log's rate limit.
+        why = reason.value if reason else "?"
+        log.info("closed a connection from %s at once: %s", source, why)
+        self._observer.connection_opened(peer)
+        self._observer.handshake_finished(peer, HandshakeOutcome.SHED)
+        self._observer.connection_closed(peer)
+
+    async def _serve_accepted(
+        self, conn: socket.socket, peer: str, ticket: HandshakeTicket
+    ) -> None:
+        try:
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+        except BaseException as error:
+            conn.close()
+            self.admission.end_handshake(ticket)
+            if isinstance(error, OSError):  # the client is gone already
+                return
+            raise
+        await self._serve_connection(stream, peer, ticket)
 
     async def serve_connection(self, stream: trio.abc.Stream, peer: str | None = None) -> None:
         """Serve one connection until the peer leaves or this is cancelled;
         closes ``stream`` before returning, and every request task of the
-        connection has ended by then.
+        connection has ended by then. The admission's per-client cap applies;
+        its handshake caps are for ``serve_on`` to apply.
 
         **Cancellation:** ends every request task of the connection."""
-        peer = peer or _peer_address(stream)
+        await self._serve_connection(stream, peer or _peer_address(stream), None)
+
+    async def _serve_connection(
+        self, stream: trio.abc.Stream, peer: str, ticket: HandshakeTicket | None
+    ) -> None:
         self.connections += 1
         self._observer.connection_opened(peer)
         try:
             async with stream:
                 if self._ssl_context is None:
-                    context = PeerContext(peer, Identity(), "")
-                    await self._serve_grpc(stream, context)
+                    self._end_handshake(ticket)
+                    await self._serve_admitted(stream, PeerContext(peer, Identity(), ""))
                     return
-                tls = await self._handshake(stream, peer)
+                try:
+                    tls = await self._handshake(stream, peer)
+                finally:
+                    self._end_handshake(ticket)
                 if tls is None:
                     return
                 der = tls.getpeercert(binary_form=True) or b""
                 context = PeerContext(peer, identity_from_der(der), hashlib.sha256(der).hexdigest())
                 try:
-                    await self._serve_grpc(tls, context)
+                    await self._serve_admitted(tls, context)
                 finally:
                     # close_notify, unless the peer does not read: closed anyway
                     with trio.move_on_after(1.0):
                         await tls.aclose()
         finally:
+            self._end_handshake(ticket)  # (idempotent)
             self.connections -= 1
             self._counts_changed.unpark_all()
             self._observer.connection_closed(peer)
+
+    def _end_handshake(self, ticket: HandshakeTicket | None) -> None:
+        if ticket is not None:
+            self.admission.end_handshake(ticket)
+
+    async def _serve_admitted(self, stream: trio.abc.Stream, peer: PeerContext) -> None:
+        """Serve ``peer`` unless its client already has its cap of connections."""
+        lease = self.admission.try_admit(peer.identity)
+        if lease is None:
+            reason = self.admission.last_shed
+            log.info(
+                "closed a connection of %s at once: %s",
+                peer.identity,
+                reason.value if reason else "?",
+            )
+            return
+        try:
+            await self._serve_grpc(stream, peer)
+        finally:
+            self.admission.release(lease)
 
     async def _handshake(self, stream: trio.abc.Stream, peer: str) -> trio.SSLStream[Any] | None:
         assert self._ssl_context is not None
@@ -539,6 +667,14 @@ def _status_for(error: Exception) -> Status:
     return status_for_exception(error)  # the one class-to-code table
 
 
+_NO_CAPS = AdmissionLimits(
+    max_handshakes=None,
+    max_handshakes_per_source=None,
+    max_connections_per_client=None,
+    fd_reserve=0,
+)
+
+
 def _peer_address(stream: trio.abc.Stream) -> str:
     sock = getattr(stream, "socket", None)
     if sock is None:
@@ -547,10 +683,23 @@ def _peer_address(stream: trio.abc.Stream) -> str:
         address = sock.getpeername()
     except OSError:
         return "unknown"
+    return _format_address(address)
+
+
+def _format_address(address: Any) -> str:
+    """``host:port`` (``[v6]:port``) of a socket address; a Unix socket's path."""
     if isinstance(address, tuple):
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(address) or "unix"
+
+
+def _source_of(peer: str) -> str:
+    """The host part of ``_format_address``'s result (the whole of anything else)."""
+    host, colon, port = peer.rpartition(":")
+    if not colon or not port.isdigit():
+        return peer
+    return host[1:-1] if host.startswith("[") else host
 
 
 def _handshake_reason(error: BaseException) -> str:

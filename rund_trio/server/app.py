@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -14,6 +15,7 @@ from typing import Any
 import trio
 
 from rund_trio.address import parse_address
+from rund_trio.cgroups.discovery import read_location
 from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
 from rund_trio.errors import ConfigError
 from rund_trio.isolation.spec import Isolation
@@ -22,13 +24,19 @@ from rund_trio.jobs.spec import MAX_ARGV_BYTES
 from rund_trio.jobs.store import JobStore
 from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.logs.budget import Reserve
-from rund_trio.logs.state_dir import state_directory
+from rund_trio.logs.state_dir import check_state_directory, state_directory
+from rund_trio.observe.config import ObserveConfig
+from rund_trio.observe.daemon import DaemonState, Observability, observability
+from rund_trio.observe.fanout import Fanout
 from rund_trio.process.base import Spawner
 from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
 from rund_trio.process.posix import PosixSpawner
 from rund_trio.rpc import GrpcServer, TransportConfig
-from rund_trio.server.calls import NullObserver, Observer
+from rund_trio.server.admission import Admission, AdmissionLimits
+from rund_trio.server.calls import Observer
+from rund_trio.server.health import HealthService
+from rund_trio.server.reflection import Reflection
 from rund_trio.server.service import JobControllerService
 from rund_trio.tls.context import TlsFiles
 
@@ -63,6 +71,13 @@ class ServeConfig:
     max_log_streams_per_client: int | None = 256
     max_argv_bytes: int | None = MAX_ARGV_BYTES
     """Bytes of a job's command line (arguments and their NULs); None: no cap."""
+    observe: ObserveConfig = field(default_factory=ObserveConfig)
+    """Metrics and the audit trail (both off by default)."""
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
+    """Caps on connections in the TLS handshake and per client."""
+    listen_sockets: tuple[socket.socket, ...] = ()
+    """Listening sockets to serve on instead of binding ``addr`` (systemd
+    socket activation)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,42 @@ class RunningDaemon:
     supervisor: Supervisor
     server: GrpcServer
     state_dir: Path
+    health: HealthService
+    observability: Observability
+
+
+def check_config(config: ServeConfig) -> ssl.SSLContext:
+    """Everything about ``config`` that can be checked without a side effect
+    (the certificate files, the address, the isolation settings, the paths to
+    hide, the cgroup root's place): ``ConfigError`` for the first problem.
+    Returns the server's TLS context. Called before anything is bound,
+    claimed, killed or created."""
+    ssl_context = config.tls.server_context()
+    if not config.listen_sockets:
+        parse_address(config.addr, default_host=None)
+    config.isolation.validate()
+    if config.isolation.namespaces:
+        for path in config.isolation.hidden:
+            if not os.path.lexists(path):
+                raise ConfigError(
+                    f"cannot hide {path} from jobs: No such file or directory (--hide)"
+                )
+    if config.state_dir is not None:
+        check_state_directory(config.state_dir)
+    if config.cgroups is not None and config.cgroups.root is not None:
+        location = read_location()
+        mount = location.mount.mount_point if location is not None else None
+        root = Path(os.path.normpath(config.cgroups.root))
+        if mount is not None and root != mount and mount not in root.parents:
+            raise ConfigError(
+                f"--cgroup-root {config.cgroups.root} is not inside the cgroup2 mount {mount}"
+            )
+    return ssl_context
+
+
+def activated_listeners(sockets: Sequence[socket.socket]) -> list[trio.SocketListener]:
+    """Listeners on sockets systemd passed (already bound and listening)."""
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
 
 
 async def open_listeners(addr: str) -> list[trio.SocketListener]:
@@ -110,7 +161,7 @@ def hide_daemon_files(policy: IsolationPolicy, state_dir: Path, key: Path) -> Is
         return policy
     for path in policy.hidden:
         if not os.path.lexists(path):
-            raise ConfigError(f"cannot hide {path} from jobs: No such file or directory")
+            raise ConfigError(f"cannot hide {path} from jobs: No such file or directory (--hide)")
     hidden = (os.path.realpath(state_dir), os.path.realpath(key), *policy.hidden)
     return replace(policy, hidden=tuple(dict.fromkeys(os.path.realpath(h) for h in hidden)))
 
@@ -188,10 +239,12 @@ async def serve(
     killed and reaped, its cgroup removed and its end recorded, before this
     returns; job records and output stay in the state directory.
     """
-    ssl_context = config.tls.server_context()
-    config.isolation.validate()
+    ssl_context = check_config(config)
     warn_if_jobs_cannot_be_contained()
-    listeners = await open_listeners(config.addr)
+    if config.listen_sockets:
+        listeners = activated_listeners(config.listen_sockets)
+    else:
+        listeners = await open_listeners(config.addr)
     async with AsyncExitStack() as stack:
         for listener in listeners:
             stack.push_async_callback(listener.aclose)
@@ -215,6 +268,7 @@ async def serve_on(
     config.isolation.validate()
     addresses = listening_addresses(listeners)
     async with AsyncExitStack() as stack:
+        ops = await stack.enter_async_context(observability(config.observe, config.tls))
         tree = await stack.enter_async_context(job_cgroups(config.cgroups))
         if spawner is None:
             spawner = await stack.enter_async_context(job_spawner(config.isolation, tree))
@@ -237,21 +291,51 @@ async def serve_on(
                 ),
                 limits=tree,
                 store=store,
+                events=ops.events,
             )
             service = JobControllerService(
                 supervisor,
                 max_log_streams_per_client=config.max_log_streams_per_client,
                 max_argv_bytes=config.max_argv_bytes,
             )
+            health = HealthService()
+            services = [service.service, health.service]
+            services += Reflection(s.name for s in services).services()
+            observers = [ops.observer] if observer is None else [ops.observer, observer]
             server = GrpcServer(
-                [service.service], ssl_context, config.transport, observer or NullObserver()
+                ops.guard(services),
+                ssl_context,
+                config.transport,
+                observer=Fanout(observers, []),
+                admission=Admission(config.admission),
             )
+            # Shielded from the daemon's cancellation, so that health watchers
+            # are told NOT_SERVING before connections close (below).
+            server_scope = trio.CancelScope(shield=True)
             async with trio.open_nursery() as nursery:
                 await nursery.start(supervisor.run)
-                for listener in listeners:
-                    nursery.start_soon(server.serve_on, listener)
-                if tree is not None:
-                    log.info("%s", tree.describe())
-                if addresses:
-                    log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
-                task_status.started(RunningDaemon(addresses, supervisor, server, state_dir))
+                nursery.start_soon(_serve_within, server_scope, server, listeners)
+                try:  # from here on, whatever ends this ends the shielded server too
+                    ops.start(nursery, DaemonState(supervisor, service, health), services)
+                    health.set_serving(True)
+                    if tree is not None:
+                        log.info("%s", tree.describe())
+                    if addresses:
+                        log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
+                    task_status.started(
+                        RunningDaemon(addresses, supervisor, server, state_dir, health, ops)
+                    )
+                    await trio.sleep_forever()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await health.shutting_down()
+                    server_scope.cancel()
+
+
+async def _serve_within(
+    scope: trio.CancelScope, server: GrpcServer, listeners: Sequence[trio.abc.Listener[Any]]
+) -> None:
+    with scope:
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(server.serve_on, listener)

@@ -38,6 +38,11 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
             "log streams open", total=None, per_client=max_log_streams_per_client
         )
 
+    @property
+    def log_subscribers(self) -> int:
+        """Log streams open now."""
+        return self._log_streams.count
+
     def _find(self, job_id: str) -> AnyJob:
         return self._supervisor.find(parse_job_id(job_id), current_identity())
 

@@ -18,6 +18,8 @@ _CODES: list[tuple[type[errors.RundError], StatusCode]] = [
     (errors.FailedPrecondition, StatusCode.FAILED_PRECONDITION),
     (errors.ResourceExhausted, StatusCode.RESOURCE_EXHAUSTED),
     (errors.Unimplemented, StatusCode.UNIMPLEMENTED),
+    (errors.UnknownService, StatusCode.NOT_FOUND),
+    (errors.Unavailable, StatusCode.UNAVAILABLE),
 ]
 
 

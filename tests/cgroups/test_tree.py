@@ -82,6 +82,23 @@ def test_setup_twice_is_idempotent(make_fs: MakeFs) -> None:
     assert again.controllers == set(FULL)
 
 
+def test_setup_started_in_its_leaf_by_systemd_needs_no_move(make_fs: MakeFs) -> None:
+    """systemd >= 254 with DelegateSubgroup=daemon starts the daemon in
+    <unit>/daemon: the subtree is <unit>/rund-trio all the same."""
+    fs = make_fs()
+    fs.make("/", subtree=FULL)
+    fs.make("/system.slice", subtree=FULL)
+    fs.make("/system.slice/rund.service")
+    fs.make("/system.slice/rund.service/daemon", procs=[fs.current_pid])
+    tree = setup(fs, "/system.slice/rund.service/daemon")
+    service = fs.root / "system.slice/rund.service"
+    assert tree.path == service / "rund-trio"
+    assert tree.controllers == set(FULL)
+    assert fs.procs(service / "daemon") == [fs.current_pid]
+    assert not [f for f, _ in fs.log if f.endswith("cgroup.procs")], "nothing was moved"
+    assert not [f for f, _ in fs.log if f.startswith("/system.slice/cgroup.")]
+
+
 def test_setup_enables_from_the_root_without_moving_root_processes(make_fs: MakeFs) -> None:
     """A VM or container whose daemon runs in the root cgroup (exempt from the rule)."""
     fs = make_fs()

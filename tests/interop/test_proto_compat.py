@@ -99,7 +99,17 @@ def test_every_rpc_of_the_contract_keeps_its_shape_on_the_wire(
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run([str(ROOT / "scripts" / "gen_proto.sh"), str(tmp_path)], check=True, env=env)
-    for name in ("rund_pb2.py", "rund_pb2.pyi", "rund_grpc.py"):
+    generated = [
+        f"{stem}{suffix}"
+        for stem in (
+            "rund",
+            "grpc_health/v1/health",
+            "grpc_reflection/v1/reflection",
+            "grpc_reflection/v1alpha/reflection",
+        )
+        for suffix in ("_pb2.py", "_pb2.pyi", "_grpc.py")
+    ]
+    for name in generated:
         assert filecmp.cmp(tmp_path / name, ROOT / "rund_trio" / "api" / name, shallow=False), (
             f"rund_trio/api/{name} is stale: run `just proto`"
         )
