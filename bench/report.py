@@ -11,7 +11,7 @@ from typing import Any
 
 from bench.baselines import size_bytes
 from bench.rund_load import Latencies, Stream
-from bench.stats import summary
+from bench.stats import cpu_note, summary
 
 
 @dataclass
@@ -126,7 +126,6 @@ class Report:
     # --------------------------------------------------------------- rund-trio
 
     def start_rows(self, daemon: str, how: str, lat: Latencies, info: dict[str, float]) -> None:
-        from bench.run import cpu_note
 
         s = summary(lat.samples_ms)
         self.raw[f"start.{daemon}.{how}"] = {
@@ -165,7 +164,6 @@ class Report:
         )
 
     def status_rows(self, lat: Latencies, info: dict[str, float], clients: int) -> None:
-        from bench.run import cpu_note
 
         s = summary(lat.samples_ms)
         self.raw["status"] = {**s, "rate_per_s": lat.rate, "errors": lat.errors, **info}
@@ -184,7 +182,6 @@ class Report:
         self.add("status.p99", "status", "Status p99", s.get("p99"), "ms", target=10)
 
     def grpc_aio_status(self, lat: Latencies, info: dict[str, float], clients: int) -> None:
-        from bench.run import cpu_note
 
         s = summary(lat.samples_ms)
         self.raw["grpc_aio_status"] = {**s, "rate_per_s": lat.rate, "errors": lat.errors, **info}
@@ -200,7 +197,6 @@ class Report:
         )
 
     def log_rows(self, st: Stream, info: dict[str, float], size: str, replay: bool = False) -> None:
-        from bench.run import cpu_note
 
         kind = "replay" if replay else "live"
         self.raw[f"log.{kind}.{st.subscribers}"] = {
@@ -263,7 +259,6 @@ class Report:
             )
 
     def job_write_row(self, result: dict[str, Any], info: dict[str, float], size: str) -> None:
-        from bench.run import cpu_note
 
         self.raw["job_write"] = {**result, **info}
         note = (
@@ -304,7 +299,6 @@ class Report:
         lat: Latencies,
         info: dict[str, float],
     ) -> None:
-        from bench.run import cpu_note
 
         per = (after - before) / count if count else None
         self.raw[f"finished.{daemon}"] = {
@@ -336,7 +330,6 @@ class Report:
         info: dict[str, float],
         host_kib_per_job: float,
     ) -> None:
-        from bench.run import cpu_note
 
         self.raw["running"] = {
             "count": count,
@@ -360,7 +353,6 @@ class Report:
     def scale_rows(
         self, count: int, lat: Latencies, info: dict[str, float], probe: dict[str, Any]
     ) -> None:
-        from bench.run import cpu_note
 
         s = summary(lat.samples_ms)
         self.raw["scale.status"] = {**s, "rate_per_s": lat.rate, **info, "probe": probe}
@@ -385,7 +377,6 @@ class Report:
         )
 
     def stop_row(self, lat: Latencies, info: dict[str, float]) -> None:
-        from bench.run import cpu_note
 
         s = summary(lat.samples_ms)
         self.raw["scale.stop"] = {**s, "rate_per_s": lat.rate, "errors": lat.errors, **info}

@@ -131,16 +131,6 @@ def host_cpu() -> tuple[int, int]:
     return sum(values[:8]) - idle, sum(values[:8])
 
 
-def cpu_note(info: dict[str, float]) -> str:
-    parts = []
-    if "daemon_cpu" in info:
-        parts.append(f"daemon {info['daemon_cpu']:.0%} CPU")
-    parts.append(f"bench client {info['client_cpu']:.0%}")
-    if "host_busy" in info:
-        parts.append(f"host {info['host_busy']:.0%} busy of {os.cpu_count() or 1}00%")
-    return ", ".join(parts)
-
-
 def run_async(
     daemon: Daemon | None, fn: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> tuple[Any, dict[str, float]]:

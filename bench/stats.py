@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections.abc import Sequence
 
@@ -32,3 +33,14 @@ def summary(samples: Sequence[float]) -> dict[str, float]:
 
 def median(samples: Sequence[float]) -> float:
     return statistics.median(samples) if samples else math.nan
+
+
+def cpu_note(info: dict[str, float]) -> str:
+    """The CPU figures a phase measured, for a row's note."""
+    parts = []
+    if "daemon_cpu" in info:
+        parts.append(f"daemon {info['daemon_cpu']:.0%} CPU")
+    parts.append(f"bench client {info['client_cpu']:.0%}")
+    if "host_busy" in info:
+        parts.append(f"host {info['host_busy']:.0%} busy of {os.cpu_count() or 1}00%")
+    return ", ".join(parts)
