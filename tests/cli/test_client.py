@@ -182,7 +182,7 @@ async def test_run_interrupted_with_sigint_stops_the_job_gracefully_and_says_so(
         "the job is stopped before run exits"
     )
     assert stderr.decode().startswith("rund-trio: SIGINT: stopping job ")
-    assert stderr.count(b"\n") == 1 and b"SIGKILL after 10 s" in stderr
+    assert stderr.count(b"\n") == 1 and b"SIGKILL after 10 s" in stderr, stderr
     assert code == 128 + signal.SIGTERM  # run exits with the stopped job's status
 
 

@@ -51,15 +51,15 @@ def test_every_serve_flag_is_a_key_named_like_it() -> None:
 
 def test_a_flag_added_later_is_a_key_without_any_table() -> None:
     parser = serve_parser()
-    parser.add_argument("--retain-jobs", type=int, default=100)
+    parser.add_argument("--keep-later", type=int, default=100)
     parser.add_argument("--allow-later", action="append", default=[])
-    assert "retain-jobs" in config_file.file_keys(parser)
-    path_values = {"retain-jobs": 5, "allow-later": ["alice", "bob"]}
+    assert "keep-later" in config_file.file_keys(parser)
+    path_values = {"keep-later": 5, "allow-later": ["alice", "bob"]}
     converted = {
         name: config_file._convert(config_file.file_keys(parser)[name], value)
         for name, value in path_values.items()
     }
-    assert converted == {"retain-jobs": 5, "allow-later": ["alice", "bob"]}
+    assert converted == {"keep-later": 5, "allow-later": ["alice", "bob"]}
 
 
 def test_values_are_converted_as_on_the_command_line(tmp_path: Path) -> None:

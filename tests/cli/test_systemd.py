@@ -117,7 +117,16 @@ def activated_daemon(pki: Pki, tmp_path: Path, listener: socket.socket) -> Daemo
         "os.execv(sys.argv[1], sys.argv[1:])\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-c", script, RUND, "serve", *pki.server_args(), *cgroup_args],
+        [
+            sys.executable,
+            "-c",
+            script,
+            RUND,
+            "serve",
+            "--temp-state-dir",
+            *pki.server_args(),
+            *cgroup_args,
+        ],
         cwd=tmp_path,
         env=clean_env(),
         pass_fds=(fd,),
@@ -146,7 +155,8 @@ def test_serve_accepts_on_a_socket_systemd_passed(pki: Pki, tmp_path: Path) -> N
     try:
         assert f"listening on {daemon.addr}" in daemon.stderr
         alice = Client(daemon, pki, "alice", tmp_path)
-        assert alice("run", "--", "echo", "activated").stdout == b"activated\n"
+        result = alice("run", "--", "echo", "activated")
+        assert result.stdout == b"activated\n", result.stderr
     finally:
         assert daemon.stop(signal.SIGTERM) == 0
 
