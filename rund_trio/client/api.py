@@ -1,4 +1,4 @@
-"""``RundClient``: the daemon's four RPCs as typed async methods.
+"""``RundClient``: the daemon's RPCs as typed async methods.
 
 Every failure surfaces as a ``rund_trio.errors.RundError``: ``ConnectionFailed``
 when the daemon cannot be reached or the TLS handshake fails, ``RpcError`` (with
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -34,7 +34,7 @@ from rund_trio.client.channel import (
     describe_connection_error,
     open_channel,
 )
-from rund_trio.errors import ConnectionFailed, ResourceExhausted, RpcError
+from rund_trio.errors import ConnectionFailed, ResourceExhausted, RpcError, sole_exception
 from rund_trio.server.address import parse_address
 from rund_trio.wire.job_log import LogChunk
 
@@ -116,6 +116,53 @@ class RundClient:
             raise _rpc_error(error) from None
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
             raise ConnectionFailed(f"connection lost: {describe_connection_error(error)}") from None
+
+    async def input(self, job_id: str, chunks: AsyncIterable[bytes]) -> int:
+        """Feed ``chunks`` to the job's stdin in order; at their end the job's
+        stdin pipe is closed (a terminal stays open). Returns the bytes the
+        daemon wrote. Each chunk is sent as the HTTP/2 window allows, so a job
+        that does not read holds this back. An answer from the daemon before
+        ``chunks`` ended (an error: no stdin, the job ended) stops the sending
+        at once. If this is cancelled the job's stdin stays open."""
+        try:
+            stream = await self._client.rpc("Input", pb.JobInput, pb.JobInputReply)
+            try:
+                reply: pb.JobInputReply | None = None
+                try:
+                    async with anyio.create_task_group() as tasks:
+
+                        async def send() -> None:
+                            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                                # The id at once: a refusal comes back before any input.
+                                await stream.send_message(pb.JobInput(ulid=job_id))
+                                async for data in chunks:
+                                    if data:
+                                        await stream.send_message(pb.JobInput(data=data))
+                                await stream.close()
+
+                        async def receive() -> None:
+                            nonlocal reply
+                            reply = await extract_message_from_singleton_stream(stream)
+                            tasks.cancel_scope.cancel()
+
+                        tasks.start_soon(send)
+                        tasks.start_soon(receive)
+                except BaseExceptionGroup as group:
+                    raise sole_exception(group) from None
+            finally:
+                await _abandon(stream)
+        except h2.exceptions.TooManyStreamsError:
+            raise _too_many_calls() from None
+        except RpcFailedError as error:
+            raise _rpc_error(error) from None
+        except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
+            raise ConnectionFailed(f"connection lost: {describe_connection_error(error)}") from None
+        assert reply is not None
+        return reply.bytes_written
+
+    async def resize(self, job_id: str, rows: int, cols: int) -> None:
+        """Set a terminal job's window size."""
+        await self._call(self._stub.Resize, pb.JobResizeRequest(ulid=job_id, rows=rows, cols=cols))
 
     async def _call(self, method: Any, request: Message) -> Any:
         try:

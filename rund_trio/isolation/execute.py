@@ -386,6 +386,12 @@ def _start(record: dict[str, object], status_fd: int) -> None:
     _end_like(int(relayed) if relayed else init_status)
 
 
+def _take_terminal() -> None:
+    from rund_trio.isolation import linux
+
+    linux.set_controlling_terminal(0)
+
+
 def _close_other_fds(*keep: int) -> None:
     """Close every fd but stdio and ``keep``: whatever the daemon's process
     inherited without close-on-exec must not reach the job."""
@@ -407,6 +413,8 @@ def execute(spec_fd: int, status_fd: int) -> int:
         return wire.EXIT_SETUP_FAILED
     _close_other_fds(spec_fd, status_fd)
     try:
+        if posix.isatty(0):  # the daemon gave the job a terminal: make it the session's
+            _step("tty", _take_terminal)
         _start(_read_spec(spec_fd), status_fd)
         raise SetupFailed("exec", _EINVAL, "the helper returned instead of executing")
     except SetupFailed as failure:

@@ -24,7 +24,6 @@ from rund_trio.logs.state_dir import state_directory
 from rund_trio.process.base import Spawner
 from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
-from rund_trio.process.posix import PosixSpawner
 from rund_trio.server.address import parse_address
 from rund_trio.server.service import JobControllerService
 from rund_trio.server.transport import GrpcServer, TransportConfig
@@ -112,15 +111,12 @@ def hide_daemon_files(policy: IsolationPolicy, state_dir: Path, key: Path) -> Is
 async def job_spawner(
     isolation: IsolationPolicy, tree: CgroupTree | None
 ) -> AsyncIterator[Spawner]:
-    """The cheapest spawner that can contain jobs as configured: plain
-    ``posix_spawn`` when there is nothing to set up before the program runs,
-    the ``execute`` fork server otherwise; wrapped to give each job its own
-    cgroup where the host has a usable cgroup v2 hierarchy. The fork server is
-    stopped on exit (the jobs it started are the daemon's own children)."""
+    """The ``execute`` fork server (every job has at least a working
+    directory to enter before its program runs, which ``posix_spawn`` cannot
+    do on Python 3.11), wrapped to give each job its own cgroup where the host
+    has a usable cgroup v2 hierarchy. The fork server is stopped on exit (the
+    jobs it started are the daemon's own children)."""
     cgrouped = tree is not None and tree.enabled
-    if isolation == IsolationPolicy(namespaces=False) and not cgrouped:
-        yield PosixSpawner()
-        return
     fork_server = ForkServerSpawner(Isolation.none())
     try:
         yield CgroupSpawner(fork_server, tree) if tree is not None and cgrouped else fork_server

@@ -374,6 +374,10 @@ class GrpcServer:
         signature: Any,
     ) -> Status:
         stream.expect_message_type(signature.request_type)
+        if signature.cardinality == Cardinality.STREAM_UNARY:
+            response = await method_fn(_messages(stream, signature.request_type), request=event)
+            await stream.send_message(response)
+            return Status(StatusCode.OK)
         message = await _single_message(stream, signature.request_type)
         if signature.cardinality == Cardinality.UNARY_UNARY:
             response = await method_fn(message, request=event)
@@ -390,7 +394,7 @@ class GrpcServer:
             finally:
                 await responses.aclose()
         else:
-            return Status(StatusCode.UNIMPLEMENTED, status_message="client streaming is not served")
+            return Status(StatusCode.UNIMPLEMENTED, status_message="bidi streaming is not served")
         return Status(StatusCode.OK)
 
 
@@ -408,6 +412,24 @@ async def _send_framed(stream: GRPCProtoStream, message: FramedMessage) -> None:
         connection.send_data(stream.stream_id, view[:window])
         view = view[window:]
         await stream._socket.flush()
+
+
+async def _messages(stream: GRPCProtoStream, message_type: Any) -> AsyncIterator[Any]:
+    """A client-streaming request's messages until the client ends it. Each
+    is read (and its bytes credited to the client's HTTP/2 window) only when
+    the handler asks for it: a handler that stops asking holds back the client."""
+    while True:
+        try:
+            message = await stream.receive_message()
+        except DecodeError:
+            raise InvalidRequest(
+                f"a request message is not a valid {message_type.DESCRIPTOR.full_name} message"
+            ) from None
+        if message is None:
+            if isinstance(stream.end_stream_event, StreamRejected):
+                raise stream.end_stream_event.error
+            return
+        yield message
 
 
 async def _single_message(stream: GRPCProtoStream, message_type: Any) -> Any:
