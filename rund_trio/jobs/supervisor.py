@@ -43,8 +43,8 @@ from rund_trio.isolation.spec import Isolation
 from rund_trio.jobs.isolation_policy import IsolationPolicy
 from rund_trio.jobs.quota import Quota
 from rund_trio.jobs.spec import JobSpec, new_job_id
-from rund_trio.jobs.stdio import JobStdio, open_stdio
 from rund_trio.jobs.state import JobRecord, JobSnapshot, OutputCounts, final_usage
+from rund_trio.jobs.stdio import JobStdio, open_stdio
 from rund_trio.jobs.table import JobTable
 from rund_trio.jobs.termination import terminate
 from rund_trio.logs.budget import Reserve

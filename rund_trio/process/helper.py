@@ -179,7 +179,8 @@ class HelperSpawner:
         iso = job_isolation(spec, self._isolation)
         payload = IsolationSpec(spec.argv, spec.env, spec.cwd, iso).to_bytes()
         pid, stdout_r, stderr_r, status_r = self._start_helper(
-            payload, spec.terminal_fd if spec.terminal_fd is not None else spec.stdin_fd,
+            payload,
+            spec.terminal_fd if spec.terminal_fd is not None else spec.stdin_fd,
             terminal=spec.terminal_fd is not None,
         )
         process = HelperProcess(pid, stdout_r, stderr_r, has_init=iso.namespaces.pid)

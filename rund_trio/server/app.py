@@ -17,7 +17,7 @@ from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
 from rund_trio.errors import ConfigError
 from rund_trio.isolation.spec import Isolation
 from rund_trio.jobs.isolation_policy import IsolationPolicy
-from rund_trio.jobs.spec import MAX_ARGV_BYTES
+from rund_trio.jobs.spec import MAX_ARGV_BYTES, MAX_ENV_BYTES
 from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.logs.budget import Reserve
 from rund_trio.logs.state_dir import state_directory
@@ -55,6 +55,8 @@ class ServeConfig:
     max_log_streams_per_client: int | None = 256
     max_argv_bytes: int | None = MAX_ARGV_BYTES
     """Bytes of a job's command line (arguments and their NULs); None: no cap."""
+    max_env_bytes: int | None = MAX_ENV_BYTES
+    """Bytes of the environment a Start request adds (entries and their NULs); None: no cap."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ async def serve(
                 supervisor,
                 max_log_streams_per_client=config.max_log_streams_per_client,
                 max_argv_bytes=config.max_argv_bytes,
+                max_env_bytes=config.max_env_bytes,
             )
             server = GrpcServer([service.service], ssl_context, config.transport)
             async with trio.open_nursery() as nursery:

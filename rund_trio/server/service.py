@@ -7,11 +7,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
-from rund_trio.errors import InvalidRequest
-
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.api.rund_grpc import JobControllerServicer
-from rund_trio.errors import ResourceExhausted
+from rund_trio.errors import InvalidRequest, ResourceExhausted
 from rund_trio.jobs.quota import Quota
 from rund_trio.jobs.spec import (
     MAX_ARGV_BYTES,
