@@ -4,6 +4,7 @@ daemon over mTLS, with and without namespaces."""
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -234,3 +235,21 @@ async def test_ctrl_c_typed_into_a_terminal_interrupts_the_job(daemon: Daemon) -
             await output_of(rund, job_id)
         status = await rund.status(job_id)
     assert status.signal_name == "SIGINT"
+
+
+@pytest.mark.parametrize("cgroups", [True, False], ids=["cgroups", "no-cgroups"])
+async def test_a_graceful_stop_reaches_a_terminal_job_in_its_own_session(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path, cgroups: bool
+) -> None:
+    """With a terminal, the job's session is inside its PID namespace; the
+    daemon's SIGTERM still reaches it (the cgroup, or relayed by the helper)."""
+    overrides: dict[str, object] = {} if cgroups else {"cgroups": None}
+    daemon = await start_daemon(nursery, pki, tmp_path, **overrides)
+    async with daemon.client() as rund:
+        job_id = await rund.start(
+            sh('trap "echo term; exit 3" TERM; echo ready; while :; do sleep 0.05; done', tty=True)
+        )
+        log = rund.log(job_id)
+        assert (await anext(log)).stdout == b"ready\r\n"
+        status = await rund.stop(job_id, timedelta(seconds=10))
+    assert (status.exit_code.value, status.state) == (3, pb.JOB_STATE_STOPPED)
