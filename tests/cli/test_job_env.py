@@ -61,7 +61,7 @@ def test_env_file_with_a_bom_reads_its_first_line(tmp_path: Path) -> None:
 def test_env_file_name_with_whitespace_is_refused(tmp_path: Path) -> None:
     file = tmp_path / "env"
     file.write_text("MY VAR=1\n")
-    with pytest.raises(ConfigError, match="line 1.*whitespace"):
+    with pytest.raises(ConfigError, match=r"line 1.*whitespace"):
         read_env_file(file, CLIENT_ENV)
 
 
@@ -80,5 +80,5 @@ def test_env_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_env_file_is_refused_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read the env file .*missing"):
+    with pytest.raises(ConfigError, match=r"cannot read the env file .*missing"):
         read_env_file(tmp_path / "missing", CLIENT_ENV)

@@ -4,8 +4,8 @@ daemon over mTLS, with and without namespaces."""
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
