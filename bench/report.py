@@ -39,6 +39,9 @@ FLOOR_NAMES = {
     "pipe_mb_s": "local pipe",
     "ssh_true_ms": "ssh true",
     "ssh_mb_s": "ssh stream",
+    "ssh_key_p50": "ssh -tt p50",
+    "ssh_key_p99": "ssh -tt p99",
+    "ssh_stdin_mb_s": "ssh stdin",
 }
 
 

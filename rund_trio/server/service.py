@@ -108,8 +108,9 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
             async for message in requests:
                 if message.ulid and message.ulid != first.ulid:
                     raise InvalidRequest("an Input stream feeds one job: only its first names it")
-                if message.data:
-                    yield message.data
+                data = message.data  # each access copies the bytes out of the message
+                if data:
+                    yield data
 
         async with aclosing(chunks()) as data:
             written = await self._supervisor.feed(job, data)
