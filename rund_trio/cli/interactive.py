@@ -145,9 +145,9 @@ async def interact(
     terminal: bool,
 ) -> None:
     """Run ``copy_log`` (the job's output to the client's) until the job
-    ended, meanwhile feeding the client's stdin to the job when ``feed`` and,
-    with ``terminal`` and a terminal on the client's stdin, in raw mode with
-    every window size change forwarded. Whatever is still being fed when the
+    ended, meanwhile feeding the client's stdin to the job when ``feed`` (in
+    raw mode with ``terminal`` and a terminal on the client's stdin), and with
+    ``terminal`` forwarding every window size change of the client's terminal. Whatever is still being fed when the
     output ends is abandoned (the job ended); the client's terminal is
     restored on every way out."""
     raw = terminal and feed and stdin_kind() == "tty"
@@ -156,7 +156,7 @@ async def interact(
             async with anyio.create_task_group() as tasks:
                 if feed:
                     tasks.start_soon(_feed, client, job_id)
-                if raw:
+                if terminal and window_size() is not None:
                     tasks.start_soon(_forward_resizes, client, job_id)
                 await copy_log()
                 tasks.cancel_scope.cancel()

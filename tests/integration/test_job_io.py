@@ -253,3 +253,21 @@ async def test_a_graceful_stop_reaches_a_terminal_job_in_its_own_session(
         assert (await anext(log)).stdout == b"ready\r\n"
         status = await rund.stop(job_id, timedelta(seconds=10))
     assert (status.exit_code.value, status.state) == (3, pb.JOB_STATE_STOPPED)
+
+
+async def test_input_naming_no_valid_job_is_invalid_argument(daemon: Daemon) -> None:
+    async with daemon.client() as rund:
+        with pytest.raises(RpcError) as caught:
+            await rund.input("not-a-ulid", chunks(b"x"))
+    assert caught.value.code == "INVALID_ARGUMENT"
+
+
+async def test_input_to_another_clients_job_is_not_found(daemon: Daemon) -> None:
+    async with daemon.client("alice") as alice, daemon.client("bob") as bob:
+        job_id = await alice.start(pb.JobStartRequest(name="cat", stdin=True))
+        with pytest.raises(RpcError) as caught:
+            await bob.input(job_id, chunks(b"x"))
+        with pytest.raises(RpcError) as resized:
+            await bob.resize(job_id, 10, 10)
+        await alice.stop(job_id)
+    assert (caught.value.code, resized.value.code) == ("NOT_FOUND", "NOT_FOUND")
