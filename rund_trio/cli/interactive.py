@@ -147,9 +147,9 @@ async def interact(
     """Run ``copy_log`` (the job's output to the client's) until the job
     ended, meanwhile feeding the client's stdin to the job when ``feed`` (in
     raw mode with ``terminal`` and a terminal on the client's stdin), and with
-    ``terminal`` forwarding every window size change of the client's terminal. Whatever is still being fed when the
-    output ends is abandoned (the job ended); the client's terminal is
-    restored on every way out."""
+    ``terminal`` forwarding every window size change of the client's
+    terminal. Whatever is still being fed when the output ends is abandoned
+    (the job ended); the client's terminal is restored on every way out."""
     raw = terminal and feed and stdin_kind() == "tty"
     with raw_terminal() if raw else contextlib.nullcontext():
         try:
