@@ -36,7 +36,7 @@ from rund_trio.client.channel import (
 )
 from rund_trio.errors import ConnectionFailed, ResourceExhausted, RpcError, sole_exception
 from rund_trio.server.address import parse_address
-from rund_trio.wire.job_log import LogChunk
+from rund_trio.wire.job_log import LogChunk, framed_input_message
 
 
 def _rpc_error(error: RpcFailedError) -> RpcError | ConnectionFailed:
@@ -137,7 +137,7 @@ class RundClient:
                                 await stream.send_message(pb.JobInput(ulid=job_id))
                                 async for data in chunks:
                                     if data:
-                                        await stream.send_message(pb.JobInput(data=data))
+                                        await _send_framed(stream, framed_input_message(data))
                                 await stream.close()
 
                         async def receive() -> None:
@@ -183,6 +183,25 @@ async def _abandon(stream: Any) -> None:
         return
     with contextlib.suppress(h2.exceptions.ProtocolError):
         stream._grpc_connection.reset_stream(stream.stream_id, h2.errors.ErrorCodes.CANCEL)
+        await stream._socket.flush()
+
+
+async def _send_framed(stream: Any, message: bytes) -> None:
+    """Send an encoded gRPC message as purerpc's ``_send`` would, without
+    copying it into purerpc's buffer first: DATA frames as the flow-control
+    window and the daemon's frame size allow, each a view of ``message``."""
+    connection = stream._grpc_connection
+    view = memoryview(message)
+    while view:
+        window = min(
+            connection.flow_control_window(stream.stream_id),
+            connection.h2_connection.max_outbound_frame_size,
+        )
+        if window <= 0:
+            await stream._wait_flow_control_update()
+            continue
+        connection.send_data(stream.stream_id, view[:window])
+        view = view[window:]
         await stream._socket.flush()
 
 
