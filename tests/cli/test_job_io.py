@@ -222,3 +222,29 @@ def test_run_it_ended_by_a_signal_restores_the_terminal(alice: Client, signum: i
     child.expect("ready")
     child.kill(signum)
     assert terminal_mode_after_exit(child) == before
+
+
+def test_attach_feeds_a_terminal_job_started_with_it(alice: Client) -> None:
+    started = alice("start", "-it", "--", "sh", "-c", "echo ready; read line; echo got $line")
+    job_id = started.stdout.decode().strip()
+    argv = alice.argv("attach", job_id)
+    child = pexpect.spawn(
+        argv[0], argv[1:], cwd=str(alice.cwd), env=clean_env(TERM="xterm"), timeout=TIMEOUT
+    )
+    child.expect("ready")  # replayed from the job's start
+    child.sendline("hi")
+    child.expect("got hi")
+    assert finish(child) == 0
+
+
+def test_attach_to_a_job_without_stdin_only_follows_it(alice: Client) -> None:
+    job_id = alice.start("sh", "-c", "echo out; exit 4")
+    result = subprocess.run(
+        alice.argv("attach", job_id),
+        cwd=alice.cwd,
+        env=clean_env(),
+        input=b"ignored",
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
+    assert (result.returncode, result.stdout) == (4, b"out\n")
