@@ -342,10 +342,10 @@ class Supervisor:
                 if record_.running:
                     with trio.move_on_after(KILL_TIMEOUT):
                         self._finish(job, await terminate(process, self._config.shutdown_grace))
+                if stdio is not None:
+                    await stdio.aclose()  # closes fds only: never blocks
                 with trio.move_on_after(KILL_TIMEOUT):
                     await process.aclose()
-                    if stdio is not None:
-                        await stdio.aclose()
                 journal.close()
                 job.exited.set()
                 self._running.release(owner.sans)
