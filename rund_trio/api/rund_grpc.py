@@ -18,6 +18,12 @@ class JobControllerServicer(purerpc.Servicer):
     async def Log(self, input_message):
         raise NotImplementedError()
 
+    async def Input(self, input_messages):
+        raise NotImplementedError()
+
+    async def Resize(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -59,6 +65,24 @@ class JobControllerServicer(purerpc.Servicer):
                 rund__pb2.JobLog,
             )
         )
+        service_obj.add_method(
+            "Input",
+            self.Input,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.STREAM_UNARY,
+                rund__pb2.JobInput,
+                rund__pb2.JobInputReply,
+            )
+        )
+        service_obj.add_method(
+            "Resize",
+            self.Resize,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobResizeRequest,
+                rund__pb2.JobResizeReply,
+            )
+        )
         return service_obj
 
 
@@ -98,5 +122,21 @@ class JobControllerStub:
                 purerpc.Cardinality.UNARY_STREAM,
                 rund__pb2.JobIdentifier,
                 rund__pb2.JobLog,
+            )
+        )
+        self.Input = self._client.get_method_stub(
+            "Input",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.STREAM_UNARY,
+                rund__pb2.JobInput,
+                rund__pb2.JobInputReply,
+            )
+        )
+        self.Resize = self._client.get_method_stub(
+            "Resize",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobResizeRequest,
+                rund__pb2.JobResizeReply,
             )
         )

@@ -177,6 +177,10 @@ class JobStatus(_message.Message):
     IO_WRITE_BYTES_FIELD_NUMBER: _builtins.int
     OUTPUT_ERROR_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
+    WORKING_DIR_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
+    STDIN_OPEN_FIELD_NUMBER: _builtins.int
     stopped: _builtins.bool
     """a Stop request ended the job"""
     killed: _builtins.bool
@@ -209,6 +213,16 @@ class JobStatus(_message.Message):
     """why output stopped being recorded (e.g. disk full)"""
     profile: Global___JobProfile.ValueType
     """the profile the job runs in (never DEFAULT)"""
+    working_dir: _builtins.str
+    """--- how the job was started: its stdio and directory (40-44) ---
+    the directory it started in (in its root fs)
+    """
+    stdin: _builtins.bool
+    """its stdin is a pipe fed by Input (not /dev/null)"""
+    tty: _builtins.bool
+    """its stdin/stdout/stderr are a pseudo-terminal"""
+    stdin_open: _builtins.bool
+    """Input may still feed it (open, job running)"""
     @_builtins.property
     def exit_code(self) -> _wrappers_pb2.UInt32Value:
         """unset while running or when killed"""
@@ -264,10 +278,14 @@ class JobStatus(_message.Message):
         io_write_bytes: _builtins.int = ...,
         output_error: _builtins.str = ...,
         profile: Global___JobProfile.ValueType = ...,
+        working_dir: _builtins.str = ...,
+        stdin: _builtins.bool = ...,
+        tty: _builtins.bool = ...,
+        stdin_open: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "signal", b"signal", "started_at", b"started_at", "system_time", b"system_time", "user_time", b"user_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cpu_throttled_periods", b"cpu_throttled_periods", "cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "io_read_bytes", b"io_read_bytes", "io_write_bytes", b"io_write_bytes", "killed", b"killed", "memory_current", b"memory_current", "memory_peak", b"memory_peak", "name", b"name", "oom_killed", b"oom_killed", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "output_error", b"output_error", "pid", b"pid", "profile", b"profile", "signal", b"signal", "signal_name", b"signal_name", "started_at", b"started_at", "state", b"state", "stopped", b"stopped", "system_time", b"system_time", "user_time", b"user_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cpu_throttled_periods", b"cpu_throttled_periods", "cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "io_read_bytes", b"io_read_bytes", "io_write_bytes", b"io_write_bytes", "killed", b"killed", "memory_current", b"memory_current", "memory_peak", b"memory_peak", "name", b"name", "oom_killed", b"oom_killed", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "output_error", b"output_error", "pid", b"pid", "profile", b"profile", "signal", b"signal", "signal_name", b"signal_name", "started_at", b"started_at", "state", b"state", "stdin", b"stdin", "stdin_open", b"stdin_open", "stopped", b"stopped", "system_time", b"system_time", "tty", b"tty", "user_time", b"user_time", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -289,6 +307,13 @@ class JobStartRequest(_message.Message):
     UID_FIELD_NUMBER: _builtins.int
     GID_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
+    WORKING_DIR_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
+    TTY_ROWS_FIELD_NUMBER: _builtins.int
+    TTY_COLS_FIELD_NUMBER: _builtins.int
+    TTY_TERM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """the command (program) to run"""
     network: Global___JobNetwork.ValueType
@@ -297,6 +322,17 @@ class JobStartRequest(_message.Message):
     """
     profile: Global___JobProfile.ValueType
     """default: the daemon's (--default-profile)"""
+    working_dir: _builtins.str
+    """default "/" (inside the job's root filesystem)"""
+    stdin: _builtins.bool
+    """a stdin pipe fed by Input; else /dev/null"""
+    tty: _builtins.bool
+    """a pseudo-terminal as stdin, stdout and stderr"""
+    tty_rows: _builtins.int
+    """its initial size (0: 24 rows, 80 columns)"""
+    tty_cols: _builtins.int
+    tty_term: _builtins.str
+    """TERM for the job (default "xterm")"""
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """its arguments"""
@@ -333,6 +369,13 @@ class JobStartRequest(_message.Message):
     def gid(self) -> _wrappers_pb2.UInt32Value:
         """and group (default: the uid asked for)"""
 
+    @_builtins.property
+    def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """--- the job's environment, directory, stdin and terminal (20-29) ---
+        Added to the daemon's small default environment (PATH, HOME=/, LANG,
+        RUND_JOB_ID), later entries winning; each "NAME=VALUE".
+        """
+
     def __init__(
         self,
         *,
@@ -348,10 +391,17 @@ class JobStartRequest(_message.Message):
         uid: _wrappers_pb2.UInt32Value | None = ...,
         gid: _wrappers_pb2.UInt32Value | None = ...,
         profile: Global___JobProfile.ValueType = ...,
+        env: _abc.Iterable[_builtins.str] | None = ...,
+        working_dir: _builtins.str = ...,
+        stdin: _builtins.bool = ...,
+        tty: _builtins.bool = ...,
+        tty_rows: _builtins.int = ...,
+        tty_cols: _builtins.int = ...,
+        tty_term: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["gid", b"gid", "max_cpu_bandwidth", b"max_cpu_bandwidth", "max_memory_usage", b"max_memory_usage", "max_rbps", b"max_rbps", "max_riops", b"max_riops", "max_wbps", b"max_wbps", "max_wiops", b"max_wiops", "uid", b"uid"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "gid", b"gid", "max_cpu_bandwidth", b"max_cpu_bandwidth", "max_memory_usage", b"max_memory_usage", "max_rbps", b"max_rbps", "max_riops", b"max_riops", "max_wbps", b"max_wbps", "max_wiops", b"max_wiops", "name", b"name", "network", b"network", "profile", b"profile", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "env", b"env", "gid", b"gid", "max_cpu_bandwidth", b"max_cpu_bandwidth", "max_memory_usage", b"max_memory_usage", "max_rbps", b"max_rbps", "max_riops", b"max_riops", "max_wbps", b"max_wbps", "max_wiops", b"max_wiops", "name", b"name", "network", b"network", "profile", b"profile", "stdin", b"stdin", "tty", b"tty", "tty_cols", b"tty_cols", "tty_rows", b"tty_rows", "tty_term", b"tty_term", "uid", b"uid", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -387,3 +437,87 @@ class JobStopRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobStopRequest: _TypeAlias = JobStopRequest  # noqa: Y015
+
+@_typing.final
+class JobInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ULID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    ulid: _builtins.str
+    """the job; in the first message only"""
+    data: _builtins.bytes
+    """bytes for its stdin, in order"""
+    def __init__(
+        self,
+        *,
+        ulid: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "ulid", b"ulid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobInput: _TypeAlias = JobInput  # noqa: Y015
+
+@_typing.final
+class JobInputReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BYTES_WRITTEN_FIELD_NUMBER: _builtins.int
+    bytes_written: _builtins.int
+    """bytes of this stream written to the job's stdin"""
+    def __init__(
+        self,
+        *,
+        bytes_written: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_written", b"bytes_written"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobInputReply: _TypeAlias = JobInputReply  # noqa: Y015
+
+@_typing.final
+class JobResizeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ULID_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    COLS_FIELD_NUMBER: _builtins.int
+    ulid: _builtins.str
+    rows: _builtins.int
+    cols: _builtins.int
+    def __init__(
+        self,
+        *,
+        ulid: _builtins.str = ...,
+        rows: _builtins.int = ...,
+        cols: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "rows", b"rows", "ulid", b"ulid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobResizeRequest: _TypeAlias = JobResizeRequest  # noqa: Y015
+
+@_typing.final
+class JobResizeReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobResizeReply: _TypeAlias = JobResizeReply  # noqa: Y015

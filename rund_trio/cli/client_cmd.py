@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rund_trio.cli.options import add_tls_options, tls_files
@@ -85,6 +86,7 @@ def add_parser(subparsers: Any) -> None:
         isolation.add_argument(
             "--gid", type=int, default=None, help="run as this group id (default: --uid)"
         )
+        add_job_io_options(parser, name)
         parser.add_argument(
             "command",
             nargs="+",
@@ -112,9 +114,73 @@ def add_parser(subparsers: Any) -> None:
     log.add_argument("job_id", metavar="ID")
     log.set_defaults(handler=run_action, action_fn=_log)
 
+    feed = command_parser(
+        "input", "send this command's stdin to a job started with -i, until end of file"
+    )
+    feed.add_argument("job_id", metavar="ID")
+    feed.set_defaults(handler=run_action, action_fn=_input)
+
+    attach = command_parser(
+        "attach",
+        "follow a job's output from its start and send it this command's stdin (if it was "
+        "started with -i; a terminal in raw mode if with -t); exit with its exit code",
+    )
+    attach.add_argument("job_id", metavar="ID")
+    attach.set_defaults(handler=run_action, action_fn=_attach)
+
+
+def add_job_io_options(parser: argparse.ArgumentParser, action: str) -> None:
+    """-e, --env-file, -w, -i, -t of ``start`` and ``run``."""
+    io = parser.add_argument_group("environment, directory, input")
+    io.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="set a variable in the job's environment; NAME alone takes this shell's value "
+        "(left out if unset). Repeatable. Default environment: PATH, HOME=/, LANG, RUND_JOB_ID",
+    )
+    io.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="read variables from FILE (docker's format: NAME=VALUE or NAME per line, "
+        "# comments); -e entries come after",
+    )
+    io.add_argument(
+        "-w",
+        "--workdir",
+        default="",
+        metavar="DIR",
+        help="the absolute directory the job starts in (default: / , inside its root "
+        "filesystem when it has one)",
+    )
+    io.add_argument(
+        "-i",
+        "--interactive",
+        action="store_true",
+        help="give the job a stdin: "
+        + (
+            "send this command's stdin to it until end of file"
+            if action == "run"
+            else "feed it later with `client input ID` or `client attach ID`"
+        )
+        + " (default: its stdin is /dev/null)",
+    )
+    io.add_argument(
+        "-t",
+        "--tty",
+        action="store_true",
+        help="give the job a pseudo-terminal (usually with -i: -it); its output is "
+        "recorded as stdout",
+    )
+
 
 def run_action(args: argparse.Namespace) -> int:
-    """Run one client action; SIGINT or SIGTERM end it quietly with 128 + signal.
+    """Run one client action; SIGINT, SIGTERM or SIGHUP end it quietly with 128 + signal.
 
     The client runs on asyncio through anyio: a one-shot command starts faster
     without importing trio (the daemon's event loop), and the client library
@@ -137,7 +203,7 @@ def run_action(args: argparse.Namespace) -> int:
     async def main() -> int:
         results: list[int] = []
         errors: list[RundError] = []
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async with anyio.create_task_group() as tasks:
 
                 async def act() -> None:
@@ -183,9 +249,22 @@ def check_text_command(command: list[str]) -> None:
 
 
 def _start_request(args: argparse.Namespace) -> pb.JobStartRequest:
+    import os
+
     from rund_trio.api import rund_pb2 as pb
+    from rund_trio.cli.interactive import window_size
+    from rund_trio.cli.job_env import job_env
 
     request = pb.JobStartRequest(name=args.command[0], args=args.command[1:])
+    request.env.extend(job_env(args.env, args.env_file, os.environ))
+    request.working_dir = args.workdir
+    request.stdin = args.interactive
+    if args.tty:
+        request.tty = True
+        size = window_size()
+        if size is not None:
+            request.tty_rows, request.tty_cols = size
+        request.tty_term = os.environ.get("TERM", "")
     if args.network is not None:
         request.network = {"host": pb.JOB_NETWORK_HOST, "isolated": pb.JOB_NETWORK_ISOLATED}[
             args.network
@@ -217,8 +296,35 @@ def _print_status(status: pb.JobStatus) -> None:
 
 
 async def _start(client: RundClient, args: argparse.Namespace) -> int:
-    print(await client.start(_start_request(args)))
+    from rund_trio.cli.interactive import note_stdin_not_sent
+
+    request = _start_request(args)
+    if not args.interactive:
+        note_stdin_not_sent()
+    print(await client.start(request))
     return 0
+
+
+async def _input(client: RundClient, args: argparse.Namespace) -> int:
+    from rund_trio.cli.interactive import stdin_chunks
+
+    await client.input(args.job_id, stdin_chunks())
+    return 0
+
+
+async def _attach(client: RundClient, args: argparse.Namespace) -> int:
+    from rund_trio.cli.interactive import check_terminal_input, interact
+
+    status = await client.status(args.job_id)
+    check_terminal_input(status.stdin_open, status.tty)
+    await interact(
+        client,
+        args.job_id,
+        lambda: _copy_log(client, args.job_id),
+        feed=status.stdin_open,
+        terminal=status.tty,
+    )
+    return exit_code_of(await client.status(args.job_id))
 
 
 async def _stop(client: RundClient, args: argparse.Namespace) -> int:
@@ -265,12 +371,23 @@ def exit_code_of(status: pb.JobStatus) -> int:
 async def _run(client: RundClient, args: argparse.Namespace) -> int:
     from functools import partial
 
+    from rund_trio.cli.interactive import check_terminal_input, interact, note_stdin_not_sent
     from rund_trio.errors import RpcError
 
-    job_id = await client.start(_start_request(args))
+    check_terminal_input(args.interactive, args.tty)
+    request = _start_request(args)
+    if not args.interactive:
+        note_stdin_not_sent()
+    job_id = await client.start(request)
     args.first_signal.append(partial(client.stop, job_id))  # a second one ends `run` at once
     try:
-        await _copy_log(client, job_id)
+        await interact(
+            client,
+            job_id,
+            lambda: _copy_log(client, job_id),
+            feed=args.interactive,
+            terminal=args.tty,
+        )
     except RpcError as error:
         if error.code != "RESOURCE_EXHAUSTED":
             raise

@@ -233,6 +233,14 @@ def add_parser(subparsers: Any) -> None:
         "(default: %(default)s; 0: no cap, Linux then refuses beyond ~2M)",
     )
     caps.add_argument(
+        "--max-env-bytes",
+        type=parse_size,
+        default="128K",
+        metavar="SIZE",
+        help="largest environment a Start request may add (-e): its entries' bytes and NULs "
+        "(default: %(default)s; 0: no cap)",
+    )
+    caps.add_argument(
         "--max-streams-per-connection",
         type=int,
         default=1024,
@@ -285,6 +293,7 @@ def run(args: argparse.Namespace) -> int:
         max_running_jobs_per_client=args.max_running_jobs_per_client or None,
         max_log_streams_per_client=args.max_log_streams_per_client or None,
         max_argv_bytes=args.max_argv_bytes or None,
+        max_env_bytes=args.max_env_bytes or None,
         isolation=IsolationPolicy(
             namespaces=not args.no_namespaces,
             network=Network(args.network or ("isolated" if args.forbid_host_network else "host")),

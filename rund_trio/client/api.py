@@ -9,15 +9,18 @@ error. The gRPC connection itself is ``rund_trio.rpc.Channel``.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from datetime import timedelta
 
+import anyio
+
 from rund_trio.address import parse_address
 from rund_trio.api import rund_pb2 as pb
+from rund_trio.errors import RpcError, sole_exception
 from rund_trio.rpc import Channel, open_channel
 from rund_trio.rpc._tls import ByteStream
-from rund_trio.wire.job_log import LogChunk
+from rund_trio.wire.job_log import LogChunk, framed_input_message
 
 SERVICE = "rund.JobController"
 
@@ -78,3 +81,53 @@ class RundClient:
         async with aclosing(responses):
             async for chunk in responses:
                 yield chunk
+
+    async def input(self, job_id: str, chunks: AsyncIterable[bytes]) -> int:
+        """Feed ``chunks`` to the job's stdin in order; at their end the job's
+        stdin pipe is closed (a terminal stays open). Returns the bytes the
+        daemon wrote. Each chunk is sent as the HTTP/2 window allows, so a job
+        that does not read holds this back. An answer from the daemon before
+        ``chunks`` ended (an error: no stdin, the job ended) stops the sending
+        at once. If this is cancelled the call is reset and the job's stdin
+        stays open."""
+        call = self._channel.start(SERVICE, "Input", pb.JobInputReply.FromString, wake=False)
+        reply: pb.JobInputReply | None = None
+        try:
+            try:
+                async with anyio.create_task_group() as tasks:
+
+                    async def send() -> None:
+                        # The id at once: a refusal comes back before any input.
+                        await call.send(pb.JobInput(ulid=job_id))
+                        async for data in chunks:
+                            if data:
+                                # Framed by hand: one copy of the payload.
+                                await call.send(framed_input_message(data), framed=True)
+                        call.end()
+
+                    async def receive() -> None:
+                        nonlocal reply
+                        reply = await call.receive()
+                        if reply is None:
+                            raise RpcError("INTERNAL", "the daemon answered OK without a message")
+                        while await call.receive() is not None:  # the status ends it
+                            pass
+                        tasks.cancel_scope.cancel()
+
+                    tasks.start_soon(send)
+                    tasks.start_soon(receive)
+            except BaseExceptionGroup as group:
+                raise sole_exception(group) from None
+        finally:
+            call.abandon()
+        assert reply is not None
+        return reply.bytes_written
+
+    async def resize(self, job_id: str, rows: int, cols: int) -> None:
+        """Set a terminal job's window size (the job gets SIGWINCH)."""
+        await self._channel.unary_unary(
+            SERVICE,
+            "Resize",
+            pb.JobResizeRequest(ulid=job_id, rows=rows, cols=cols),
+            pb.JobResizeReply.FromString,
+        )

@@ -4,8 +4,12 @@ Shape of the task tree::
 
     Supervisor.run                 (nursery: one child per job)
       └─ _run_job                  owns the process, its pipes and its journal
-           ├─ record(stdout)
+           ├─ record(stdout)       (the terminal's master for a job with a tty)
            └─ record(stderr)
+
+A job's stdin (``jobs.stdio``) is fed by the Input RPC's own task; the job task
+owns the pipe or terminal and closes it when the job ends, which ends a feeding
+Input with ``FailedPrecondition``.
 
 A Stop cancels the job's wait scope and the job task itself terminates the tree;
 cancelling ``run`` (daemon shutdown) makes every job task kill and reap its
@@ -19,7 +23,7 @@ import errno
 import logging
 import math
 import shlex
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +44,7 @@ from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
 from rund_trio.jobs.quota import Quota
 from rund_trio.jobs.spec import JobSpec, new_job_id
 from rund_trio.jobs.state import JobRecord, JobSnapshot, OutputCounts, final_usage
+from rund_trio.jobs.stdio import JobStdio, open_stdio
 from rund_trio.jobs.table import JobTable
 from rund_trio.jobs.termination import terminate
 from rund_trio.logs.budget import Reserve
@@ -125,11 +130,16 @@ class Job:
         owner: Identity,
         process: JobProcess,
         journal: JournalFile,
+        stdio: JobStdio | None = None,
+        working_dir: str = "/",
     ) -> None:
         self.record = record
         self.owner = owner
         self.process = process
         self.journal = journal
+        self.stdio = stdio
+        """Its stdin pipe or terminal; None: its stdin is /dev/null."""
+        self.working_dir = working_dir
         self.exited = trio.Event()
         """Set once the job's main process is reaped and its status final."""
         self.done = trio.Event()
@@ -284,23 +294,33 @@ class Supervisor:
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ResourceExhausted(message + str(error.strerror)) from None
             raise FailedPrecondition(message + str(error.strerror)) from None
+        stdio = None
         try:
-            env = {**self._config.job_env, "RUND_JOB_ID": job_id}
-            process = await self._spawner.spawn(
-                ProcessSpec(
-                    argv=spec.argv,
-                    env=env,
-                    job_id=job_id,
-                    limits=spec.limits,
-                    isolation=isolation,
+            stdio, child_ends = open_stdio(spec.stdin, spec.terminal)
+            try:
+                process = await self._spawner.spawn(
+                    ProcessSpec(
+                        argv=spec.argv,
+                        env=job_environment(self._config.job_env, spec, job_id),
+                        cwd=spec.working_dir,
+                        job_id=job_id,
+                        limits=spec.limits,
+                        isolation=isolation,
+                        stdin_fd=child_ends.stdin,
+                        terminal_fd=child_ends.terminal,
+                    )
                 )
-            )
+            finally:
+                child_ends.close()
         except BaseException:
             journal.remove()
+            if stdio is not None:
+                with trio.CancelScope(shield=True):
+                    await stdio.aclose()
             raise
         profile = Profile.CONTAINED if isolation.contained else Profile.HOST
         record_ = JobRecord(job_id, spec.argv, process.program_pid, self._now(), profile=profile)
-        job = Job(record_, owner, process, journal)
+        job = Job(record_, owner, process, journal, stdio, spec.working_dir)
         self._jobs.add(job_id, owner, job)
         log.info(
             "job %s started by %s (%s): pid %d, %s",
@@ -314,7 +334,9 @@ class Supervisor:
         try:
             task_status.started(job)
             async with trio.open_nursery() as pipes:
-                pipes.start_soon(record, process.stdout, Stream.STDOUT, journal)
+                terminal = stdio.terminal if stdio is not None else None
+                stdout = process.stdout if terminal is None else terminal
+                pipes.start_soon(record, stdout, Stream.STDOUT, journal)
                 pipes.start_soon(record, process.stderr, Stream.STDERR, journal)
                 exit_status = await self._wait_or_stop(job)
                 self._finish(job, exit_status)
@@ -326,12 +348,36 @@ class Supervisor:
                 if record_.running:
                     with trio.move_on_after(KILL_TIMEOUT):
                         self._finish(job, await terminate(process, self._config.shutdown_grace))
+                if stdio is not None:
+                    await stdio.aclose()  # closes fds only: never blocks
                 with trio.move_on_after(KILL_TIMEOUT):
                     await process.aclose()
                 journal.close()
                 job.exited.set()
                 self._running.release(owner.sans)
                 job.done.set()
+
+    async def feed(self, job: Job, chunks: AsyncIterable[bytes]) -> int:
+        """Write ``chunks`` into ``job``'s stdin (``JobStdio.feed``); the bytes
+        written. ``FailedPrecondition`` for a job without stdin or one that ended."""
+        if job.stdio is None or not job.stdio.feedable:
+            raise FailedPrecondition(
+                f"job {job.job_id} was started without stdin (its stdin is /dev/null): "
+                "start it with -i to feed it"
+            )
+        if not job.record.running:
+            raise FailedPrecondition(f"job {job.job_id} has ended: its stdin is closed")
+        return await job.stdio.feed(chunks)
+
+    def resize(self, job: Job, rows: int, cols: int) -> None:
+        """Set ``job``'s terminal window; ``FailedPrecondition`` for a job
+        without a terminal or one that ended."""
+        terminal = job.stdio.terminal if job.stdio is not None else None
+        if terminal is None:
+            raise FailedPrecondition(f"job {job.job_id} has no terminal (start it with -t)")
+        if not job.record.running:
+            raise FailedPrecondition(f"job {job.job_id} has ended: its terminal is closed")
+        terminal.resize(rows, cols)
 
     async def _wait_or_stop(self, job: Job) -> ExitStatus:
         with job.wait_scope:
@@ -348,3 +394,15 @@ class Supervisor:
         )
         log.info("job %s %s: %s", job.job_id, job.record.state.value, how)
         job.exited.set()
+
+
+def job_environment(defaults: Mapping[str, str], spec: JobSpec, job_id: str) -> dict[str, str]:
+    """A job's environment: the daemon's defaults, ``TERM`` for a terminal,
+    the request's entries (later ones winning), then ``RUND_JOB_ID``. Nothing
+    of the daemon's or the client's own environment."""
+    env = dict(defaults)
+    if spec.terminal is not None:
+        env["TERM"] = spec.terminal.term
+    env.update(spec.env)
+    env["RUND_JOB_ID"] = job_id
+    return env

@@ -131,14 +131,18 @@ class Call(Generic[T]):
     def done(self) -> bool:
         return self.status is not None or self._lost is not None
 
-    async def send(self, message: Any) -> None:
-        """Send one request message; returns once it reached the connection.
+    async def send(self, message: Any, *, framed: bool = False) -> None:
+        """Send one request message; returns once it reached the connection,
+        so a peer that does not read holds the sender back (flow control).
+        ``framed``: ``message`` is bytes already carrying the 5-byte gRPC
+        prefix, sent as they are without another copy.
 
         **Cancellation:** the message may have been partly sent: abandon the call."""
         if self.done:
             return  # answered already: receive() says how
         channel = self._channel
-        channel.core.send_message(self.stream_id, message.SerializeToString())
+        data = message if framed else message.SerializeToString()
+        channel.core.send_message(self.stream_id, data, framed=framed)
         channel.wake()
         await channel.drained(self.stream_id)
 

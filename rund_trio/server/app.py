@@ -17,15 +17,14 @@ from rund_trio.address import parse_address
 from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
 from rund_trio.errors import ConfigError
 from rund_trio.isolation.spec import Isolation
-from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
-from rund_trio.jobs.spec import MAX_ARGV_BYTES
+from rund_trio.jobs.isolation_policy import IsolationPolicy
+from rund_trio.jobs.spec import MAX_ARGV_BYTES, MAX_ENV_BYTES
 from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.logs.budget import Reserve
 from rund_trio.logs.state_dir import state_directory
 from rund_trio.process.base import Spawner
 from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
-from rund_trio.process.posix import PosixSpawner
 from rund_trio.rpc import GrpcServer, TransportConfig
 from rund_trio.server.calls import NullObserver, Observer
 from rund_trio.server.service import JobControllerService
@@ -57,6 +56,8 @@ class ServeConfig:
     max_log_streams_per_client: int | None = 256
     max_argv_bytes: int | None = MAX_ARGV_BYTES
     """Bytes of a job's command line (arguments and their NULs); None: no cap."""
+    max_env_bytes: int | None = MAX_ENV_BYTES
+    """Bytes of the environment a Start request adds (entries and their NULs); None: no cap."""
 
 
 @dataclass(frozen=True)
@@ -125,18 +126,12 @@ def warn_if_jobs_cannot_be_contained() -> None:
 async def job_spawner(
     isolation: IsolationPolicy, tree: CgroupTree | None
 ) -> AsyncIterator[Spawner]:
-    """The cheapest spawner that can contain jobs as configured: plain
-    ``posix_spawn`` when there is nothing to set up before the program runs,
-    the ``execute`` fork server otherwise; wrapped to give each job its own
-    cgroup where the host has a usable cgroup v2 hierarchy. The fork server is
-    stopped on exit (the jobs it started are the daemon's own children)."""
+    """The ``execute`` fork server (every job has at least a working
+    directory to enter before its program runs, which ``posix_spawn`` cannot
+    do on Python 3.11), wrapped to give each job its own cgroup where the host
+    has a usable cgroup v2 hierarchy. The fork server is stopped on exit (the
+    jobs it started are the daemon's own children)."""
     cgrouped = tree is not None and tree.enabled
-    # Only host jobs without namespaces need nothing set up: a contained job
-    # has its capabilities and seccomp filter applied by the fork server's child.
-    nothing_to_set_up = IsolationPolicy(namespaces=False, default_profile=Profile.HOST)
-    if isolation == nothing_to_set_up and not cgrouped:
-        yield PosixSpawner()
-        return
     fork_server = ForkServerSpawner(Isolation.none())
     try:
         yield CgroupSpawner(fork_server, tree) if tree is not None and cgrouped else fork_server
@@ -232,6 +227,7 @@ async def serve_on(
                 supervisor,
                 max_log_streams_per_client=config.max_log_streams_per_client,
                 max_argv_bytes=config.max_argv_bytes,
+                max_env_bytes=config.max_env_bytes,
             )
             server = GrpcServer(
                 [service.service], ssl_context, config.transport, observer or NullObserver()

@@ -10,6 +10,7 @@ from rund_trio.cgroups.limits import Limits
 from rund_trio.errors import InvalidRequest
 from rund_trio.jobs.isolation_policy import IsolationRequest, Network, Profile
 from rund_trio.jobs.state import JobSnapshot, JobState
+from rund_trio.jobs.supervisor import Job
 
 MAX_GRACE_SECONDS = 3600.0
 
@@ -125,4 +126,14 @@ def status_to_proto(snapshot: JobSnapshot) -> pb.JobStatus:
         ended = Timestamp()
         ended.FromDatetime(snapshot.ended_at)
         status.ended_at.CopyFrom(ended)
+    return status
+
+
+def stdio_to_proto(job: Job, status: pb.JobStatus) -> pb.JobStatus:
+    """``status`` with how ``job`` was started: its directory, stdin and terminal."""
+    stdio = job.stdio
+    status.working_dir = job.working_dir
+    status.stdin = stdio is not None and stdio.feedable
+    status.tty = stdio is not None and stdio.terminal is not None
+    status.stdin_open = stdio is not None and stdio.open and job.record.running
     return status

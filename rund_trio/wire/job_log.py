@@ -1,4 +1,4 @@
-"""``JobLog`` messages encoded and decoded by hand.
+"""``JobLog`` messages encoded and decoded by hand (and ``JobInput`` encoded).
 
 A Log stream is almost all payload. protobuf would copy each chunk into a
 message and again when serializing it, and the gRPC layer once more to prefix it;
@@ -42,6 +42,18 @@ def framed_log_message(piece: Piece) -> FramedMessage:
     field = _TAGS[piece.stream] + _varint(len(piece.data))
     length = len(field) + len(piece.data)
     return FramedMessage(b"".join((_GRPC_PREFIX.pack(0, length), field, piece.data)))
+
+
+# JobInput: ulid = 1 (string), data = 2 (bytes)
+_INPUT_DATA_TAG = b"\x12"
+
+
+def framed_input_message(data: bytes) -> bytes:
+    """The gRPC message carrying ``pb.JobInput(data=data)``, with one copy of
+    ``data`` (protobuf and a generic gRPC send would make four): the client's Input is
+    almost all payload, like a Log stream."""
+    field = _INPUT_DATA_TAG + _varint(len(data))
+    return b"".join((_GRPC_PREFIX.pack(0, len(field) + len(data)), field, data))
 
 
 class LogChunk:

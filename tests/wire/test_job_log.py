@@ -9,7 +9,7 @@ from google.protobuf.message import DecodeError
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.logs.journal import Piece, Stream
-from rund_trio.wire.job_log import LogChunk, framed_log_message
+from rund_trio.wire.job_log import LogChunk, framed_input_message, framed_log_message
 
 
 def grpc_framed(message: pb.JobLog) -> bytes:
@@ -69,3 +69,10 @@ def test_a_truncated_chunk_is_refused_as_protobuf_refuses_it() -> None:
     data = pb.JobLog(stdout=b"out").SerializeToString()[:-1]
     with pytest.raises(DecodeError):
         LogChunk().ParseFromString(data)
+
+
+@pytest.mark.parametrize("size", [1, 127, 128, 16383, 16384, 1024 * 1024])
+def test_input_data_is_framed_as_protobuf_and_grpc_frame_it(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    body = pb.JobInput(data=data).SerializeToString()
+    assert framed_input_message(data) == struct.pack(">BI", 0, len(body)) + body
