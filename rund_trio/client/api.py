@@ -100,6 +100,8 @@ class RundClient:
                         # The id at once: a refusal comes back before any input.
                         await call.send(pb.JobInput(ulid=job_id))
                         async for data in chunks:
+                            if call.done:
+                                break  # answered: receive() says how
                             if data:
                                 # Framed by hand: one copy of the payload.
                                 await call.send(framed_input_message(data), framed=True)

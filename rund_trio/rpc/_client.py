@@ -139,7 +139,10 @@ class Call(Generic[T]):
 
         **Cancellation:** the message may have been partly sent: abandon the call."""
         if self.done:
-            return  # answered already: receive() says how
+            # Answered already: receive() says how. Still a checkpoint, so a
+            # sender looping over this is cancellable.
+            await anyio.lowlevel.checkpoint()
+            return
         channel = self._channel
         data = message if framed else message.SerializeToString()
         channel.core.send_message(self.stream_id, data, framed=framed)
