@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rund_trio.cli.log_options import add_log_options
 from rund_trio.cli.options import add_tls_options, tls_files
 from rund_trio.cli.sizes import parse_size
 
@@ -102,8 +103,13 @@ def add_parser(subparsers: Any) -> None:
     status.add_argument("job_id", metavar="ID")
     status.set_defaults(handler=run_action, action_fn=_status)
 
-    log = command_parser("log", "write a job's output from the start until it ends")
+    log = command_parser(
+        "log",
+        "write a job's output (stdout and stderr, in the order the daemon read them) "
+        "from the start until it ends",
+    )
     log.add_argument("job_id", metavar="ID")
+    add_log_options(log)
     log.set_defaults(handler=run_action, action_fn=_log)
 
 
@@ -219,22 +225,23 @@ async def _status(client: RundClient, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _copy_log(client: RundClient, job_id: str) -> None:
+async def _copy_log(client: RundClient, job_id: str, **options: Any) -> None:
+    from rund_trio.cli.log_options import copy_log
     from rund_trio.wire.heap import keep_stream_buffers_in_heap
 
     keep_stream_buffers_in_heap()
-    stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
-    async for chunk in client.log(job_id):
-        if chunk.stdout:
-            stdout.write(chunk.stdout)
-            stdout.flush()
-        if chunk.stderr:
-            stderr.write(chunk.stderr)
-            stderr.flush()
+    await copy_log(client, job_id, sys.stdout.buffer, sys.stderr.buffer, **options)
 
 
 async def _log(client: RundClient, args: argparse.Namespace) -> int:
-    await _copy_log(client, args.job_id)
+    await _copy_log(
+        client,
+        args.job_id,
+        follow=args.follow,
+        tail_lines=args.tail,
+        since=args.since,
+        timestamps=args.timestamps,
+    )
     return 0
 
 

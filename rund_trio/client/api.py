@@ -11,7 +11,7 @@ import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -98,14 +98,30 @@ class RundClient:
         status: pb.JobStatus = await self._call(self._stub.Status, pb.JobIdentifier(ulid=job_id))
         return status
 
-    async def log(self, job_id: str) -> AsyncIterator[LogChunk]:
-        """The job's output from the beginning until it ended, as chunks with
-        ``stdout`` and ``stderr`` bytes (like ``pb.JobLog``)."""
+    async def log(
+        self,
+        job_id: str,
+        *,
+        follow: bool = True,
+        tail_lines: int | None = None,
+        since: datetime | None = None,
+        timestamps: bool = False,
+    ) -> AsyncIterator[LogChunk]:
+        """The job's output as chunks with ``stdout`` and ``stderr`` bytes (like
+        ``pb.JobLog``), in the order the daemon read it: by default from the
+        beginning until the job's output ended. ``follow=False``: only what is
+        recorded now; ``tail_lines``: from the last N lines; ``since``: what was
+        recorded from then on; ``timestamps``: each chunk with ``recorded_at``."""
+        request = pb.JobLogRequest(ulid=job_id, no_follow=not follow, timestamps=timestamps)
+        if tail_lines is not None:
+            request.tail_lines.value = tail_lines
+        if since is not None:
+            request.since.FromDatetime(since)
         try:
             # Log responses are decoded by hand (see rund_trio.wire.job_log).
-            stream = await self._client.rpc("Log", pb.JobIdentifier, LogChunk)
+            stream = await self._client.rpc("Log", pb.JobLogRequest, LogChunk)
             try:
-                await send_single_message_client(stream, pb.JobIdentifier(ulid=job_id))
+                await send_single_message_client(stream, request)
                 async for chunk in stream_to_async_iterator(stream):
                     yield chunk
             finally:

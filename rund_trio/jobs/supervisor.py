@@ -4,8 +4,7 @@ Shape of the task tree::
 
     Supervisor.run                 (nursery: one child per job)
       └─ _run_job                  owns the process, its pipes and its journal
-           ├─ record(stdout)
-           └─ record(stderr)
+           └─ record_streams(stdout, stderr)
 
 A Stop cancels the job's wait scope and the job task itself terminates the tree;
 cancelling ``run`` (daemon shutdown) makes every job task kill and reap its
@@ -44,10 +43,11 @@ from rund_trio.jobs.table import JobTable
 from rund_trio.jobs.termination import terminate
 from rund_trio.logs.budget import Reserve
 from rund_trio.logs.disk import StateDisk
-from rund_trio.logs.follower import follow
+from rund_trio.logs.follower import follow_query
 from rund_trio.logs.journal import Piece, Stream
 from rund_trio.logs.journal_file import JournalFile
-from rund_trio.logs.recorder import record
+from rund_trio.logs.query import WHOLE_LOG, LogQuery
+from rund_trio.logs.recorder import record_streams
 from rund_trio.logs.state_dir import journal_path
 from rund_trio.process.base import ExitStatus, JobProcess, ProcessSpec, ResourceUsage, Spawner
 from rund_trio.tls.identity import Identity
@@ -262,10 +262,10 @@ class Supervisor:
         await job.done.wait()
         return job.snapshot()
 
-    def follow(self, job: Job) -> AsyncGenerator[Piece, None]:
-        """The job's output from its first byte, then live, until it ended and
-        everything was read."""
-        return follow(job.journal)
+    def follow(self, job: Job, query: LogQuery = WHOLE_LOG) -> AsyncGenerator[Piece, None]:
+        """The job's output that ``query`` asks for (by default from its first
+        byte, then live, until it ended and everything was read)."""
+        return follow_query(job.journal, query)
 
     async def _run_job(
         self,
@@ -308,8 +308,11 @@ class Supervisor:
         try:
             task_status.started(job)
             async with trio.open_nursery() as pipes:
-                pipes.start_soon(record, process.stdout, Stream.STDOUT, journal)
-                pipes.start_soon(record, process.stderr, Stream.STDERR, journal)
+                pipes.start_soon(
+                    record_streams,
+                    {Stream.STDOUT: process.stdout, Stream.STDERR: process.stderr},
+                    journal,
+                )
                 exit_status = await self._wait_or_stop(job)
                 self._finish(job, exit_status)
                 # Its tree is dead; collect what is still in the pipes, but do not
