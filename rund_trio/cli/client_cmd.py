@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rund_trio.cli.log_options import add_log_options
-from rund_trio.cli.options import add_tls_options, tls_files
 from rund_trio.cli.sizes import parse_size
+from rund_trio.cli.tls_discovery import add_client_tls_options
 
 if TYPE_CHECKING:
     from rund_trio.api import rund_pb2 as pb
@@ -47,12 +47,7 @@ def add_parser(subparsers: Any) -> None:
         default=os.environ.get("RUND_ADDR", "localhost:8000"),
         help="daemon address host:port (default: %(default)s; env RUND_ADDR)",
     )
-    add_tls_options(
-        group,
-        cert="tls/client.pem",
-        key="tls/client-key.pem",
-        env_prefix="RUND_",
-    )
+    add_client_tls_options(group)
 
     def command_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = actions.add_parser(
@@ -123,12 +118,15 @@ def run_action(args: argparse.Namespace) -> int:
 
     import anyio
 
+    from rund_trio.cli.tls_discovery import client_tls
     from rund_trio.client.api import RundClient
+    from rund_trio.client.diagnose import Diagnosed
     from rund_trio.errors import RundError
 
     if getattr(args, "command", None):
         check_text_command(args.command)
-    ssl_context = tls_files(args).client_context()
+    tls = client_tls(args)
+    ssl_context = tls.files.client_context()
 
     async def main() -> int:
         results: list[int] = []
@@ -150,7 +148,7 @@ def run_action(args: argparse.Namespace) -> int:
                     tasks.cancel_scope.cancel()
                     break
         if errors:
-            raise errors[0]
+            raise tls.explain(errors[0]) if isinstance(errors[0], Diagnosed) else errors[0]
         return results[0]
 
     return anyio.run(main, backend="asyncio")

@@ -28,22 +28,18 @@ from purerpc.wrappers import (
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.api.rund_grpc import JobControllerStub
-from rund_trio.client.channel import (
-    CONNECTION_LOST,
-    Channel,
-    describe_connection_error,
-    open_channel,
-)
+from rund_trio.client.channel import CONNECTION_LOST, Channel, open_channel
+from rund_trio.client.diagnose import Diagnosed, check_dial_address, diagnose_connect
 from rund_trio.errors import ConnectionFailed, ResourceExhausted, RpcError
 from rund_trio.server.address import parse_address
 from rund_trio.wire.job_log import LogChunk
 
 
-def _rpc_error(error: RpcFailedError) -> RpcError | ConnectionFailed:
+def _rpc_error(error: RpcFailedError, channel: Channel) -> RpcError | ConnectionFailed:
     status = error.status
     message = status.status_message or ""
     if status.status_code.name == "UNAVAILABLE" and message.startswith(CONNECTION_LOST):
-        return ConnectionFailed(message)
+        return channel.lost()
     return RpcError(status.status_code.name, message)
 
 
@@ -52,6 +48,7 @@ class RundClient:
 
     def __init__(self, stub: JobControllerStub, channel: Channel) -> None:
         self._stub = stub
+        self._channel = channel
         # Log responses decoded by hand (see rund_trio.wire.job_log)
         self._client = purerpc.Client("rund.JobController", channel)
 
@@ -62,24 +59,14 @@ class RundClient:
 
         The connection is closed when the block exits, whatever happens in it.
         """
+        check_dial_address(addr)
         host, port = parse_address(addr, default_host="localhost")
         assert host is not None
         async with AsyncExitStack() as stack:
             try:
                 channel = await stack.enter_async_context(open_channel(host, port, ssl_context))
-            except ssl.SSLCertVerificationError as error:
-                raise ConnectionFailed(
-                    f"cannot connect to {addr}: {error.verify_message}"
-                ) from None
-            except anyio.EndOfStream:
-                raise ConnectionFailed(
-                    f"cannot connect to {addr}: the daemon closed the connection during the "
-                    "TLS handshake (it accepts TLS 1.3 clients with a certificate from its CA)"
-                ) from None
-            except (OSError, ssl.SSLError, anyio.BrokenResourceError) as error:
-                raise ConnectionFailed(
-                    f"cannot connect to {addr}: {describe_connection_error(error)}"
-                ) from None
+            except (OSError, ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
+                raise Diagnosed(diagnose_connect(error, addr, host)) from None
             yield cls(JobControllerStub(channel), channel)
 
     async def start(self, request: pb.JobStartRequest) -> str:
@@ -129,9 +116,9 @@ class RundClient:
         except h2.exceptions.TooManyStreamsError:
             raise _too_many_calls() from None
         except RpcFailedError as error:
-            raise _rpc_error(error) from None
+            raise _rpc_error(error, self._channel) from None
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
-            raise ConnectionFailed(f"connection lost: {describe_connection_error(error)}") from None
+            raise self._channel.lost(error) from None
 
     async def _call(self, method: Any, request: Message) -> Any:
         try:
@@ -139,9 +126,9 @@ class RundClient:
         except h2.exceptions.TooManyStreamsError:
             raise _too_many_calls() from None
         except RpcFailedError as error:
-            raise _rpc_error(error) from None
+            raise _rpc_error(error, self._channel) from None
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
-            raise ConnectionFailed(f"connection lost: {describe_connection_error(error)}") from None
+            raise self._channel.lost(error) from None
 
 
 async def _abandon(stream: Any) -> None:

@@ -16,7 +16,6 @@ purerpc 0.8's ``secure_channel`` has two gaps this module closes:
 
 from __future__ import annotations
 
-import os
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,12 +26,14 @@ import anyio
 import anyio.abc
 import h2.events
 import h2.exceptions
+from anyio.streams.tls import TLSAttribute
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
 from purerpc.grpc_socket import GRPCStreamState
 from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.events import ResponseEnded, WindowUpdated
 from purerpc.grpclib.status import Status, StatusCode
 
+from rund_trio.client.diagnose import Diagnosed, diagnose_lost, diagnose_not_grpc
 from rund_trio.errors import sole_exception
 from rund_trio.wire.http2 import GrpcConnection
 from rund_trio.wire.tls import TlsStream
@@ -59,33 +60,39 @@ class _ClientStream(GRPCProtoStream):  # type: ignore[misc]
 class _ClientSocket(GRPCProtoSocket):  # type: ignore[misc]
     StreamClass = _ClientStream
 
-    def __init__(self, config: GRPCConfiguration, stream: anyio.abc.ByteStream) -> None:
+    def __init__(self, config: GRPCConfiguration, stream: anyio.abc.ByteStream, addr: str) -> None:
         super().__init__(config, stream)
         connection = _ClientConnection(config=config)
         self._grpc_connection = connection
         self._socket._grpc_connection = connection
-        self._end_reason = (
-            "the daemon closed the connection (at once, it means the daemon refused this "
-            "client's certificate: check --cert and --key against the daemon's --ca)"
-        )
+        self.addr = addr
+        self.answered = False
+        """The daemon sent something on this connection (its HTTP/2 settings)."""
+        self.end_error: BaseException | None = None
         receive = self._socket.recv
 
         async def recv(size: int) -> bytes:
             try:
                 data: bytes = await receive(size)
             except anyio.BrokenResourceError as error:
-                self._end_reason = describe_connection_error(error)
+                self.end_error = error
                 raise
+            self.answered = self.answered or bool(data)
             return data
 
         self._socket.recv = recv
+
+    def lost(self, error: BaseException | None = None) -> Diagnosed:
+        """Why this connection ended, as the error to raise."""
+        return Diagnosed(diagnose_lost(error or self.end_error, self.addr, answered=self.answered))
 
     async def _reader_thread(self) -> None:
         try:
             await super()._reader_thread()
         finally:
             status = Status(
-                StatusCode.UNAVAILABLE, status_message=f"{CONNECTION_LOST}: {self._end_reason}"
+                StatusCode.UNAVAILABLE,
+                status_message=f"{CONNECTION_LOST}: {self.lost().diagnosis.message}",
             )
             for stream_id, stream in list(self._streams.items()):
                 if stream.state in (GRPCStreamState.OPEN, GRPCStreamState.HALF_CLOSED_LOCAL):
@@ -97,6 +104,11 @@ class Channel:
     _grpc_socket: Any
     _host: str
     _port: int
+
+    def lost(self, error: BaseException | None = None) -> Diagnosed:
+        """Why the connection ended (``error``: what a call raised), as the error to raise."""
+        lost: Diagnosed = self._grpc_socket.lost(error)
+        return lost
 
 
 @asynccontextmanager
@@ -114,24 +126,14 @@ async def open_channel(host: str, port: int, ssl_context: ssl.SSLContext) -> Asy
     except BaseException:
         await anyio.aclose_forcefully(tcp)
         raise
+    addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if stream.extra(TLSAttribute.alpn_protocol, None) != "h2":
+        await anyio.aclose_forcefully(stream)
+        raise Diagnosed(diagnose_not_grpc(addr))
+    config = GRPCConfiguration(client_side=True)
     try:
-        async with stream, _ClientSocket(GRPCConfiguration(client_side=True), stream) as grpc:
+        async with stream, _ClientSocket(config, stream, addr) as grpc:
             yield Channel(grpc, host, port)
     except BaseExceptionGroup as group:
         # purerpc's task groups wrap whatever the caller's block raised.
         raise sole_exception(group) from None
-
-
-def describe_connection_error(error: BaseException) -> str:
-    """A short human reason for a connection error: the TLS alert, the OS
-    error, or the error itself."""
-    if isinstance(error, ssl.SSLError):
-        return str(error.reason or error).lower().replace("_", " ")
-    if isinstance(error, OSError) and error.errno:
-        return os.strerror(error.errno)  # asyncio words it "Connect call failed (...)"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    cause = error.__cause__ or error.__context__
-    if cause is not None and cause is not error:
-        return describe_connection_error(cause)
-    return str(error) or type(error).__name__

@@ -103,5 +103,6 @@ def state_directory(path: Path | None) -> Iterator[Path]:
                 f"{error.strerror}"
             ) from None
         if stale:
-            log.warning("removed %d job output files left by an earlier daemon", len(stale))
+            jobs = sum(1 for name in stale if name.endswith(JOURNAL_SUFFIX))
+            log.warning("removed %d job output files left by an earlier daemon", jobs)
         yield path
