@@ -26,6 +26,7 @@ from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
 from rund_trio.process.posix import PosixSpawner
 from rund_trio.server.address import parse_address
+from rund_trio.server.host_support import Requested, check_host_support
 from rund_trio.server.service import JobControllerService
 from rund_trio.server.transport import GrpcServer, TransportConfig
 from rund_trio.tls.context import TlsFiles
@@ -56,6 +57,9 @@ class ServeConfig:
     max_log_streams_per_client: int | None = 256
     max_argv_bytes: int | None = MAX_ARGV_BYTES
     """Bytes of a job's command line (arguments and their NULs); None: no cap."""
+    requested: Requested = field(default_factory=Requested)
+    """Options the operator gave explicitly: start-up fails if the host cannot
+    honour one of them (``host_support``)."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,8 @@ async def serve(
         job_cgroups(config.cgroups) as tree,
         job_spawner(config.isolation, tree) as spawner,
     ):
+        for warning in check_host_support(config.requested, config.cgroups, tree, config.isolation):
+            log.warning("%s", warning)
         with state_directory(config.state_dir) as state_dir:
             isolation = hide_daemon_files(config.isolation, state_dir, config.tls.key)
             supervisor = Supervisor(
@@ -200,7 +206,9 @@ async def serve(
             async with trio.open_nursery() as nursery:
                 await nursery.start(supervisor.run)
                 nursery.start_soon(server.serve, listener)
-                if tree is not None:
-                    log.info("%s", tree.describe())
+                for warning in warnings:  # once start-up can no longer fail
+                    log.warning("%s", warning)
+                if tree is not None and tree.enabled and not tree.reasons:
+                    log.info("%s", tree.describe())  # what is missing is in a warning
                 log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
                 task_status.started(RunningDaemon(addresses, supervisor, server, state_dir))
