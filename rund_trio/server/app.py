@@ -178,8 +178,7 @@ async def serve(
         job_cgroups(config.cgroups) as tree,
         job_spawner(config.isolation, tree) as spawner,
     ):
-        for warning in check_host_support(config.requested, config.cgroups, tree, config.isolation):
-            log.warning("%s", warning)
+        warnings = check_host_support(config.requested, config.cgroups, tree, config.isolation)
         with state_directory(config.state_dir) as state_dir:
             isolation = hide_daemon_files(config.isolation, state_dir, config.tls.key)
             supervisor = Supervisor(
