@@ -1,8 +1,8 @@
 """Draining a job's output pipes into its journal.
 
 How exact the order of stdout and stderr is: both pipes of a job are drained
-by one task. Each drain asks the kernel which pipes hold data (one
-``epoll_wait``) and then takes one piece from each of them, stdout first. So
+together, never concurrently. Each drain asks the kernel which pipes hold
+data (one ``poll``) and then takes one piece from each of them, stdout first. So
 
 * pieces read in different drains are in the order the job wrote them, except
   that a piece holds everything its pipe had when it was read: output written
@@ -65,35 +65,53 @@ Log subscriber sends per turn, so a job is not slowed by its own subscribers."""
 
 
 async def _splice_all(pipes: Mapping[Stream, int], journal: JournalFile) -> None:
-    open_pipes = dict(sorted(pipes.items()))  # stdout first
-    if len(open_pipes) == 1:
-        ((stream, pipe),) = open_pipes.items()
+    if len(pipes) == 1:
+        ((stream, pipe),) = pipes.items()
         await _splice_one(stream, pipe, journal)
         return
-    streams = {pipe: stream for stream, pipe in open_pipes.items()}
-    with select.epoll() as poller:
-        for pipe in streams:
-            poller.register(pipe, select.EPOLLIN)
+    drain = _Drain(pipes, journal)
+    async with trio.open_nursery() as nursery:
+        for pipe in pipes.values():
+            nursery.start_soon(drain.wait_and_drain, pipe)
+
+
+class _Drain:
+    """Both pipes of a job, drained together in the order the module docstring
+    describes. One task waits on each pipe (trio lets only one task wait on a
+    descriptor); whichever wakes drains both, without a checkpoint, so drains
+    never interleave. ``poll(2)`` on both pipes says which hold data: no
+    descriptor of its own, unlike an epoll set."""
+
+    def __init__(self, pipes: Mapping[Stream, int], journal: JournalFile) -> None:
+        self._open = dict(sorted(pipes.items()))  # stdout first
+        self._journal = journal
+        self._poller = select.poll()
+        for pipe in self._open.values():
+            self._poller.register(pipe, select.POLLIN)
+
+    async def wait_and_drain(self, pipe: int) -> None:
+        while pipe in self._open.values():
+            await trio.lowlevel.wait_readable(pipe)
+            self._drain()
+
+    def _drain(self) -> None:
+        """Drains until no pipe holds data or ``DRAIN_PER_TURN`` bytes were taken."""
         taken = 0
-        while streams:
-            ready = sorted(streams[pipe] for pipe, _ in poller.poll(0) if pipe in streams)
-            if not ready:
-                taken = 0
-                await trio.lowlevel.wait_readable(poller.fileno())
-                continue
-            for stream in ready:
-                pipe = open_pipes[stream]
+        while self._open and taken < DRAIN_PER_TURN:
+            ready = {fd for fd, _ in self._poller.poll(0)}
+            streams = [stream for stream, pipe in self._open.items() if pipe in ready]
+            if not streams:
+                return
+            for stream in streams:
+                pipe = self._open[stream]
                 try:
-                    moved = journal.append_from_pipe(stream, pipe)
+                    moved = self._journal.append_from_pipe(stream, pipe)
                 except BlockingIOError:
                     continue
                 if not moved:  # its end: the writers are gone
-                    poller.unregister(pipe)
-                    del streams[pipe]
+                    self._poller.unregister(pipe)
+                    del self._open[stream]
                 taken += moved
-            if taken >= DRAIN_PER_TURN:
-                taken = 0
-                await trio.lowlevel.checkpoint()
 
 
 async def _splice_one(stream: Stream, pipe: int, journal: JournalFile) -> None:
