@@ -61,7 +61,7 @@ class JobControllerServicer(purerpc.Servicer):
             self.Log,
             purerpc.RPCSignature(
                 purerpc.Cardinality.UNARY_STREAM,
-                rund__pb2.JobIdentifier,
+                rund__pb2.JobLogRequest,
                 rund__pb2.JobLog,
             )
         )
@@ -120,7 +120,7 @@ class JobControllerStub:
             "Log",
             purerpc.RPCSignature(
                 purerpc.Cardinality.UNARY_STREAM,
-                rund__pb2.JobIdentifier,
+                rund__pb2.JobLogRequest,
                 rund__pb2.JobLog,
             )
         )

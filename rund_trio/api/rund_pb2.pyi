@@ -133,21 +133,77 @@ class JobLog(_message.Message):
 
     STDOUT_FIELD_NUMBER: _builtins.int
     STDERR_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
     stdout: _builtins.bytes
     stderr: _builtins.bytes
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """--- rund-trio extensions ---
+        When the daemon read this chunk from the job's pipe; set only when the
+        request asked for timestamps (each chunk is then one piece as read).
+        """
+
     def __init__(
         self,
         *,
         stdout: _builtins.bytes = ...,
         stderr: _builtins.bytes = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["stderr", b"stderr", "stdout", b"stdout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at", "stderr", b"stderr", "stdout", b"stdout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobLog: _TypeAlias = JobLog  # noqa: Y015
+
+@_typing.final
+class JobLogRequest(_message.Message):
+    """Log's request: JobIdentifier's field 1 plus options, so a contract client's
+    JobIdentifier is read as a JobLogRequest that follows the whole output.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ULID_FIELD_NUMBER: _builtins.int
+    NO_FOLLOW_FIELD_NUMBER: _builtins.int
+    TAIL_LINES_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    TIMESTAMPS_FIELD_NUMBER: _builtins.int
+    ulid: _builtins.str
+    no_follow: _builtins.bool
+    """Send what is recorded now, then end, instead of following the job until
+    its output ends (proto3 has no default true: the option is negative).
+    """
+    timestamps: _builtins.bool
+    """Set JobLog.recorded_at on every chunk."""
+    @_builtins.property
+    def tail_lines(self) -> _wrappers_pb2.Int64Value:
+        """Start at the last N lines of the output (stdout and stderr together, in
+        the order they were read); unset: from the beginning. Negative: INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only output recorded at or after this time; in the future: INVALID_ARGUMENT."""
+
+    def __init__(
+        self,
+        *,
+        ulid: _builtins.str = ...,
+        no_follow: _builtins.bool = ...,
+        tail_lines: _wrappers_pb2.Int64Value | None = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        timestamps: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "tail_lines", b"tail_lines"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["no_follow", b"no_follow", "since", b"since", "tail_lines", b"tail_lines", "timestamps", b"timestamps", "ulid", b"ulid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobLogRequest: _TypeAlias = JobLogRequest  # noqa: Y015
 
 @_typing.final
 class JobStatus(_message.Message):

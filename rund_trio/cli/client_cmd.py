@@ -8,8 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rund_trio.cli.options import add_tls_options, tls_files
+from rund_trio.cli.log_options import add_log_options
 from rund_trio.cli.sizes import parse_size
+from rund_trio.cli.tls_discovery import add_client_tls_options
 
 if TYPE_CHECKING:
     from rund_trio.api import rund_pb2 as pb
@@ -47,12 +48,7 @@ def add_parser(subparsers: Any) -> None:
         default=os.environ.get("RUND_ADDR", "localhost:8000"),
         help="daemon address host:port (default: %(default)s; env RUND_ADDR)",
     )
-    add_tls_options(
-        group,
-        cert="tls/client.pem",
-        key="tls/client-key.pem",
-        env_prefix="RUND_",
-    )
+    add_client_tls_options(group)
 
     def command_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = actions.add_parser(
@@ -110,8 +106,13 @@ def add_parser(subparsers: Any) -> None:
     status.add_argument("job_id", metavar="ID")
     status.set_defaults(handler=run_action, action_fn=_status)
 
-    log = command_parser("log", "write a job's output from the start until it ends")
+    log = command_parser(
+        "log",
+        "write a job's output (stdout and stderr, in the order the daemon read them) "
+        "from the start until it ends",
+    )
     log.add_argument("job_id", metavar="ID")
+    add_log_options(log)
     log.set_defaults(handler=run_action, action_fn=_log)
 
     feed = command_parser(
@@ -189,12 +190,15 @@ def run_action(args: argparse.Namespace) -> int:
 
     import anyio
 
+    from rund_trio.cli.tls_discovery import client_tls
     from rund_trio.client.api import RundClient
+    from rund_trio.client.diagnose import Diagnosed
     from rund_trio.errors import RundError
 
     if getattr(args, "command", None):
         check_text_command(args.command)
-    ssl_context = tls_files(args).client_context()
+    tls = client_tls(args)
+    ssl_context = tls.files.client_context()
     # What the first signal does instead of ending the command (``run``: stop
     # the job). One receiver for the whole command: on asyncio a nested one
     # takes the signals from this one, and a second Ctrl-C was swallowed.
@@ -223,7 +227,7 @@ def run_action(args: argparse.Namespace) -> int:
                     tasks.cancel_scope.cancel()
                     break
         if errors:
-            raise errors[0]
+            raise tls.explain(errors[0]) if isinstance(errors[0], Diagnosed) else errors[0]
         return results[0]
 
     return anyio.run(main, backend="asyncio")
@@ -340,22 +344,23 @@ async def _status(client: RundClient, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _copy_log(client: RundClient, job_id: str) -> None:
+async def _copy_log(client: RundClient, job_id: str, **options: Any) -> None:
+    from rund_trio.cli.log_options import copy_log
     from rund_trio.wire.heap import keep_stream_buffers_in_heap
 
     keep_stream_buffers_in_heap()
-    stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
-    async for chunk in client.log(job_id):
-        if chunk.stdout:
-            stdout.write(chunk.stdout)
-            stdout.flush()
-        if chunk.stderr:
-            stderr.write(chunk.stderr)
-            stderr.flush()
+    await copy_log(client, job_id, sys.stdout.buffer, sys.stderr.buffer, **options)
 
 
 async def _log(client: RundClient, args: argparse.Namespace) -> int:
-    await _copy_log(client, args.job_id)
+    await _copy_log(
+        client,
+        args.job_id,
+        follow=args.follow,
+        tail_lines=args.tail,
+        since=args.since,
+        timestamps=args.timestamps,
+    )
     return 0
 
 

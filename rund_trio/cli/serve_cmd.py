@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rund_trio.cli.options import add_tls_options, tls_files
 from rund_trio.cli.sizes import parse_reserve, parse_size
+
+if TYPE_CHECKING:
+    from rund_trio.server.host_support import Requested
 
 
 def parse_user(text: str) -> tuple[int, int]:
@@ -26,6 +29,23 @@ def _san_pattern(text: str) -> str:
         return parse_san_pattern(text)
     except ConfigError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+DEFAULT_PIDS_MAX = 4096
+
+
+def requested_options(args: argparse.Namespace) -> Requested:
+    """The host-dependent options given on the command line (not left at their
+    default): the host must honour them or start-up fails."""
+    from rund_trio.server.host_support import Requested
+
+    return Requested(
+        pids_max=args.pids_max,
+        io_devices=bool(args.io_device),
+        cgroup_root=args.cgroup_root is not None,
+        rootfs=args.rootfs is not None,
+        run_as=args.run_as is not None,
+    )
 
 
 def add_parser(subparsers: Any) -> None:
@@ -108,10 +128,11 @@ def add_parser(subparsers: Any) -> None:
     cgroups.add_argument(
         "--pids-max",
         type=int,
-        default=4096,
+        default=None,
         metavar="N",
-        help="most processes a job may have, so a fork bomb stays inside it "
-        "(default: %(default)s; 0 for no cap)",
+        help=f"most processes a job may have, so a fork bomb stays inside it "
+        f"(default: {DEFAULT_PIDS_MAX}, a warning where the host cannot enforce it; "
+        "given explicitly, start-up fails there; 0 for no cap)",
     )
     cgroups.add_argument(
         "--no-cgroups",
@@ -287,13 +308,14 @@ def run(args: argparse.Namespace) -> int:
         else CgroupOptions(
             root=args.cgroup_root,
             io_devices=tuple(parse_io_device(device) for device in args.io_device) or None,
-            pids_max=args.pids_max or None,
+            pids_max=(DEFAULT_PIDS_MAX if args.pids_max is None else args.pids_max) or None,
         ),
         max_running_jobs=args.max_running_jobs or None,
         max_running_jobs_per_client=args.max_running_jobs_per_client or None,
         max_log_streams_per_client=args.max_log_streams_per_client or None,
         max_argv_bytes=args.max_argv_bytes or None,
         max_env_bytes=args.max_env_bytes or None,
+        requested=requested_options(args),
         isolation=IsolationPolicy(
             namespaces=not args.no_namespaces,
             network=Network(args.network or ("isolated" if args.forbid_host_network else "host")),

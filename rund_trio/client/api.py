@@ -1,24 +1,34 @@
 """``RundClient``: the daemon's RPCs as typed async methods.
 
-Every failure surfaces as a ``rund_trio.errors.RundError``: ``ConnectionFailed``
-when the daemon cannot be reached, the TLS handshake fails or the connection
-ends, ``RpcError`` (with the gRPC status code) when the daemon answers with an
-error. The gRPC connection itself is ``rund_trio.rpc.Channel``.
+Every failure surfaces as a ``rund_trio.errors.RundError``: ``Diagnosed`` (a
+``ConnectionFailed`` saying which side is wrong, ``client.diagnose``) when the
+daemon cannot be reached, the TLS handshake fails, the server is no gRPC
+daemon or the connection ends; ``RpcError`` (with the gRPC status code) when
+the daemon answers with an error. The gRPC connection itself is
+``rund_trio.rpc.Channel``; it reports the facts (``TransportFailed``), this
+module has them explained.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator
-from contextlib import aclosing, asynccontextmanager
-from datetime import timedelta
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from contextlib import aclosing, asynccontextmanager, contextmanager
+from datetime import datetime, timedelta
 
 import anyio
 
 from rund_trio.address import parse_address
 from rund_trio.api import rund_pb2 as pb
+from rund_trio.client.diagnose import (
+    Diagnosed,
+    check_dial_address,
+    diagnose_connect,
+    diagnose_lost,
+    diagnose_not_grpc,
+)
 from rund_trio.errors import RpcError, sole_exception
-from rund_trio.rpc import Channel, open_channel
+from rund_trio.rpc import Channel, Stage, TransportFailed, open_channel
 from rund_trio.rpc._tls import ByteStream
 from rund_trio.wire.job_log import LogChunk, framed_input_message
 
@@ -34,8 +44,9 @@ def _log_chunk(data: bytes) -> LogChunk:
 class RundClient:
     """A connection to one daemon. Use ``RundClient.connect`` to make one."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, addr: str) -> None:
         self._channel = channel
+        self._addr = addr
 
     @classmethod
     @asynccontextmanager
@@ -46,41 +57,69 @@ class RundClient:
         (over ``transport`` when given, e.g. a memory stream in tests).
 
         The connection is closed when the block exits, whatever happens in it.
+
+        Raises:
+            ConfigError: ``addr`` is a URL, not ``host:port``.
+            Diagnosed: the connection could not be made, or it ended.
         """
+        check_dial_address(addr)
         host, port = parse_address(addr, default_host="localhost")
         assert host is not None
-        async with open_channel(host, port, ssl_context, transport=transport) as channel:
-            yield cls(channel)
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        with _diagnosed(shown, host):
+            async with open_channel(host, port, ssl_context, transport=transport) as channel:
+                yield cls(channel, shown)
 
     async def start(self, request: pb.JobStartRequest) -> str:
         """Start a job; returns its id."""
-        reply = await self._channel.unary_unary(
-            SERVICE, "Start", request, pb.JobIdentifier.FromString
-        )
+        with _diagnosed(self._addr):
+            reply = await self._channel.unary_unary(
+                SERVICE, "Start", request, pb.JobIdentifier.FromString
+            )
         return reply.ulid
 
     async def stop(self, job_id: str, grace: timedelta | None = None) -> pb.JobStatus:
         request = pb.JobStopRequest(ulid=job_id)
         if grace is not None:
             request.grace_period.FromTimedelta(grace)
-        return await self._channel.unary_unary(SERVICE, "Stop", request, pb.JobStatus.FromString)
+        with _diagnosed(self._addr):
+            return await self._channel.unary_unary(
+                SERVICE, "Stop", request, pb.JobStatus.FromString
+            )
 
     async def status(self, job_id: str) -> pb.JobStatus:
-        return await self._channel.unary_unary(
-            SERVICE, "Status", pb.JobIdentifier(ulid=job_id), pb.JobStatus.FromString
-        )
+        with _diagnosed(self._addr):
+            return await self._channel.unary_unary(
+                SERVICE, "Status", pb.JobIdentifier(ulid=job_id), pb.JobStatus.FromString
+            )
 
-    async def log(self, job_id: str) -> AsyncIterator[LogChunk]:
-        """The job's output from the beginning until it ended, as chunks with
-        ``stdout`` and ``stderr`` bytes (like ``pb.JobLog``). Closing the
-        iterator early abandons the call: the daemon ends its side at once."""
+    async def log(
+        self,
+        job_id: str,
+        *,
+        follow: bool = True,
+        tail_lines: int | None = None,
+        since: datetime | None = None,
+        timestamps: bool = False,
+    ) -> AsyncIterator[LogChunk]:
+        """The job's output as chunks with ``stdout`` and ``stderr`` bytes (like
+        ``pb.JobLog``), in the order the daemon read it: by default from the
+        beginning until the job's output ended. ``follow=False``: only what is
+        recorded now; ``tail_lines``: from the last N lines; ``since``: what was
+        recorded from then on; ``timestamps``: each chunk with ``recorded_at``.
+        Closing the iterator early abandons the call: the daemon ends its side
+        at once."""
+        request = pb.JobLogRequest(ulid=job_id, no_follow=not follow, timestamps=timestamps)
+        if tail_lines is not None:
+            request.tail_lines.value = tail_lines
+        if since is not None:
+            request.since.FromDatetime(since)
         # Log responses are decoded by hand (see rund_trio.wire.job_log).
-        responses = self._channel.unary_stream(
-            SERVICE, "Log", pb.JobIdentifier(ulid=job_id), _log_chunk
-        )
-        async with aclosing(responses):
-            async for chunk in responses:
-                yield chunk
+        responses = self._channel.unary_stream(SERVICE, "Log", request, _log_chunk)
+        with _diagnosed(self._addr):
+            async with aclosing(responses):
+                async for chunk in responses:
+                    yield chunk
 
     async def input(self, job_id: str, chunks: AsyncIterable[bytes]) -> int:
         """Feed ``chunks`` to the job's stdin in order; at their end the job's
@@ -90,6 +129,10 @@ class RundClient:
         ``chunks`` ended (an error: no stdin, the job ended) stops the sending
         at once. If this is cancelled the call is reset and the job's stdin
         stays open."""
+        with _diagnosed(self._addr):
+            return await self._input(job_id, chunks)
+
+    async def _input(self, job_id: str, chunks: AsyncIterable[bytes]) -> int:
         call = self._channel.start(SERVICE, "Input", pb.JobInputReply.FromString, wake=False)
         reply: pb.JobInputReply | None = None
         try:
@@ -127,9 +170,27 @@ class RundClient:
 
     async def resize(self, job_id: str, rows: int, cols: int) -> None:
         """Set a terminal job's window size (the job gets SIGWINCH)."""
-        await self._channel.unary_unary(
-            SERVICE,
-            "Resize",
-            pb.JobResizeRequest(ulid=job_id, rows=rows, cols=cols),
-            pb.JobResizeReply.FromString,
-        )
+        with _diagnosed(self._addr):
+            await self._channel.unary_unary(
+                SERVICE,
+                "Resize",
+                pb.JobResizeRequest(ulid=job_id, rows=rows, cols=cols),
+                pb.JobResizeReply.FromString,
+            )
+
+
+@contextmanager
+def _diagnosed(addr: str, host: str | None = None) -> Iterator[None]:
+    """The rpc layer's ``TransportFailed`` as a ``Diagnosed``: one line a
+    person can act on (``client.diagnose``). ``host``: as typed in ``--addr``,
+    for a name that does not resolve."""
+    try:
+        yield
+    except TransportFailed as error:
+        if error.stage is Stage.PROTOCOL:
+            diagnosis = diagnose_not_grpc(addr)
+        elif error.stage is Stage.CONNECT:
+            diagnosis = diagnose_connect(error.cause or error, addr, host or addr)
+        else:
+            diagnosis = diagnose_lost(error.cause, addr, answered=error.peer_answered)
+        raise Diagnosed(diagnosis) from None

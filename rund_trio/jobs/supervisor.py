@@ -4,8 +4,8 @@ Shape of the task tree::
 
     Supervisor.run                 (nursery: one child per job)
       └─ _run_job                  owns the process, its pipes and its journal
-           ├─ record(stdout)       (the terminal's master for a job with a tty)
-           └─ record(stderr)
+           └─ record_streams(stdout, stderr)
+                           (stdout: the terminal's master for a job with a tty)
 
 A job's stdin (``jobs.stdio``) is fed by the Input RPC's own task; the job task
 owns the pipe or terminal and closes it when the job ends, which ends a feeding
@@ -49,10 +49,11 @@ from rund_trio.jobs.table import JobTable
 from rund_trio.jobs.termination import terminate
 from rund_trio.logs.budget import Reserve
 from rund_trio.logs.disk import StateDisk
-from rund_trio.logs.follower import follow
+from rund_trio.logs.follower import follow_query
 from rund_trio.logs.journal import Piece, Stream
 from rund_trio.logs.journal_file import JournalFile
-from rund_trio.logs.recorder import record
+from rund_trio.logs.query import WHOLE_LOG, LogQuery
+from rund_trio.logs.recorder import record_streams
 from rund_trio.logs.state_dir import journal_path
 from rund_trio.process.base import ExitStatus, JobProcess, ProcessSpec, ResourceUsage, Spawner
 from rund_trio.tls.identity import Identity
@@ -272,10 +273,10 @@ class Supervisor:
         await job.done.wait()
         return job.snapshot()
 
-    def follow(self, job: Job) -> AsyncGenerator[Piece, None]:
-        """The job's output from its first byte, then live, until it ended and
-        everything was read."""
-        return follow(job.journal)
+    def follow(self, job: Job, query: LogQuery = WHOLE_LOG) -> AsyncGenerator[Piece, None]:
+        """The job's output that ``query`` asks for (by default from its first
+        byte, then live, until it ended and everything was read)."""
+        return follow_query(job.journal, query)
 
     async def _run_job(
         self,
@@ -336,8 +337,11 @@ class Supervisor:
             async with trio.open_nursery() as pipes:
                 terminal = stdio.terminal if stdio is not None else None
                 stdout = process.stdout if terminal is None else terminal
-                pipes.start_soon(record, stdout, Stream.STDOUT, journal)
-                pipes.start_soon(record, process.stderr, Stream.STDERR, journal)
+                pipes.start_soon(
+                    record_streams,
+                    {Stream.STDOUT: stdout, Stream.STDERR: process.stderr},
+                    journal,
+                )
                 exit_status = await self._wait_or_stop(job)
                 self._finish(job, exit_status)
                 # Its tree is dead; collect what is still in the pipes, but do not

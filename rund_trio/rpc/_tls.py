@@ -83,6 +83,12 @@ class ClientTls:
             await self._flush()
             return
 
+    @property
+    def alpn_protocol(self) -> str | None:
+        """The application protocol the server agreed to in the handshake
+        (ALPN), or None when it chose none."""
+        return self._ssl.selected_alpn_protocol()
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self._ssl.write(data)
         await self._flush()

@@ -27,6 +27,7 @@ from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
 from rund_trio.rpc import GrpcServer, TransportConfig
 from rund_trio.server.calls import NullObserver, Observer
+from rund_trio.server.host_support import Requested, check_host_support
 from rund_trio.server.service import JobControllerService
 from rund_trio.tls.context import TlsFiles
 
@@ -58,6 +59,9 @@ class ServeConfig:
     """Bytes of a job's command line (arguments and their NULs); None: no cap."""
     max_env_bytes: int | None = MAX_ENV_BYTES
     """Bytes of the environment a Start request adds (entries and their NULs); None: no cap."""
+    requested: Requested = field(default_factory=Requested)
+    """Options the operator gave explicitly: start-up fails if the host cannot
+    honour one of them (``host_support``)."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,7 @@ async def serve_on(
         tree = await stack.enter_async_context(job_cgroups(config.cgroups))
         if spawner is None:
             spawner = await stack.enter_async_context(job_spawner(config.isolation, tree))
+        warnings = check_host_support(config.requested, config.cgroups, tree, config.isolation)
         with state_directory(config.state_dir) as state_dir:
             isolation = hide_daemon_files(config.isolation, state_dir, config.tls.key)
             supervisor = Supervisor(
@@ -236,8 +241,10 @@ async def serve_on(
                 await nursery.start(supervisor.run)
                 for listener in listeners:
                     nursery.start_soon(server.serve_on, listener)
-                if tree is not None:
-                    log.info("%s", tree.describe())
+                for warning in warnings:  # once start-up can no longer fail
+                    log.warning("%s", warning)
+                if tree is not None and tree.enabled and not tree.reasons:
+                    log.info("%s", tree.describe())  # what is missing is in a warning
                 if addresses:
                     log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
                 task_status.started(RunningDaemon(addresses, supervisor, server, state_dir))

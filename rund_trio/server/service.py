@@ -25,6 +25,7 @@ from rund_trio.server.convert import (
     grace_from_request,
     isolation_from_request,
     limits_from_request,
+    log_query_from_request,
     status_to_proto,
     stdio_to_proto,
 )
@@ -77,11 +78,12 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
         job = self._find(request.ulid)
         return stdio_to_proto(job, status_to_proto(job.snapshot()))
 
-    async def Log(self, request: pb.JobIdentifier) -> AsyncIterator[FramedMessage]:
+    async def Log(self, request: pb.JobLogRequest) -> AsyncIterator[FramedMessage]:
         """``pb.JobLog`` messages, encoded here (see ``log_messages``)."""
         job = self._find(request.ulid)
+        query = log_query_from_request(request)
         with self._log_streams.held(current_identity().sans):
-            async with aclosing(self._supervisor.follow(job)) as pieces:
+            async with aclosing(self._supervisor.follow(job, query)) as pieces:
                 async for piece in pieces:
                     yield framed_log_message(piece)
         # The stream is complete; say so honestly when it is not all the job wrote.

@@ -16,6 +16,7 @@ def test_journals_an_earlier_daemon_left_are_removed_and_nothing_else(tmp_path: 
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     stale = [journal_path(state, new_job_id()) for _ in range(3)]
+    stale += [path.with_suffix(".idx") for path in stale]  # their indexes
     for path in stale:
         path.write_bytes(b"old output")
     others = [state / "notes.txt", state / "not-a-ulid.log", state / f"{new_job_id()}.txt"]
