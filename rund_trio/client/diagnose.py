@@ -104,7 +104,7 @@ def _is_specific(error: BaseException) -> bool:
 
 
 def _root(error: BaseException) -> BaseException:
-    """The innermost transport error behind ``error`` (anyio and purerpc wrap them)."""
+    """The innermost transport error behind ``error`` (anyio and the gRPC layer wrap them)."""
     seen = {id(error)}
     while not _is_specific(error):
         if isinstance(error, BaseExceptionGroup) and error.exceptions:
