@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from rund_trio.api import rund_pb2 as pb
-from rund_trio.cli import client_cmd
+from rund_trio.cli import client_cmd, tls_discovery
 from rund_trio.client.api import RundClient
 
 
@@ -59,12 +59,15 @@ def test_a_second_ctrl_c_during_the_stop_of_run_ends_it_at_once(
     async def connect(addr: str, context: object) -> AsyncIterator[SlowStopClient]:
         yield client
 
-    class NoTls:
+    class NoFiles:
         def client_context(self) -> None:
             return None
 
+    class NoTls:
+        files = NoFiles()
+
     monkeypatch.setattr(RundClient, "connect", connect)
-    monkeypatch.setattr(client_cmd, "tls_files", lambda args: NoTls())
+    monkeypatch.setattr(tls_discovery, "client_tls", lambda args: NoTls())
     args = argparse.Namespace(
         addr="localhost:1",
         command=["sleep", "1000"],
@@ -72,6 +75,12 @@ def test_a_second_ctrl_c_during_the_stop_of_run_ends_it_at_once(
         network=None,
         uid=None,
         gid=None,
+        env=[],
+        env_file=[],
+        workdir="",
+        interactive=False,
+        tty=False,
+        host=False,
         **{field: None for _, field, _, _ in client_cmd.LIMIT_FLAGS},
     )
     assert client_cmd.run_action(args) == 128 + signal.SIGINT
