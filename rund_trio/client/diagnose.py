@@ -238,7 +238,10 @@ def diagnose_lost(error: BaseException | None, addr: str, *, answered: bool) -> 
         return _client_cert_refused(addr, reason)
     if not answered:
         return _client_cert_refused(addr, "it closed the connection before answering")
-    because = f" ({reason})" if reason else ""
+    # A reset or broken pipe says no more than a close: which one a shutdown
+    # gives depends on what was in flight, so both read the same.
+    plain_close = isinstance(root, OSError) and root.errno in (errno.ECONNRESET, errno.EPIPE)
+    because = f" ({reason})" if reason and not plain_close else ""
     return Diagnosis(
         Side.DAEMON,
         f"the daemon at {addr} closed the connection{because}: it shut down or restarted; "

@@ -22,6 +22,11 @@ def test_a_reset_after_the_daemon_answered_is_the_daemon_going_away() -> None:
     assert "shut down or restarted" in diagnosis.message
 
 
+def test_a_reset_after_the_daemon_answered_reads_as_its_clean_close() -> None:
+    reset = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+    assert diagnose_lost(reset, ADDR, answered=True) == diagnose_lost(None, ADDR, answered=True)
+
+
 def test_a_close_before_the_daemon_answered_is_a_certificate_refusal() -> None:
     diagnosis = diagnose_lost(None, ADDR, answered=False)
     assert diagnosis.side is Side.CLIENT_CERT
