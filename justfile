@@ -21,14 +21,16 @@ setup:
     # constraints.txt pins every dependency (`just lock` refreshes it)
     {{python}} -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' --config-settings editable_mode=strict
     test -f tls/ca.pem || {{venv}}/bin/rund-trio certs --out tls
-    # busybox-static: the root filesystems of the isolation tests
+
+# what only the tests need: busybox-static, for the root filesystems of the isolation tests
+test-deps:
     test -x /bin/busybox || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null) || echo "warning: busybox-static could not be installed: the root filesystem tests will skip" >&2
     # prometheus: the metrics test scrapes a daemon with a real Prometheus server
     test -x /usr/bin/prometheus || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) || echo "warning: prometheus could not be installed: the Prometheus scrape test will fail" >&2
 
-# start a daemon, run a job, follow its log, show its status, stop it, stop the daemon
-demo: setup
-    scripts/demo.sh
+# start a daemon on 127.0.0.1:PORT, run a job, follow its log, show its status, stop it, stop the daemon
+demo PORT="8000": setup
+    RUND_DEMO_PORT={{PORT}} scripts/demo.sh
 
 # run the daemon in the foreground with the development PKI
 serve *ARGS: setup
@@ -39,12 +41,12 @@ test: test-host
     RUND_KERNEL_ALLOW_SKIP=1 scripts/test-kernel.sh
 
 # lint, type checks, and the unit, integration and CLI tests on this host
-test-host: setup lint
+test-host: setup test-deps lint
     {{python}} -m pytest -q
 
 # the kernel tier: boot Debian's kernel under virtme-ng (no KVM) and run tests/kernel in it
 # (exit 77 when this machine cannot boot the VM)
-test-kernel *ARGS: setup
+test-kernel *ARGS: setup test-deps
     scripts/test-kernel.sh {{ARGS}}
 
 # benchmarks against a real daemon and OpenSSH on loopback, into bench/results/ (--quick: ~2 min)

@@ -40,6 +40,9 @@ FLOOR_NAMES = {
     "ssh_true_ms": "ssh true",
     "ssh_mb_s": "ssh stream",
     "grpc_aio_status_rate": "grpc.aio",
+    "ssh_key_p50": "ssh -tt p50",
+    "ssh_key_p99": "ssh -tt p99",
+    "ssh_stdin_mb_s": "ssh stdin",
 }
 
 

@@ -9,6 +9,8 @@ Phases, in order (each bounded in count and time, loopback only):
   plain    a daemon with --no-namespaces --no-cgroups: Start latency, RSS per finished job
   scale    a fresh default daemon: RSS per finished job, then N `sleep 600`
            running at once: RSS per running job, Status p99, a Log answering
+  io       a default daemon and a private sshd: keystroke to echo through
+           `client run -it` vs `ssh -tt`, stdin MB/s into `cat > /dev/null`
   not-found  (only with --only) NOT_FOUND p50/p99, another client's job vs none
   status   (only with --only) the Status rows of `default` alone, with the grpc.aio counterpart
   profiles   (only with --only) Start latency of contained jobs (the default) against
@@ -36,7 +38,7 @@ from typing import Any
 
 import trio
 
-from bench import baselines, grpc_aio, not_found, retained, rund_load
+from bench import baselines, grpc_aio, job_io, not_found, retained, rund_load
 from bench.daemon import Daemon, Pki, clean_env, rund_executable, spawn_daemon
 from bench.report import Report
 from bench.stats import median
@@ -63,6 +65,7 @@ class Sizes:
     retained_jobs: int = 10_000
     clients: int = 8
     subscribers: int = 32
+    keystrokes: int = 200
 
 
 QUICK = Sizes(
@@ -542,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
             "plain",
             "scale",
             "retained",
+            "io",
             "not-found",
             "status",
             "profiles",
@@ -558,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     sz = QUICK if args.quick else FULL
     # The bench's subscribers stand in for `rund-trio client log`, which does this.
     keep_stream_buffers_in_heap()
-    phases = args.only or ["floor", "ssh", "default", "plain", "scale", "retained"]
+    phases = args.only or ["floor", "ssh", "default", "plain", "scale", "retained", "io"]
     args.out.mkdir(parents=True, exist_ok=True)
 
     def terminate(signum: int, _frame: object) -> None:
@@ -590,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             "retained": lambda: retained.bench_retained(report, pki, work, sz.retained_jobs),
             "status": lambda: bench_status(report, pki, work, sz, prof),
             "profiles": lambda: bench_profiles(report, pki, work, sz),
+            "io": lambda: job_io.bench_io(report, pki, work, sz.log_size, sz.keystrokes),
             "not-found": lambda: not_found.bench_not_found(
                 report, pki, work, sz.status_count, sz.status_seconds
             ),

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The quickstart demo: a daemon on a private port, one job driven through the
+# The quickstart demo: a daemon on 127.0.0.1:PORT, one job driven through the
 # client CLI from start to stop, then the daemon shut down with SIGTERM.
+# PORT: $RUND_DEMO_PORT (`just demo 9000` sets it), default 8000. Installs
+# nothing: `just setup` made .venv and tls/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rund=.venv/bin/rund-trio
@@ -26,11 +28,14 @@ echo "$id"
 say rund-trio client status "$id"
 $rund client status "$id"
 
-say "rund-trio client log $id   # follows live output; stopped by the demo after 2 s"
-timeout -s INT 2 $rund client log "$id" || true
+say "rund-trio client log $id   # follows live output; stopped by the demo after 4 s"
+timeout -s INT 4 $rund client log "$id" || true
 
 say rund-trio client stop --grace 1 "$id"
 $rund client stop --grace 1 "$id"
+
+say "rund-trio client log --no-follow --tail 2 --timestamps $id   # the last two lines, with the time each was recorded"
+$rund client log --no-follow --tail 2 --timestamps "$id"
 
 say rund-trio client run -- uname -sr
 $rund client run -- uname -sr

@@ -3,6 +3,7 @@ under trio's autojump clock, with no real processes."""
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ class FakeProcess:
         self._ended = trio.Event()
         self.tree_alive = True
         self.memory = 4096
+        self.stdin_fd = None if spec.stdin_fd is None else os.dup(spec.stdin_fd)
+        """The job's end of its stdin pipe, kept as a process would (never read
+        unless the test reads it); closed when the process ends."""
 
     @property
     def stdout(self) -> trio.abc.ReceiveStream:
@@ -66,6 +70,12 @@ class FakeProcess:
                 system_time=0.25,
             )
             self._ended.set()
+            self.close_stdin()
+
+    def close_stdin(self) -> None:
+        if self.stdin_fd is not None:
+            os.close(self.stdin_fd)
+            self.stdin_fd = None
 
     async def wait(self) -> ExitStatus:
         await self._ended.wait()
@@ -87,6 +97,7 @@ class FakeProcess:
         return ResourceUsage(user_time=0.1, system_time=0.05, memory_current=self.memory)
 
     async def aclose(self) -> None:
+        self.close_stdin()
         self.closed = True
 
 

@@ -27,6 +27,12 @@ class JobControllerServicer(purerpc.Servicer):
     async def Remove(self, input_message):
         raise NotImplementedError()
 
+    async def Input(self, input_messages):
+        raise NotImplementedError()
+
+    async def Resize(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -64,7 +70,7 @@ class JobControllerServicer(purerpc.Servicer):
             self.Log,
             purerpc.RPCSignature(
                 purerpc.Cardinality.UNARY_STREAM,
-                rund__pb2.JobIdentifier,
+                rund__pb2.JobLogRequest,
                 rund__pb2.JobLog,
             )
         )
@@ -93,6 +99,24 @@ class JobControllerServicer(purerpc.Servicer):
                 purerpc.Cardinality.UNARY_UNARY,
                 rund__pb2.JobRemoveRequest,
                 rund__pb2.JobStatus,
+            )
+        )
+        service_obj.add_method(
+            "Input",
+            self.Input,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.STREAM_UNARY,
+                rund__pb2.JobInput,
+                rund__pb2.JobInputReply,
+            )
+        )
+        service_obj.add_method(
+            "Resize",
+            self.Resize,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobResizeRequest,
+                rund__pb2.JobResizeReply,
             )
         )
         return service_obj
@@ -132,7 +156,7 @@ class JobControllerStub:
             "Log",
             purerpc.RPCSignature(
                 purerpc.Cardinality.UNARY_STREAM,
-                rund__pb2.JobIdentifier,
+                rund__pb2.JobLogRequest,
                 rund__pb2.JobLog,
             )
         )
@@ -158,5 +182,21 @@ class JobControllerStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 rund__pb2.JobRemoveRequest,
                 rund__pb2.JobStatus,
+            )
+        )
+        self.Input = self._client.get_method_stub(
+            "Input",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.STREAM_UNARY,
+                rund__pb2.JobInput,
+                rund__pb2.JobInputReply,
+            )
+        )
+        self.Resize = self._client.get_method_stub(
+            "Resize",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                rund__pb2.JobResizeRequest,
+                rund__pb2.JobResizeReply,
             )
         )

@@ -27,39 +27,49 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.protobuf import wrappers_pb2 as google_dot_protobuf_dot_wrappers__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nrund.proto\x12\x04rund\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\"\x1d\n\rJobIdentifier\x12\x0c\n\x04ulid\x18\x01 \x01(\t\"(\n\x06JobLog\x12\x0e\n\x06stdout\x18\x01 \x01(\x0c\x12\x0e\n\x06stderr\x18\x02 \x01(\x0c\"\xe5\x05\n\tJobStatus\x12\x0f\n\x07stopped\x18\x01 \x01(\x08\x12\x0e\n\x06killed\x18\x02 \x01(\x08\x12/\n\texit_code\x18\x03 \x01(\x0b\x32\x1c.google.protobuf.UInt32Value\x12,\n\tuser_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bsystem_time\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0ememory_current\x18\x06 \x01(\x04\x12\x1d\n\x05state\x18\x10 \x01(\x0e\x32\x0e.rund.JobState\x12,\n\x06signal\x18\x11 \x01(\x0b\x32\x1c.google.protobuf.UInt32Value\x12\x13\n\x0bsignal_name\x18\x12 \x01(\t\x12\x0b\n\x03pid\x18\x13 \x01(\r\x12.\n\nstarted_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04name\x18\x16 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x17 \x03(\t\x12\x14\n\x0coutput_bytes\x18\x18 \x01(\x04\x12\x1c\n\x14output_dropped_bytes\x18\x19 \x01(\x04\x12\x13\n\x0bmemory_peak\x18\x1a \x01(\x04\x12\x12\n\noom_killed\x18\x1b \x01(\x08\x12\x1d\n\x15\x63pu_throttled_periods\x18\x1c \x01(\x04\x12\x35\n\x12\x63pu_throttled_time\x18\x1d \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rio_read_bytes\x18\x1e \x01(\x04\x12\x16\n\x0eio_write_bytes\x18\x1f \x01(\x04\x12\x14\n\x0coutput_error\x18  \x01(\t\x12!\n\x07profile\x18! \x01(\x0e\x32\x10.rund.JobProfile\x12\x0c\n\x04ulid\x18\" \x01(\t\"\xfc\x03\n\x0fJobStartRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12\x37\n\x11max_cpu_bandwidth\x18\x03 \x01(\x0b\x32\x1c.google.protobuf.UInt32Value\x12\x36\n\x10max_memory_usage\x18\x04 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12.\n\x08max_rbps\x18\x05 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12.\n\x08max_wbps\x18\x06 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12/\n\tmax_riops\x18\x07 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12/\n\tmax_wiops\x18\x08 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12!\n\x07network\x18\x10 \x01(\x0e\x32\x10.rund.JobNetwork\x12)\n\x03uid\x18\x11 \x01(\x0b\x32\x1c.google.protobuf.UInt32Value\x12)\n\x03gid\x18\x12 \x01(\x0b\x32\x1c.google.protobuf.UInt32Value\x12!\n\x07profile\x18\x13 \x01(\x0e\x32\x10.rund.JobProfile\"O\n\x0eJobStopRequest\x12\x0c\n\x04ulid\x18\x01 \x01(\t\x12/\n\x0cgrace_period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\\\n\x0eJobListRequest\x12#\n\x06\x66ilter\x18\x01 \x01(\x0e\x32\x13.rund.JobListFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"I\n\x0fJobListResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.rund.JobStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x0eJobWaitRequest\x12\x0c\n\x04ulid\x18\x01 \x01(\t\"/\n\x10JobRemoveRequest\x12\x0c\n\x04ulid\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08*\x93\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_RUNNING\x10\x01\x12\x14\n\x10JOB_STATE_EXITED\x10\x02\x12\x14\n\x10JOB_STATE_KILLED\x10\x03\x12\x15\n\x11JOB_STATE_STOPPED\x10\x04\x12\x12\n\x0eJOB_STATE_LOST\x10\x05*V\n\nJobProfile\x12\x17\n\x13JOB_PROFILE_DEFAULT\x10\x00\x12\x19\n\x15JOB_PROFILE_CONTAINED\x10\x01\x12\x14\n\x10JOB_PROFILE_HOST\x10\x02*U\n\nJobNetwork\x12\x17\n\x13JOB_NETWORK_DEFAULT\x10\x00\x12\x14\n\x10JOB_NETWORK_HOST\x10\x01\x12\x18\n\x14JOB_NETWORK_ISOLATED\x10\x02*`\n\rJobListFilter\x12\x17\n\x13JOB_LIST_FILTER_ALL\x10\x00\x12\x1b\n\x17JOB_LIST_FILTER_RUNNING\x10\x01\x12\x19\n\x15JOB_LIST_FILTER_ENDED\x10\x02\x32\xe6\x02\n\rJobController\x12\x33\n\x05Start\x12\x15.rund.JobStartRequest\x1a\x13.rund.JobIdentifier\x12-\n\x04Stop\x12\x14.rund.JobStopRequest\x1a\x0f.rund.JobStatus\x12.\n\x06Status\x12\x13.rund.JobIdentifier\x1a\x0f.rund.JobStatus\x12*\n\x03Log\x12\x13.rund.JobIdentifier\x1a\x0c.rund.JobLog0\x01\x12\x33\n\x04List\x12\x14.rund.JobListRequest\x1a\x15.rund.JobListResponse\x12-\n\x04Wait\x12\x14.rund.JobWaitRequest\x1a\x0f.rund.JobStatus\x12\x31\n\x06Remove\x12\x16.rund.JobRemoveRequest\x1a\x0f.rund.JobStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nrund.proto\x12\x04rund\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\"\x1d\n\rJobIdentifier\x12\x0c\n\x04ulid\x18\x01 \x01(\t\"Y\n\x06JobLog\x12\x0e\n\x06stdout\x18\x01 \x01(\x0c\x12\x0e\n\x06stderr\x18\x02 \x01(\x0c\x12/\n\x0brecorded_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\rJobLogRequest\x12\x0c\n\x04ulid\x18\x01 \x01(\t\x12\x11\n\tno_follow\x18\x02 \x01(\x08\x12/\n\ntail_lines\x18\x03 \x01(\x0b\x32\x1b.google.protobuf.Int64Value\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ntimestamps\x18\x05 \x01(\x08\"\xaa\x06\n\tJobStatus\x12\x0f\n\x07stopped\x18\x01 \x01(\x08\x12\x0e\n\x06killed\x18\x02 \x01(\x08\x12/\n\texit_code\x18\x03 \x01(\x0b\x32\x1c.google.protobuf.UInt32Value\x12,\n\tuser_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bsystem_time\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0ememory_current\x18\x06 \x01(\x04\x12\x1d\n\x05state\x18\x10 \x01(\x0e\x32\x0e.rund.JobState\x12,\n\x06signal\x18\x11 \x01(\x0b\x32\x1c.google.protobuf.UInt32Value\x12\x13\n\x0bsignal_name\x18\x12 \x01(\t\x12\x0b\n\x03pid\x18\x13 \x01(\r\x12.\n\nstarted_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04name\x18\x16 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x17 \x03(\t\x12\x14\n\x0coutput_bytes\x18\x18 \x01(\x04\x12\x1c\n\x14output_dropped_bytes\x18\x19 \x01(\x04\x12\x13\n\x0bmemory_peak\x18\x1a \x01(\x04\x12\x12\n\noom_killed\x18\x1b \x01(\x08\x12\x1d\n\x15\x63pu_throttled_periods\x18\x1c \x01(\x04\x12\x35\n\x12\x63pu_throttled_time\x18\x1d \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rio_read_bytes\x18\x1e \x01(\x04\x12\x16\n\x0eio_write_bytes\x18\x1f \x01(\x04\x12\x14\n\x0coutput_error\x18  \x01(\t\x12!\n\x07profile\x18! \x01(\x0e\x32\x10.rund.JobProfile\x12\x0c\n\x04ulid\x18\" \x01(\t\x12\x13\n\x0bworking_dir\x18( \x01(\t\x12\r\n\x05stdin\x18) \x01(\x08\x12\x0b\n\x03tty\x18* \x01(\x08\x12\x12\n\nstdin_open\x18+ \x01(\x08\"\xf0\x04\n\x0fJobStartRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12\x37\n\x11max_cpu_bandwidth\x18\x03 \x01(\x0b\x32\x1c.google.protobuf.UInt32Value\x12\x36\n\x10max_memory_usage\x18\x04 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12.\n\x08max_rbps\x18\x05 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12.\n\x08max_wbps\x18\x06 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12/\n\tmax_riops\x18\x07 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12/\n\tmax_wiops\x18\x08 \x01(\x0b\x32\x1c.google.protobuf.UInt64Value\x12!\n\x07network\x18\x10 \x01(\x0e\x32\x10.rund.JobNetwork\x12)\n\x03uid\x18\x11 \x01(\x0b\x32\x1c.google.protobuf.UInt32Value\x12)\n\x03gid\x18\x12 \x01(\x0b\x32\x1c.google.protobuf.UInt32Value\x12!\n\x07profile\x18\x13 \x01(\x0e\x32\x10.rund.JobProfile\x12\x0b\n\x03\x65nv\x18\x14 \x03(\t\x12\x13\n\x0bworking_dir\x18\x15 \x01(\t\x12\r\n\x05stdin\x18\x16 \x01(\x08\x12\x0b\n\x03tty\x18\x17 \x01(\x08\x12\x10\n\x08tty_rows\x18\x18 \x01(\r\x12\x10\n\x08tty_cols\x18\x19 \x01(\r\x12\x10\n\x08tty_term\x18\x1a \x01(\t\"O\n\x0eJobStopRequest\x12\x0c\n\x04ulid\x18\x01 \x01(\t\x12/\n\x0cgrace_period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\\\n\x0eJobListRequest\x12#\n\x06\x66ilter\x18\x01 \x01(\x0e\x32\x13.rund.JobListFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"I\n\x0fJobListResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.rund.JobStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x0eJobWaitRequest\x12\x0c\n\x04ulid\x18\x01 \x01(\t\"/\n\x10JobRemoveRequest\x12\x0c\n\x04ulid\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"&\n\x08JobInput\x12\x0c\n\x04ulid\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"&\n\rJobInputReply\x12\x15\n\rbytes_written\x18\x01 \x01(\x04\"<\n\x10JobResizeRequest\x12\x0c\n\x04ulid\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\r\x12\x0c\n\x04\x63ols\x18\x03 \x01(\r\"\x10\n\x0eJobResizeReply*\x93\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_RUNNING\x10\x01\x12\x14\n\x10JOB_STATE_EXITED\x10\x02\x12\x14\n\x10JOB_STATE_KILLED\x10\x03\x12\x15\n\x11JOB_STATE_STOPPED\x10\x04\x12\x12\n\x0eJOB_STATE_LOST\x10\x05*V\n\nJobProfile\x12\x17\n\x13JOB_PROFILE_DEFAULT\x10\x00\x12\x19\n\x15JOB_PROFILE_CONTAINED\x10\x01\x12\x14\n\x10JOB_PROFILE_HOST\x10\x02*U\n\nJobNetwork\x12\x17\n\x13JOB_NETWORK_DEFAULT\x10\x00\x12\x14\n\x10JOB_NETWORK_HOST\x10\x01\x12\x18\n\x14JOB_NETWORK_ISOLATED\x10\x02*`\n\rJobListFilter\x12\x17\n\x13JOB_LIST_FILTER_ALL\x10\x00\x12\x1b\n\x17JOB_LIST_FILTER_RUNNING\x10\x01\x12\x19\n\x15JOB_LIST_FILTER_ENDED\x10\x02\x32\xce\x03\n\rJobController\x12\x33\n\x05Start\x12\x15.rund.JobStartRequest\x1a\x13.rund.JobIdentifier\x12-\n\x04Stop\x12\x14.rund.JobStopRequest\x1a\x0f.rund.JobStatus\x12.\n\x06Status\x12\x13.rund.JobIdentifier\x1a\x0f.rund.JobStatus\x12*\n\x03Log\x12\x13.rund.JobLogRequest\x1a\x0c.rund.JobLog0\x01\x12\x33\n\x04List\x12\x14.rund.JobListRequest\x1a\x15.rund.JobListResponse\x12-\n\x04Wait\x12\x14.rund.JobWaitRequest\x1a\x0f.rund.JobStatus\x12\x31\n\x06Remove\x12\x16.rund.JobRemoveRequest\x1a\x0f.rund.JobStatus\x12.\n\x05Input\x12\x0e.rund.JobInput\x1a\x13.rund.JobInputReply(\x01\x12\x36\n\x06Resize\x12\x16.rund.JobResizeRequest\x1a\x14.rund.JobResizeReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rund_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=1777
-  _globals['_JOBSTATE']._serialized_end=1924
-  _globals['_JOBPROFILE']._serialized_start=1926
-  _globals['_JOBPROFILE']._serialized_end=2012
-  _globals['_JOBNETWORK']._serialized_start=2014
-  _globals['_JOBNETWORK']._serialized_end=2099
-  _globals['_JOBLISTFILTER']._serialized_start=2101
-  _globals['_JOBLISTFILTER']._serialized_end=2197
+  _globals['_JOBSTATE']._serialized_start=2334
+  _globals['_JOBSTATE']._serialized_end=2481
+  _globals['_JOBPROFILE']._serialized_start=2483
+  _globals['_JOBPROFILE']._serialized_end=2569
+  _globals['_JOBNETWORK']._serialized_start=2571
+  _globals['_JOBNETWORK']._serialized_end=2656
+  _globals['_JOBLISTFILTER']._serialized_start=2658
+  _globals['_JOBLISTFILTER']._serialized_end=2754
   _globals['_JOBIDENTIFIER']._serialized_start=117
   _globals['_JOBIDENTIFIER']._serialized_end=146
   _globals['_JOBLOG']._serialized_start=148
-  _globals['_JOBLOG']._serialized_end=188
-  _globals['_JOBSTATUS']._serialized_start=191
-  _globals['_JOBSTATUS']._serialized_end=932
-  _globals['_JOBSTARTREQUEST']._serialized_start=935
-  _globals['_JOBSTARTREQUEST']._serialized_end=1443
-  _globals['_JOBSTOPREQUEST']._serialized_start=1445
-  _globals['_JOBSTOPREQUEST']._serialized_end=1524
-  _globals['_JOBLISTREQUEST']._serialized_start=1526
-  _globals['_JOBLISTREQUEST']._serialized_end=1618
-  _globals['_JOBLISTRESPONSE']._serialized_start=1620
-  _globals['_JOBLISTRESPONSE']._serialized_end=1693
-  _globals['_JOBWAITREQUEST']._serialized_start=1695
-  _globals['_JOBWAITREQUEST']._serialized_end=1725
-  _globals['_JOBREMOVEREQUEST']._serialized_start=1727
-  _globals['_JOBREMOVEREQUEST']._serialized_end=1774
-  _globals['_JOBCONTROLLER']._serialized_start=2200
-  _globals['_JOBCONTROLLER']._serialized_end=2558
+  _globals['_JOBLOG']._serialized_end=237
+  _globals['_JOBLOGREQUEST']._serialized_start=240
+  _globals['_JOBLOGREQUEST']._serialized_end=400
+  _globals['_JOBSTATUS']._serialized_start=403
+  _globals['_JOBSTATUS']._serialized_end=1213
+  _globals['_JOBSTARTREQUEST']._serialized_start=1216
+  _globals['_JOBSTARTREQUEST']._serialized_end=1840
+  _globals['_JOBSTOPREQUEST']._serialized_start=1842
+  _globals['_JOBSTOPREQUEST']._serialized_end=1921
+  _globals['_JOBLISTREQUEST']._serialized_start=1923
+  _globals['_JOBLISTREQUEST']._serialized_end=2015
+  _globals['_JOBLISTRESPONSE']._serialized_start=2017
+  _globals['_JOBLISTRESPONSE']._serialized_end=2090
+  _globals['_JOBWAITREQUEST']._serialized_start=2092
+  _globals['_JOBWAITREQUEST']._serialized_end=2122
+  _globals['_JOBREMOVEREQUEST']._serialized_start=2124
+  _globals['_JOBREMOVEREQUEST']._serialized_end=2171
+  _globals['_JOBINPUT']._serialized_start=2173
+  _globals['_JOBINPUT']._serialized_end=2211
+  _globals['_JOBINPUTREPLY']._serialized_start=2213
+  _globals['_JOBINPUTREPLY']._serialized_end=2251
+  _globals['_JOBRESIZEREQUEST']._serialized_start=2253
+  _globals['_JOBRESIZEREQUEST']._serialized_end=2313
+  _globals['_JOBRESIZEREPLY']._serialized_start=2315
+  _globals['_JOBRESIZEREPLY']._serialized_end=2331
+  _globals['_JOBCONTROLLER']._serialized_start=2757
+  _globals['_JOBCONTROLLER']._serialized_end=3219
 # @@protoc_insertion_point(module_scope)

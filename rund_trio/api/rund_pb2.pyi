@@ -161,21 +161,77 @@ class JobLog(_message.Message):
 
     STDOUT_FIELD_NUMBER: _builtins.int
     STDERR_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
     stdout: _builtins.bytes
     stderr: _builtins.bytes
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """--- rund-trio extensions ---
+        When the daemon read this chunk from the job's pipe; set only when the
+        request asked for timestamps (each chunk is then one piece as read).
+        """
+
     def __init__(
         self,
         *,
         stdout: _builtins.bytes = ...,
         stderr: _builtins.bytes = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["stderr", b"stderr", "stdout", b"stdout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at", "stderr", b"stderr", "stdout", b"stdout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobLog: _TypeAlias = JobLog  # noqa: Y015
+
+@_typing.final
+class JobLogRequest(_message.Message):
+    """Log's request: JobIdentifier's field 1 plus options, so a contract client's
+    JobIdentifier is read as a JobLogRequest that follows the whole output.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ULID_FIELD_NUMBER: _builtins.int
+    NO_FOLLOW_FIELD_NUMBER: _builtins.int
+    TAIL_LINES_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    TIMESTAMPS_FIELD_NUMBER: _builtins.int
+    ulid: _builtins.str
+    no_follow: _builtins.bool
+    """Send what is recorded now, then end, instead of following the job until
+    its output ends (proto3 has no default true: the option is negative).
+    """
+    timestamps: _builtins.bool
+    """Set JobLog.recorded_at on every chunk."""
+    @_builtins.property
+    def tail_lines(self) -> _wrappers_pb2.Int64Value:
+        """Start at the last N lines of the output (stdout and stderr together, in
+        the order they were read); unset: from the beginning. Negative: INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only output recorded at or after this time; in the future: INVALID_ARGUMENT."""
+
+    def __init__(
+        self,
+        *,
+        ulid: _builtins.str = ...,
+        no_follow: _builtins.bool = ...,
+        tail_lines: _wrappers_pb2.Int64Value | None = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        timestamps: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "tail_lines", b"tail_lines"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["no_follow", b"no_follow", "since", b"since", "tail_lines", b"tail_lines", "timestamps", b"timestamps", "ulid", b"ulid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobLogRequest: _TypeAlias = JobLogRequest  # noqa: Y015
 
 @_typing.final
 class JobStatus(_message.Message):
@@ -206,6 +262,10 @@ class JobStatus(_message.Message):
     OUTPUT_ERROR_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
     ULID_FIELD_NUMBER: _builtins.int
+    WORKING_DIR_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
+    STDIN_OPEN_FIELD_NUMBER: _builtins.int
     stopped: _builtins.bool
     """a Stop request ended the job"""
     killed: _builtins.bool
@@ -240,6 +300,16 @@ class JobStatus(_message.Message):
     """the profile the job runs in (never DEFAULT)"""
     ulid: _builtins.str
     """the job's id (set in List answers and Status)"""
+    working_dir: _builtins.str
+    """--- how the job was started: its stdio and directory (40-44) ---
+    the directory it started in (in its root fs)
+    """
+    stdin: _builtins.bool
+    """its stdin is a pipe fed by Input (not /dev/null)"""
+    tty: _builtins.bool
+    """its stdin/stdout/stderr are a pseudo-terminal"""
+    stdin_open: _builtins.bool
+    """Input may still feed it (open, job running)"""
     @_builtins.property
     def exit_code(self) -> _wrappers_pb2.UInt32Value:
         """unset while running or when killed"""
@@ -296,10 +366,14 @@ class JobStatus(_message.Message):
         output_error: _builtins.str = ...,
         profile: Global___JobProfile.ValueType = ...,
         ulid: _builtins.str = ...,
+        working_dir: _builtins.str = ...,
+        stdin: _builtins.bool = ...,
+        tty: _builtins.bool = ...,
+        stdin_open: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "signal", b"signal", "started_at", b"started_at", "system_time", b"system_time", "user_time", b"user_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cpu_throttled_periods", b"cpu_throttled_periods", "cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "io_read_bytes", b"io_read_bytes", "io_write_bytes", b"io_write_bytes", "killed", b"killed", "memory_current", b"memory_current", "memory_peak", b"memory_peak", "name", b"name", "oom_killed", b"oom_killed", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "output_error", b"output_error", "pid", b"pid", "profile", b"profile", "signal", b"signal", "signal_name", b"signal_name", "started_at", b"started_at", "state", b"state", "stopped", b"stopped", "system_time", b"system_time", "ulid", b"ulid", "user_time", b"user_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cpu_throttled_periods", b"cpu_throttled_periods", "cpu_throttled_time", b"cpu_throttled_time", "ended_at", b"ended_at", "exit_code", b"exit_code", "io_read_bytes", b"io_read_bytes", "io_write_bytes", b"io_write_bytes", "killed", b"killed", "memory_current", b"memory_current", "memory_peak", b"memory_peak", "name", b"name", "oom_killed", b"oom_killed", "output_bytes", b"output_bytes", "output_dropped_bytes", b"output_dropped_bytes", "output_error", b"output_error", "pid", b"pid", "profile", b"profile", "signal", b"signal", "signal_name", b"signal_name", "started_at", b"started_at", "state", b"state", "stdin", b"stdin", "stdin_open", b"stdin_open", "stopped", b"stopped", "system_time", b"system_time", "tty", b"tty", "ulid", b"ulid", "user_time", b"user_time", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -321,6 +395,13 @@ class JobStartRequest(_message.Message):
     UID_FIELD_NUMBER: _builtins.int
     GID_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
+    WORKING_DIR_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
+    TTY_ROWS_FIELD_NUMBER: _builtins.int
+    TTY_COLS_FIELD_NUMBER: _builtins.int
+    TTY_TERM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """the command (program) to run"""
     network: Global___JobNetwork.ValueType
@@ -329,6 +410,17 @@ class JobStartRequest(_message.Message):
     """
     profile: Global___JobProfile.ValueType
     """default: the daemon's (--default-profile)"""
+    working_dir: _builtins.str
+    """default "/" (inside the job's root filesystem)"""
+    stdin: _builtins.bool
+    """a stdin pipe fed by Input; else /dev/null"""
+    tty: _builtins.bool
+    """a pseudo-terminal as stdin, stdout and stderr"""
+    tty_rows: _builtins.int
+    """its initial size (0: 24 rows, 80 columns)"""
+    tty_cols: _builtins.int
+    tty_term: _builtins.str
+    """TERM for the job (default "xterm")"""
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """its arguments"""
@@ -365,6 +457,13 @@ class JobStartRequest(_message.Message):
     def gid(self) -> _wrappers_pb2.UInt32Value:
         """and group (default: the uid asked for)"""
 
+    @_builtins.property
+    def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """--- the job's environment, directory, stdin and terminal (20-29) ---
+        Added to the daemon's small default environment (PATH, HOME=/, LANG,
+        RUND_JOB_ID), later entries winning; each "NAME=VALUE".
+        """
+
     def __init__(
         self,
         *,
@@ -380,10 +479,17 @@ class JobStartRequest(_message.Message):
         uid: _wrappers_pb2.UInt32Value | None = ...,
         gid: _wrappers_pb2.UInt32Value | None = ...,
         profile: Global___JobProfile.ValueType = ...,
+        env: _abc.Iterable[_builtins.str] | None = ...,
+        working_dir: _builtins.str = ...,
+        stdin: _builtins.bool = ...,
+        tty: _builtins.bool = ...,
+        tty_rows: _builtins.int = ...,
+        tty_cols: _builtins.int = ...,
+        tty_term: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["gid", b"gid", "max_cpu_bandwidth", b"max_cpu_bandwidth", "max_memory_usage", b"max_memory_usage", "max_rbps", b"max_rbps", "max_riops", b"max_riops", "max_wbps", b"max_wbps", "max_wiops", b"max_wiops", "uid", b"uid"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "gid", b"gid", "max_cpu_bandwidth", b"max_cpu_bandwidth", "max_memory_usage", b"max_memory_usage", "max_rbps", b"max_rbps", "max_riops", b"max_riops", "max_wbps", b"max_wbps", "max_wiops", b"max_wiops", "name", b"name", "network", b"network", "profile", b"profile", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "env", b"env", "gid", b"gid", "max_cpu_bandwidth", b"max_cpu_bandwidth", "max_memory_usage", b"max_memory_usage", "max_rbps", b"max_rbps", "max_riops", b"max_riops", "max_wbps", b"max_wbps", "max_wiops", b"max_wiops", "name", b"name", "network", b"network", "profile", b"profile", "stdin", b"stdin", "tty", b"tty", "tty_cols", b"tty_cols", "tty_rows", b"tty_rows", "tty_term", b"tty_term", "uid", b"uid", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -520,3 +626,87 @@ class JobRemoveRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobRemoveRequest: _TypeAlias = JobRemoveRequest  # noqa: Y015
+
+@_typing.final
+class JobInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ULID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    ulid: _builtins.str
+    """the job; in the first message only"""
+    data: _builtins.bytes
+    """bytes for its stdin, in order"""
+    def __init__(
+        self,
+        *,
+        ulid: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "ulid", b"ulid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobInput: _TypeAlias = JobInput  # noqa: Y015
+
+@_typing.final
+class JobInputReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BYTES_WRITTEN_FIELD_NUMBER: _builtins.int
+    bytes_written: _builtins.int
+    """bytes of this stream written to the job's stdin"""
+    def __init__(
+        self,
+        *,
+        bytes_written: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_written", b"bytes_written"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobInputReply: _TypeAlias = JobInputReply  # noqa: Y015
+
+@_typing.final
+class JobResizeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ULID_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    COLS_FIELD_NUMBER: _builtins.int
+    ulid: _builtins.str
+    rows: _builtins.int
+    cols: _builtins.int
+    def __init__(
+        self,
+        *,
+        ulid: _builtins.str = ...,
+        rows: _builtins.int = ...,
+        cols: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "rows", b"rows", "ulid", b"ulid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobResizeRequest: _TypeAlias = JobResizeRequest  # noqa: Y015
+
+@_typing.final
+class JobResizeReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobResizeReply: _TypeAlias = JobResizeReply  # noqa: Y015

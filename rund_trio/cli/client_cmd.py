@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rund_trio.cli.durations import parse_duration
-from rund_trio.cli.options import add_tls_options, tls_files
+from rund_trio.cli.log_options import add_log_options
 from rund_trio.cli.sizes import parse_size
+from rund_trio.cli.tls_discovery import add_client_tls_options
 
 if TYPE_CHECKING:
     from rund_trio.api import rund_pb2 as pb
@@ -47,12 +49,7 @@ def add_parser(subparsers: Any) -> None:
         default=os.environ.get("RUND_ADDR", "localhost:8000"),
         help="daemon address host:port (default: %(default)s; env RUND_ADDR)",
     )
-    add_tls_options(
-        group,
-        cert="tls/client.pem",
-        key="tls/client-key.pem",
-        env_prefix="RUND_",
-    )
+    add_client_tls_options(group)
 
     def command_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = actions.add_parser(
@@ -96,6 +93,7 @@ def add_parser(subparsers: Any) -> None:
         isolation.add_argument(
             "--gid", type=int, default=None, help="run as this group id (default: --uid)"
         )
+        add_job_io_options(parser, name)
         parser.add_argument(
             "command",
             nargs="+",
@@ -119,8 +117,13 @@ def add_parser(subparsers: Any) -> None:
     status.add_argument("job_id", metavar="ID")
     status.set_defaults(handler=run_action, action_fn=_status)
 
-    log = command_parser("log", "write a job's output from the start until it ends")
+    log = command_parser(
+        "log",
+        "write a job's output (stdout and stderr, in the order the daemon read them) "
+        "from the start until it ends",
+    )
     log.add_argument("job_id", metavar="ID")
+    add_log_options(log)
     log.set_defaults(handler=run_action, action_fn=_log)
 
     ps = command_parser("ps", "list your jobs, newest first (running ones unless -a)")
@@ -155,6 +158,20 @@ def add_parser(subparsers: Any) -> None:
     )
     prune.set_defaults(handler=run_action, action_fn=_prune)
 
+    feed = command_parser(
+        "input", "send this command's stdin to a job started with -i, until end of file"
+    )
+    feed.add_argument("job_id", metavar="ID")
+    feed.set_defaults(handler=run_action, action_fn=_input)
+
+    attach = command_parser(
+        "attach",
+        "follow a job's output from its start and send it this command's stdin (if it was "
+        "started with -i; a terminal in raw mode if with -t); exit with its exit code",
+    )
+    attach.add_argument("job_id", metavar="ID")
+    attach.set_defaults(handler=run_action, action_fn=_attach)
+
 
 def _grace_seconds(text: str) -> float:
     """Seconds between SIGTERM and SIGKILL: 0 (SIGKILL at once) up to an hour,
@@ -168,6 +185,56 @@ def _grace_seconds(text: str) -> float:
     return seconds
 
 
+def add_job_io_options(parser: argparse.ArgumentParser, action: str) -> None:
+    """-e, --env-file, -w, -i, -t of ``start`` and ``run``."""
+    io = parser.add_argument_group("environment, directory, input")
+    io.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="set a variable in the job's environment; NAME alone takes this shell's value "
+        "(left out if unset). Repeatable. Default environment: PATH, HOME=/, LANG, RUND_JOB_ID",
+    )
+    io.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="read variables from FILE (docker's format: NAME=VALUE or NAME per line, "
+        "# comments); -e entries come after",
+    )
+    io.add_argument(
+        "-w",
+        "--workdir",
+        default="",
+        metavar="DIR",
+        help="the absolute directory the job starts in (default: / , inside its root "
+        "filesystem when it has one)",
+    )
+    io.add_argument(
+        "-i",
+        "--interactive",
+        action="store_true",
+        help="give the job a stdin: "
+        + (
+            "send this command's stdin to it until end of file"
+            if action == "run"
+            else "feed it later with `client input ID` or `client attach ID`"
+        )
+        + " (default: its stdin is /dev/null)",
+    )
+    io.add_argument(
+        "-t",
+        "--tty",
+        action="store_true",
+        help="give the job a pseudo-terminal (usually with -i: -it); its output is "
+        "recorded as stdout",
+    )
+
+
 def run_action(args: argparse.Namespace) -> int:
     """Run one client action; SIGINT, SIGTERM or SIGHUP end it quietly with 128 + signal.
 
@@ -178,12 +245,15 @@ def run_action(args: argparse.Namespace) -> int:
 
     import anyio
 
+    from rund_trio.cli.tls_discovery import client_tls
     from rund_trio.client.api import RundClient
+    from rund_trio.client.diagnose import Diagnosed
     from rund_trio.errors import RundError
 
     if getattr(args, "command", None):
         check_text_command(args.command)
-    ssl_context = tls_files(args).client_context()
+    tls = client_tls(args)
+    ssl_context = tls.files.client_context()
     # What the next signals do instead of ending the command, popped from the
     # end (``run``: stop the job, then kill it). One receiver for the whole
     # command: on asyncio a nested one takes the signals from this one, and a
@@ -213,7 +283,7 @@ def run_action(args: argparse.Namespace) -> int:
                     tasks.cancel_scope.cancel()
                     break
         if errors:
-            raise errors[0]
+            raise tls.explain(errors[0]) if isinstance(errors[0], Diagnosed) else errors[0]
         return results[0]
 
     return anyio.run(main, backend="asyncio")
@@ -239,9 +309,22 @@ def check_text_command(command: list[str]) -> None:
 
 
 def _start_request(args: argparse.Namespace) -> pb.JobStartRequest:
+    import os
+
     from rund_trio.api import rund_pb2 as pb
+    from rund_trio.cli.interactive import window_size
+    from rund_trio.cli.job_env import job_env
 
     request = pb.JobStartRequest(name=args.command[0], args=args.command[1:])
+    request.env.extend(job_env(args.env, args.env_file, os.environ))
+    request.working_dir = args.workdir
+    request.stdin = args.interactive
+    if args.tty:
+        request.tty = True
+        size = window_size()
+        if size is not None:
+            request.tty_rows, request.tty_cols = size
+        request.tty_term = os.environ.get("TERM", "")
     if args.network is not None:
         request.network = {"host": pb.JOB_NETWORK_HOST, "isolated": pb.JOB_NETWORK_ISOLATED}[
             args.network
@@ -265,8 +348,35 @@ def _print_status(status: pb.JobStatus) -> None:
 
 
 async def _start(client: RundClient, args: argparse.Namespace) -> int:
-    print(await client.start(_start_request(args)))
+    from rund_trio.cli.interactive import note_stdin_not_sent
+
+    request = _start_request(args)
+    if not args.interactive:
+        note_stdin_not_sent()
+    print(await client.start(request))
     return 0
+
+
+async def _input(client: RundClient, args: argparse.Namespace) -> int:
+    from rund_trio.cli.interactive import stdin_chunks
+
+    await client.input(args.job_id, stdin_chunks())
+    return 0
+
+
+async def _attach(client: RundClient, args: argparse.Namespace) -> int:
+    from rund_trio.cli.interactive import check_terminal_input, interact
+
+    status = await client.status(args.job_id)
+    check_terminal_input(status.stdin_open, status.tty)
+    await interact(
+        client,
+        args.job_id,
+        lambda: _copy_log(client, args.job_id),
+        feed=status.stdin_open,
+        terminal=status.tty,
+    )
+    return exit_code_of(await client.status(args.job_id))
 
 
 async def _stop(client: RundClient, args: argparse.Namespace) -> int:
@@ -282,22 +392,23 @@ async def _status(client: RundClient, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _copy_log(client: RundClient, job_id: str) -> None:
+async def _copy_log(client: RundClient, job_id: str, **options: Any) -> None:
+    from rund_trio.cli.log_options import copy_log
     from rund_trio.wire.heap import keep_stream_buffers_in_heap
 
     keep_stream_buffers_in_heap()
-    stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
-    async for chunk in client.log(job_id):
-        if chunk.stdout:
-            stdout.write(chunk.stdout)
-            stdout.flush()
-        if chunk.stderr:
-            stderr.write(chunk.stderr)
-            stderr.flush()
+    await copy_log(client, job_id, sys.stdout.buffer, sys.stderr.buffer, **options)
 
 
 async def _log(client: RundClient, args: argparse.Namespace) -> int:
-    await _copy_log(client, args.job_id)
+    await _copy_log(
+        client,
+        args.job_id,
+        follow=args.follow,
+        tail_lines=args.tail,
+        since=args.since,
+        timestamps=args.timestamps,
+    )
     return 0
 
 
@@ -313,9 +424,14 @@ def exit_code_of(status: pb.JobStatus) -> int:
 async def _run(client: RundClient, args: argparse.Namespace) -> int:
     import signal
 
+    from rund_trio.cli.interactive import check_terminal_input, interact, note_stdin_not_sent
     from rund_trio.errors import RpcError
 
-    job_id = await client.start(_start_request(args))
+    check_terminal_input(args.interactive, args.tty)
+    request = _start_request(args)
+    if not args.interactive:
+        note_stdin_not_sent()
+    job_id = await client.start(request)
 
     async def stop_gracefully(signum: int) -> None:
         await _stop_for(client, job_id, signum, args.grace)
@@ -326,7 +442,13 @@ async def _run(client: RundClient, args: argparse.Namespace) -> int:
 
     args.first_signal[:] = [kill_now, stop_gracefully]  # popped from the end
     try:
-        await _copy_log(client, job_id)
+        await interact(
+            client,
+            job_id,
+            lambda: _copy_log(client, job_id),
+            feed=args.interactive,
+            terminal=args.tty,
+        )
     except RpcError as error:
         if error.code != "RESOURCE_EXHAUSTED":
             raise

@@ -11,6 +11,16 @@ from collections.abc import Sequence
 from rund_trio.errors import RundError, sole_exception
 
 
+def package_version() -> str:
+    """The installed package's version, from its metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rund-trio")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed: run `just setup`)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rund_trio.cli import certs_cmd, client_cmd, execute_cmd, serve_cmd
 
@@ -18,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rund-trio",
         description="Run commands on this machine for remote clients, over gRPC with mutual TLS.",
     )
+    parser.add_argument("--version", action="version", version=f"rund-trio {package_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_cmd.add_parser(subparsers)
     client_cmd.add_parser(subparsers)

@@ -12,6 +12,7 @@ from rund_trio.cli.sizes import parse_reserve, parse_size
 
 if TYPE_CHECKING:
     from rund_trio.server.app import RunningDaemon, ServeConfig
+    from rund_trio.server.host_support import Requested
     from rund_trio.server.systemd import Notifier
 
 
@@ -38,6 +39,23 @@ def parse_count(text: str) -> int:
     if not text.strip().isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of zero or more")
     return int(text)
+
+
+DEFAULT_PIDS_MAX = 4096
+
+
+def requested_options(args: argparse.Namespace) -> Requested:
+    """The host-dependent options given on the command line (not left at their
+    default): the host must honour them or start-up fails."""
+    from rund_trio.server.host_support import Requested
+
+    return Requested(
+        pids_max=args.pids_max,
+        io_devices=bool(args.io_device),
+        cgroup_root=args.cgroup_root is not None,
+        rootfs=args.rootfs is not None,
+        run_as=args.run_as is not None,
+    )
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -153,10 +171,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     cgroups.add_argument(
         "--pids-max",
         type=int,
-        default=4096,
+        default=None,
         metavar="N",
-        help="most processes a job may have, so a fork bomb stays inside it "
-        "(default: %(default)s; 0 for no cap)",
+        help=f"most processes a job may have, so a fork bomb stays inside it "
+        f"(default: {DEFAULT_PIDS_MAX}, a warning where the host cannot enforce it; "
+        "given explicitly, start-up fails there; 0 for no cap)",
     )
     cgroups.add_argument(
         "--no-cgroups",
@@ -276,6 +295,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SIZE",
         help="largest command line a job may have: its arguments' bytes and NULs "
         "(default: %(default)s; 0: no cap, Linux then refuses beyond ~2M)",
+    )
+    caps.add_argument(
+        "--max-env-bytes",
+        type=parse_size,
+        default="128K",
+        metavar="SIZE",
+        help="largest environment a Start request may add (-e): its entries' bytes and NULs "
+        "(default: %(default)s; 0: no cap)",
     )
     caps.add_argument(
         "--max-streams-per-connection",
@@ -436,7 +463,7 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         else CgroupOptions(
             root=args.cgroup_root,
             io_devices=tuple(parse_io_device(device) for device in args.io_device) or None,
-            pids_max=args.pids_max or None,
+            pids_max=(DEFAULT_PIDS_MAX if args.pids_max is None else args.pids_max) or None,
         ),
         max_running_jobs=args.max_running_jobs or None,
         max_running_jobs_per_client=args.max_running_jobs_per_client or None,
@@ -451,6 +478,8 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
             audit_keep=args.audit_keep,
             audit_required=args.audit_required,
         ),
+        max_env_bytes=args.max_env_bytes or None,
+        requested=requested_options(args),
         isolation=IsolationPolicy(
             namespaces=not args.no_namespaces,
             network=Network(args.network or ("isolated" if args.forbid_host_network else "host")),

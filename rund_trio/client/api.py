@@ -1,23 +1,36 @@
 """``RundClient``: the daemon's RPCs as typed async methods.
 
-Every failure surfaces as a ``rund_trio.errors.RundError``: ``ConnectionFailed``
-when the daemon cannot be reached, the TLS handshake fails or the connection
-ends, ``RpcError`` (with the gRPC status code) when the daemon answers with an
-error. The gRPC connection itself is ``rund_trio.rpc.Channel``.
+Every failure surfaces as a ``rund_trio.errors.RundError``: ``Diagnosed`` (a
+``ConnectionFailed`` saying which side is wrong, ``client.diagnose``) when the
+daemon cannot be reached, the TLS handshake fails, the server is no gRPC
+daemon or the connection ends; ``RpcError`` (with the gRPC status code) when
+the daemon answers with an error. The gRPC connection itself is
+``rund_trio.rpc.Channel``; it reports the facts (``TransportFailed``), this
+module has them explained.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
-from datetime import timedelta
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from contextlib import aclosing, asynccontextmanager, contextmanager
+from datetime import datetime, timedelta
+
+import anyio
 
 from rund_trio.address import parse_address
 from rund_trio.api import rund_pb2 as pb
-from rund_trio.rpc import Channel, open_channel
+from rund_trio.client.diagnose import (
+    Diagnosed,
+    check_dial_address,
+    diagnose_connect,
+    diagnose_lost,
+    diagnose_not_grpc,
+)
+from rund_trio.errors import RpcError, sole_exception
+from rund_trio.rpc import Channel, Stage, TransportFailed, open_channel
 from rund_trio.rpc._tls import ByteStream
-from rund_trio.wire.job_log import LogChunk
+from rund_trio.wire.job_log import LogChunk, framed_input_message
 
 SERVICE = "rund.JobController"
 
@@ -31,8 +44,9 @@ def _log_chunk(data: bytes) -> LogChunk:
 class RundClient:
     """A connection to one daemon. Use ``RundClient.connect`` to make one."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, addr: str) -> None:
         self._channel = channel
+        self._addr = addr
 
     @classmethod
     @asynccontextmanager
@@ -43,29 +57,41 @@ class RundClient:
         (over ``transport`` when given, e.g. a memory stream in tests).
 
         The connection is closed when the block exits, whatever happens in it.
+
+        Raises:
+            ConfigError: ``addr`` is a URL, not ``host:port``.
+            Diagnosed: the connection could not be made, or it ended.
         """
+        check_dial_address(addr)
         host, port = parse_address(addr, default_host="localhost")
         assert host is not None
-        async with open_channel(host, port, ssl_context, transport=transport) as channel:
-            yield cls(channel)
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        with _diagnosed(shown, host):
+            async with open_channel(host, port, ssl_context, transport=transport) as channel:
+                yield cls(channel, shown)
 
     async def start(self, request: pb.JobStartRequest) -> str:
         """Start a job; returns its id."""
-        reply = await self._channel.unary_unary(
-            SERVICE, "Start", request, pb.JobIdentifier.FromString
-        )
+        with _diagnosed(self._addr):
+            reply = await self._channel.unary_unary(
+                SERVICE, "Start", request, pb.JobIdentifier.FromString
+            )
         return reply.ulid
 
     async def stop(self, job_id: str, grace: timedelta | None = None) -> pb.JobStatus:
         request = pb.JobStopRequest(ulid=job_id)
         if grace is not None:
             request.grace_period.FromTimedelta(grace)
-        return await self._channel.unary_unary(SERVICE, "Stop", request, pb.JobStatus.FromString)
+        with _diagnosed(self._addr):
+            return await self._channel.unary_unary(
+                SERVICE, "Stop", request, pb.JobStatus.FromString
+            )
 
     async def status(self, job_id: str) -> pb.JobStatus:
-        return await self._channel.unary_unary(
-            SERVICE, "Status", pb.JobIdentifier(ulid=job_id), pb.JobStatus.FromString
-        )
+        with _diagnosed(self._addr):
+            return await self._channel.unary_unary(
+                SERVICE, "Status", pb.JobIdentifier(ulid=job_id), pb.JobStatus.FromString
+            )
 
     async def list_jobs(
         self,
@@ -75,9 +101,10 @@ class RundClient:
     ) -> pb.JobListResponse:
         """One page of the caller's jobs, newest first (see ``all_jobs``)."""
         request = pb.JobListRequest(filter=filter, page_size=page_size, page_token=page_token)
-        return await self._channel.unary_unary(
-            SERVICE, "List", request, pb.JobListResponse.FromString
-        )
+        with _diagnosed(self._addr):
+            return await self._channel.unary_unary(
+                SERVICE, "List", request, pb.JobListResponse.FromString
+            )
 
     async def all_jobs(
         self, filter: pb.JobListFilter.ValueType = pb.JOB_LIST_FILTER_ALL
@@ -94,23 +121,117 @@ class RundClient:
 
     async def wait(self, job_id: str) -> pb.JobStatus:
         """The job's final status, once it has ended."""
-        return await self._channel.unary_unary(
-            SERVICE, "Wait", pb.JobWaitRequest(ulid=job_id), pb.JobStatus.FromString
-        )
+        with _diagnosed(self._addr):
+            return await self._channel.unary_unary(
+                SERVICE, "Wait", pb.JobWaitRequest(ulid=job_id), pb.JobStatus.FromString
+            )
 
     async def remove(self, job_id: str, *, force: bool = False) -> pb.JobStatus:
         """Forget an ended job (with ``force``, stop a running one first); its last status."""
         request = pb.JobRemoveRequest(ulid=job_id, force=force)
-        return await self._channel.unary_unary(SERVICE, "Remove", request, pb.JobStatus.FromString)
+        with _diagnosed(self._addr):
+            return await self._channel.unary_unary(
+                SERVICE, "Remove", request, pb.JobStatus.FromString
+            )
 
-    async def log(self, job_id: str) -> AsyncIterator[LogChunk]:
-        """The job's output from the beginning until it ended, as chunks with
-        ``stdout`` and ``stderr`` bytes (like ``pb.JobLog``). Closing the
-        iterator early abandons the call: the daemon ends its side at once."""
+    async def log(
+        self,
+        job_id: str,
+        *,
+        follow: bool = True,
+        tail_lines: int | None = None,
+        since: datetime | None = None,
+        timestamps: bool = False,
+    ) -> AsyncIterator[LogChunk]:
+        """The job's output as chunks with ``stdout`` and ``stderr`` bytes (like
+        ``pb.JobLog``), in the order the daemon read it: by default from the
+        beginning until the job's output ended. ``follow=False``: only what is
+        recorded now; ``tail_lines``: from the last N lines; ``since``: what was
+        recorded from then on; ``timestamps``: each chunk with ``recorded_at``.
+        Closing the iterator early abandons the call: the daemon ends its side
+        at once."""
+        request = pb.JobLogRequest(ulid=job_id, no_follow=not follow, timestamps=timestamps)
+        if tail_lines is not None:
+            request.tail_lines.value = tail_lines
+        if since is not None:
+            request.since.FromDatetime(since)
         # Log responses are decoded by hand (see rund_trio.wire.job_log).
-        responses = self._channel.unary_stream(
-            SERVICE, "Log", pb.JobIdentifier(ulid=job_id), _log_chunk
-        )
-        async with aclosing(responses):
-            async for chunk in responses:
-                yield chunk
+        responses = self._channel.unary_stream(SERVICE, "Log", request, _log_chunk)
+        with _diagnosed(self._addr):
+            async with aclosing(responses):
+                async for chunk in responses:
+                    yield chunk
+
+    async def input(self, job_id: str, chunks: AsyncIterable[bytes]) -> int:
+        """Feed ``chunks`` to the job's stdin in order; at their end the job's
+        stdin pipe is closed (a terminal stays open). Returns the bytes the
+        daemon wrote. Each chunk is sent as the HTTP/2 window allows, so a job
+        that does not read holds this back. An answer from the daemon before
+        ``chunks`` ended (an error: no stdin, the job ended) stops the sending
+        at once. If this is cancelled the call is reset and the job's stdin
+        stays open."""
+        with _diagnosed(self._addr):
+            return await self._input(job_id, chunks)
+
+    async def _input(self, job_id: str, chunks: AsyncIterable[bytes]) -> int:
+        call = self._channel.start(SERVICE, "Input", pb.JobInputReply.FromString, wake=False)
+        reply: pb.JobInputReply | None = None
+        try:
+            try:
+                async with anyio.create_task_group() as tasks:
+
+                    async def send() -> None:
+                        # The id at once: a refusal comes back before any input.
+                        await call.send(pb.JobInput(ulid=job_id))
+                        async for data in chunks:
+                            if call.done:
+                                break  # answered: receive() says how
+                            if data:
+                                # Framed by hand: one copy of the payload.
+                                await call.send(framed_input_message(data), framed=True)
+                        call.end()
+
+                    async def receive() -> None:
+                        nonlocal reply
+                        reply = await call.receive()
+                        if reply is None:
+                            raise RpcError("INTERNAL", "the daemon answered OK without a message")
+                        while await call.receive() is not None:  # the status ends it
+                            pass
+                        tasks.cancel_scope.cancel()
+
+                    tasks.start_soon(send)
+                    tasks.start_soon(receive)
+            except BaseExceptionGroup as group:
+                raise sole_exception(group) from None
+        finally:
+            call.abandon()
+        assert reply is not None
+        return reply.bytes_written
+
+    async def resize(self, job_id: str, rows: int, cols: int) -> None:
+        """Set a terminal job's window size (the job gets SIGWINCH)."""
+        with _diagnosed(self._addr):
+            await self._channel.unary_unary(
+                SERVICE,
+                "Resize",
+                pb.JobResizeRequest(ulid=job_id, rows=rows, cols=cols),
+                pb.JobResizeReply.FromString,
+            )
+
+
+@contextmanager
+def _diagnosed(addr: str, host: str | None = None) -> Iterator[None]:
+    """The rpc layer's ``TransportFailed`` as a ``Diagnosed``: one line a
+    person can act on (``client.diagnose``). ``host``: as typed in ``--addr``,
+    for a name that does not resolve."""
+    try:
+        yield
+    except TransportFailed as error:
+        if error.stage is Stage.PROTOCOL:
+            diagnosis = diagnose_not_grpc(addr)
+        elif error.stage is Stage.CONNECT:
+            diagnosis = diagnose_connect(error.cause or error, addr, host or addr)
+        else:
+            diagnosis = diagnose_lost(error.cause, addr, answered=error.peer_answered)
+        raise Diagnosed(diagnosis) from None

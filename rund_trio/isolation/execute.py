@@ -16,6 +16,15 @@ the status fd, made close-on-exec at once. The helper then
    sets ``no_new_privs`` and its seccomp filter (``seccomp``), and execs
    ``argv`` (looked up in the job's own ``PATH``).
 
+**A terminal.** When the daemon gives a job a pseudo-terminal, it is the
+job's stdin, stdout and stderr, and becomes the controlling terminal of the
+session the job's program runs in: the helper's own (it leads it) without a
+PID namespace; with one, a new session led by ``rund-init`` (step ``tty``), so
+that the session and process group ids are visible inside the namespace (a
+shell hands the terminal back to its original process group when it exits).
+The helper then relays what the daemon sends its process group to
+``rund-init``'s.
+
 Any failure before the exec writes ``<errno> <step> <message>`` to the status
 fd and exits with ``EXIT_SETUP_FAILED``; a successful exec closes the status fd
 (close-on-exec), which the daemon reads as "running".
@@ -377,6 +386,8 @@ def _run_init(
 
         _die_with_parent(parent_alive)
         linux.set_process_name("rund-init")
+        if posix.isatty(0):
+            _step("tty", _take_terminal, True)
         _setup_namespaces(record)
         job = _step("fork", posix.fork)
         if job == 0:
@@ -410,6 +421,9 @@ def _start(record: dict[str, object], status_fd: int) -> None:
     if record["confine"] is not None:  # now: a root filesystem puts them out of reach
         from rund_trio.isolation import capabilities, seccomp  # noqa: F401
     ns: dict[str, bool] = record["namespaces"]  # type: ignore[assignment]
+    terminal = posix.isatty(0)  # the daemon gave the job a terminal
+    if terminal and not ns["pid"]:
+        _step("tty", _take_terminal)
     if not any(ns.values()):
         _exec_job(record)
         return
@@ -441,6 +455,8 @@ def _start(record: dict[str, object], status_fd: int) -> None:
         pid_r.close()
         _run_init(record, status_fd, result_w, alive_r, pid_w)
     linux.set_process_name("rund-execute")
+    if terminal:
+        _relay_group_signals(init)
     posix.close(result_w)
     posix.close(alive_r)  # alive_w stays open until this process ends
     pid_w.close()
@@ -463,6 +479,35 @@ def _pid_socketpair() -> tuple[_socket.socket, _socket.socket]:
     ends = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _SOCK_CLOEXEC)
     ends[0].setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)
     return ends[0], ends[1]
+
+
+def _take_terminal(new_session: bool = False) -> None:
+    """Make the terminal on stdin (a job started with a tty) the controlling
+    terminal of the session the job's program will be in: this process's own
+    (it leads it), or with ``new_session`` a new one led by this process
+    (``rund-init``: so that its ids are visible in the job's PID namespace,
+    where a shell hands the terminal back to its original process group)."""
+    from rund_trio.isolation import linux
+
+    if new_session:
+        posix.setsid()
+    linux.set_controlling_terminal(0)
+
+
+def _relay_group_signals(init: int) -> None:
+    """In the helper above a ``rund-init`` that leads its own session (a job
+    with a terminal): what the daemon sends the helper's process group goes on
+    to ``rund-init``'s, where the job's processes are."""
+
+    def relay(signum: int, _frame: object) -> None:
+        try:  # noqa: SIM105 (contextlib costs the helper an import)
+            posix.kill(-init, signum)
+        except OSError:
+            pass
+
+    for signum in _catchable_signals():
+        if signum not in _SYNCHRONOUS and signum not in (_SIGCHLD, _SIGCONT):
+            _signal.signal(signum, relay)
 
 
 def _close_other_fds(*keep: int) -> None:

@@ -47,6 +47,7 @@ _SYS_MOVE_MOUNT = 429
 
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
+_TIOCSCTTY = 0x540E
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
@@ -228,3 +229,9 @@ def interface_up(name: str = "lo") -> None:
         _check(_ioctl(_Int(sock), _ULong(_SIOCSIFFLAGS), ifreq))
     finally:
         posix.close(sock)
+
+
+def set_controlling_terminal(fd: int) -> None:
+    """Make the terminal on ``fd`` the controlling terminal of this process's
+    session (``TIOCSCTTY``); the caller must lead a session without one."""
+    _check(_ioctl(_Int(fd), _ULong(_TIOCSCTTY), _ULong(0)))

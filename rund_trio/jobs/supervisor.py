@@ -4,8 +4,12 @@ Shape of the task tree::
 
     Supervisor.run                 (nursery: one child per job)
       └─ _run_job                  owns the process, its pipes and its journal
-           ├─ record(stdout)
-           └─ record(stderr)
+           └─ record_streams(stdout, stderr)
+                           (stdout: the terminal's master for a job with a tty)
+
+A job's stdin (``jobs.stdio``) is fed by the Input RPC's own task; the job task
+owns the pipe or terminal and closes it when the job ends, which ends a feeding
+Input with ``FailedPrecondition``.
 
 A Stop cancels the job's wait scope and the job task itself terminates the tree;
 cancelling ``run`` (daemon shutdown) makes every job task kill and reap its
@@ -26,7 +30,7 @@ import logging
 import math
 import shlex
 import sqlite3
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,15 +54,17 @@ from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
 from rund_trio.jobs.quota import Quota
 from rund_trio.jobs.spec import JobSpec, new_job_id
 from rund_trio.jobs.state import JobRecord, JobSnapshot, OutputCounts, final_usage
+from rund_trio.jobs.stdio import JobStdio, open_stdio
 from rund_trio.jobs.store import JobStore, StoredJob, StoreError
 from rund_trio.jobs.table import JobTable
 from rund_trio.jobs.termination import terminate
 from rund_trio.logs.budget import Reserve
 from rund_trio.logs.disk import StateDisk
-from rund_trio.logs.follower import follow
+from rund_trio.logs.follower import follow_query
 from rund_trio.logs.journal import Piece, Stream
 from rund_trio.logs.journal_file import JournalFile
-from rund_trio.logs.recorder import record
+from rund_trio.logs.query import WHOLE_LOG, LogQuery
+from rund_trio.logs.recorder import record_streams
 from rund_trio.logs.state_dir import forget_job_files, journal_path, set_aside_orphans
 from rund_trio.logs.stored import StoredJournal, scan_journal
 from rund_trio.process.base import ExitStatus, JobProcess, ProcessSpec, ResourceUsage, Spawner
@@ -146,11 +152,16 @@ class Job:
         owner: Identity,
         process: JobProcess,
         journal: JournalFile,
+        stdio: JobStdio | None = None,
+        working_dir: str = "/",
     ) -> None:
         self.record = record
         self.owner = owner
         self.process = process
         self.journal = journal
+        self.stdio = stdio
+        """Its stdin pipe or terminal; None: its stdin is /dev/null."""
+        self.working_dir = working_dir
         self.exited = trio.Event()
         """Set once the job's main process is reaped and its status final."""
         self.done = trio.Event()
@@ -416,13 +427,13 @@ class Supervisor:
         self._ended_count -= len(deleted)
         return len(deleted)
 
-    def follow(self, job: AnyJob) -> AsyncGenerator[Piece, None]:
-        """The job's output from its first byte, then live, until it ended and
-        everything was read. The output of a job removed meanwhile ends early
-        and cleanly."""
+    def follow(self, job: AnyJob, query: LogQuery = WHOLE_LOG) -> AsyncGenerator[Piece, None]:
+        """The job's output that ``query`` asks for (by default from its first
+        byte, then live, until it ended and everything was read). The output of
+        a job removed meanwhile ends early and cleanly."""
         if isinstance(job, Job):
-            return follow(job.journal)
-        return _follow_stored(StoredJournal(job.journal, job.stored.journal_size))
+            return follow_query(job.journal, query)
+        return _follow_stored(StoredJournal(job.journal, job.stored.journal_size), query)
 
     def list(
         self, caller: Identity, ended: bool | None, before: str | None, limit: int
@@ -485,25 +496,35 @@ class Supervisor:
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ResourceExhausted(message + str(error.strerror)) from None
             raise FailedPrecondition(message + str(error.strerror)) from None
+        stdio = None
         try:
-            env = {**self._config.job_env, "RUND_JOB_ID": job_id}
-            process = await self._spawner.spawn(
-                ProcessSpec(
-                    argv=spec.argv,
-                    env=env,
-                    job_id=job_id,
-                    limits=spec.limits,
-                    isolation=isolation,
+            stdio, child_ends = open_stdio(spec.stdin, spec.terminal)
+            try:
+                process = await self._spawner.spawn(
+                    ProcessSpec(
+                        argv=spec.argv,
+                        env=job_environment(self._config.job_env, spec, job_id),
+                        cwd=spec.working_dir,
+                        job_id=job_id,
+                        limits=spec.limits,
+                        isolation=isolation,
+                        stdin_fd=child_ends.stdin,
+                        terminal_fd=child_ends.terminal,
+                    )
                 )
-            )
+            finally:
+                child_ends.close()
         except BaseException as error:
             journal.remove()
             if isinstance(error, Exception):
                 self._events.spawn_failed(error)
+            if stdio is not None:
+                with trio.CancelScope(shield=True):
+                    await stdio.aclose()
             raise
         profile = Profile.CONTAINED if isolation.contained else Profile.HOST
         record_ = JobRecord(job_id, spec.argv, process.program_pid, self._now(), profile=profile)
-        job = Job(record_, owner, process, journal)
+        job = Job(record_, owner, process, journal, stdio, spec.working_dir)
         try:
             with trio.CancelScope(shield=True):  # the row exists, or Start fails
                 await self.store.insert(
@@ -515,6 +536,8 @@ class Supervisor:
             with trio.CancelScope(shield=True), trio.move_on_after(KILL_TIMEOUT):
                 await terminate(process, 0)
                 await process.aclose()
+                if stdio is not None:
+                    await stdio.aclose()
             journal.remove()
             if isinstance(error, StoreError):
                 raise FailedPrecondition(f"cannot record the job: {error}") from None
@@ -532,8 +555,13 @@ class Supervisor:
             )
             task_status.started(job)
             async with trio.open_nursery() as pipes:
-                pipes.start_soon(record, process.stdout, Stream.STDOUT, journal)
-                pipes.start_soon(record, process.stderr, Stream.STDERR, journal)
+                terminal = stdio.terminal if stdio is not None else None
+                stdout = process.stdout if terminal is None else terminal
+                pipes.start_soon(
+                    record_streams,
+                    {Stream.STDOUT: stdout, Stream.STDERR: process.stderr},
+                    journal,
+                )
                 exit_status = await self._wait_or_stop(job)
                 self._finish(job, exit_status)
                 # Its tree is dead; collect what is still in the pipes, but do not
@@ -544,6 +572,8 @@ class Supervisor:
                 if record_.running:
                     with trio.move_on_after(KILL_TIMEOUT):
                         self._finish(job, await terminate(process, self._config.shutdown_grace))
+                if stdio is not None:
+                    await stdio.aclose()  # closes fds only: never blocks
                 with trio.move_on_after(KILL_TIMEOUT):
                     await process.aclose()
                 journal.close()
@@ -580,6 +610,32 @@ class Supervisor:
                 self._unrecorded.remove(job)
                 self._jobs.remove(job.job_id, job.owner)
 
+    async def feed(self, job: AnyJob, chunks: AsyncIterable[bytes]) -> int:
+        """Write ``chunks`` into ``job``'s stdin (``JobStdio.feed``); the bytes
+        written. ``FailedPrecondition`` for a job without stdin or one that ended."""
+        if isinstance(job, EndedJob):
+            raise FailedPrecondition(f"job {job.job_id} has ended: its stdin is closed")
+        if job.stdio is None or not job.stdio.feedable:
+            raise FailedPrecondition(
+                f"job {job.job_id} was started without stdin (its stdin is /dev/null): "
+                "start it with -i to feed it"
+            )
+        if not job.record.running:
+            raise FailedPrecondition(f"job {job.job_id} has ended: its stdin is closed")
+        return await job.stdio.feed(chunks)
+
+    def resize(self, job: AnyJob, rows: int, cols: int) -> None:
+        """Set ``job``'s terminal window; ``FailedPrecondition`` for a job
+        without a terminal or one that ended."""
+        if isinstance(job, EndedJob):
+            raise FailedPrecondition(f"job {job.job_id} has ended: its terminal is closed")
+        terminal = job.stdio.terminal if job.stdio is not None else None
+        if terminal is None:
+            raise FailedPrecondition(f"job {job.job_id} has no terminal (start it with -t)")
+        if not job.record.running:
+            raise FailedPrecondition(f"job {job.job_id} has ended: its terminal is closed")
+        terminal.resize(rows, cols)
+
     async def _wait_or_stop(self, job: Job) -> ExitStatus:
         with job.wait_scope:
             return await job.process.wait()
@@ -599,11 +655,11 @@ class Supervisor:
         job.exited.set()
 
 
-async def _follow_stored(journal: StoredJournal) -> AsyncGenerator[Piece, None]:
-    """``follow`` of a stored journal; a journal removed before it was opened
-    reads as empty (the job was forgotten meanwhile)."""
+async def _follow_stored(journal: StoredJournal, query: LogQuery) -> AsyncGenerator[Piece, None]:
+    """``follow_query`` of a stored journal; a journal removed before it was
+    opened reads as empty (the job was forgotten meanwhile)."""
     try:
-        source = follow(journal)
+        source = follow_query(journal, query)
         first = await anext(source)
     except (FileNotFoundError, StopAsyncIteration):
         return
@@ -611,3 +667,15 @@ async def _follow_stored(journal: StoredJournal) -> AsyncGenerator[Piece, None]:
         yield first
         async for piece in source:
             yield piece
+
+
+def job_environment(defaults: Mapping[str, str], spec: JobSpec, job_id: str) -> dict[str, str]:
+    """A job's environment: the daemon's defaults, ``TERM`` for a terminal,
+    the request's entries (later ones winning), then ``RUND_JOB_ID``. Nothing
+    of the daemon's or the client's own environment."""
+    env = dict(defaults)
+    if spec.terminal is not None:
+        env["TERM"] = spec.terminal.term
+    env.update(spec.env)
+    env["RUND_JOB_ID"] = job_id
+    return env

@@ -43,6 +43,8 @@ class Piece:
 
     stream: Stream
     data: bytes | memoryview
+    recorded_at: int | None = None
+    """When the daemon read it (ns since the epoch), where asked for."""
 
 
 class RecordDecoder:
@@ -56,6 +58,14 @@ class RecordDecoder:
         self._header = bytearray()
         self._stream = Stream.STDOUT
         self._remaining = 0
+
+    @classmethod
+    def inside(cls, stream: Stream, remaining: int) -> RecordDecoder:
+        """A decoder fed from inside a record of ``stream``, ``remaining``
+        bytes before its end."""
+        decoder = cls()
+        decoder._stream, decoder._remaining = stream, remaining
+        return decoder
 
     def feed(self, data: bytes) -> list[Piece]:
         """The pieces in ``data``: views of it, not copies."""

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
 from rund_trio.logs.budget import UNLIMITED, Room
 from rund_trio.logs.disk import StateDisk
+from rund_trio.logs.index import ENTRY_SIZE, Entry, index_path
 from rund_trio.logs.journal import HEADER_SIZE, OutputBook, Stream, encode_header
 
+RECORD_OVERHEAD = HEADER_SIZE + ENTRY_SIZE
+"""Bytes a record costs on disk beyond its payload: its header and its index entry."""
 SPLICE_SIZE = 1024 * 1024
 """Most bytes taken from a job's pipe at once (its size: ``process.pipes``)."""
 _SPLICE_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
@@ -23,19 +29,40 @@ class JournalFile:
     once it was written whole, so a follower never sees a torn record, and a
     failed write (disk full, read-only) is overwritten by the next one.
     Appending never blocks on followers: they read the file at their own pace.
+
+    Each record also gets an entry in the journal's index (``logs.index``),
+    written after the record and counted in ``records`` only once both are
+    written: a record whose entry cannot be written is not counted either.
     """
 
-    def __init__(self, path: Path, *, cap: int | None, disk: StateDisk | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        cap: int | None,
+        disk: StateDisk | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.path = path
+        self.index_path = index_path(path)
         self._disk = disk
+        self._clock = clock
         self.book = OutputBook(cap)
         self.size = 0
         self.stream_bytes = dict.fromkeys(Stream, 0)
         """Payload bytes recorded per stream (``book.recorded`` is their sum)."""
+        self.records = 0
+        """Records (and index entries) written whole."""
+        self.last_recorded_at = 0
         self.closed = False
-        self._fd: int | None = os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
-        )
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        self._fd: int | None = os.open(path, flags, 0o600)
+        try:
+            self._index_fd: int | None = os.open(self.index_path, flags, 0o600)
+        except BaseException:
+            os.close(self._fd)
+            path.unlink(missing_ok=True)
+            raise
         self._lot = trio.lowlevel.ParkingLot()
 
     def _open_fd(self) -> int:
@@ -44,17 +71,34 @@ class JournalFile:
         return self._fd
 
     def _room(self) -> Room:
-        return self._disk.room().less(HEADER_SIZE) if self._disk is not None else UNLIMITED
+        return (
+            self._disk.room().less(HEADER_SIZE + ENTRY_SIZE)
+            if self._disk is not None
+            else UNLIMITED
+        )
 
     def _lose(self, length: int, error: OSError) -> None:
         reason = f"cannot write job output to {self.path.parent}: {error.strerror or error}"
         self.book.lose(length, reason)
 
     def _commit(self, stream: Stream, payload: int) -> None:
+        """Count the record just written at ``size``, once its index entry is."""
+        recorded_at = max(self._clock(), self.last_recorded_at)
+        entry = Entry(self.size, payload, stream, recorded_at)
+        try:
+            assert self._index_fd is not None
+            written = os.pwrite(self._index_fd, entry.encode(), self.records * ENTRY_SIZE)
+            if written != ENTRY_SIZE:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as error:  # the record will be overwritten by the next one
+            self._lose(payload, error)
+            return
+        self.records += 1
+        self.last_recorded_at = recorded_at
         self.size += HEADER_SIZE + payload
         self.stream_bytes[stream] += payload
         if self._disk is not None:
-            self._disk.charge(HEADER_SIZE + payload)
+            self._disk.charge(RECORD_OVERHEAD + payload)
         self._lot.unpark_all()
 
     def append(self, stream: Stream, data: bytes | bytearray) -> None:
@@ -124,6 +168,9 @@ class JournalFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._index_fd is not None:
+            os.close(self._index_fd)
+            self._index_fd = None
         self.closed = True
         self._lot.unpark_all()
 
@@ -131,6 +178,13 @@ class JournalFile:
         """Delete the file. Followers that have it open can still finish reading."""
         self.close()
         self.path.unlink(missing_ok=True)
+        self.index_path.unlink(missing_ok=True)
+
+    async def wait_for_records(self, count: int) -> None:
+        """Return once more than ``count`` records are written or the journal is
+        closed. Cancellation is safe: nothing is consumed."""
+        while self.records <= count and not self.closed:
+            await self._lot.park()
 
     async def wait_beyond(self, offset: int) -> None:
         """Return once the journal holds more than ``offset`` bytes or is closed.

@@ -1,6 +1,26 @@
-"""Draining a job's output pipe into its journal."""
+"""Draining a job's output pipes into its journal.
+
+How exact the order of stdout and stderr is: both pipes of a job are drained
+together, never concurrently. Each drain asks the kernel which pipes hold
+data (one ``poll``) and then takes one piece from each of them, stdout first. So
+
+* pieces read in different drains are in the order the job wrote them, except
+  that a piece holds everything its pipe had when it was read: output written
+  to one stream while the daemon was reading the other in the same drain
+  (a few microseconds when the daemon keeps up) can be recorded before
+  output written just before it to that other stream;
+* within one drain, output of the two streams written between two drains is
+  recorded stdout first, whatever order the job wrote it in.
+
+A job that writes a line to one stream and then a line to the other with any
+pause between (a ``printf``, a shell's ``echo``) is recorded in its order; a
+program that buffers its output decides the order itself when it flushes.
+"""
 
 from __future__ import annotations
+
+import select
+from collections.abc import Mapping
 
 import trio
 
@@ -10,15 +30,30 @@ from rund_trio.logs.journal_file import JournalFile
 READ_SIZE = 256 * 1024
 
 
-async def record(pipe: trio.abc.ReceiveStream, stream: Stream, journal: JournalFile) -> None:
-    """Copy everything from ``pipe`` into ``journal`` until end of file.
+async def record_streams(
+    pipes: Mapping[Stream, trio.abc.ReceiveStream], journal: JournalFile
+) -> None:
+    """Copy everything from each stream's pipe into ``journal`` until the end
+    of all of them.
 
-    The pipe is drained as fast as the job writes, whatever subscribers do;
-    a pipe with a descriptor is spliced into the journal by the kernel.
-    Cancellation stops the copy; every chunk already taken is in the journal.
+    The pipes are drained as fast as the job writes, whatever subscribers do;
+    pipes with a descriptor are spliced into the journal by the kernel, in the
+    order the module docstring describes. Cancellation stops the copy; every
+    chunk already taken is in the journal.
     """
+    if all(isinstance(pipe, trio.lowlevel.FdStream) for pipe in pipes.values()):
+        fds = {stream: pipe.fileno() for stream, pipe in pipes.items()}  # type: ignore[attr-defined]
+        await _splice_all(fds, journal)
+        return
+    async with trio.open_nursery() as nursery:
+        for stream, pipe in pipes.items():
+            nursery.start_soon(record, pipe, stream, journal)
+
+
+async def record(pipe: trio.abc.ReceiveStream, stream: Stream, journal: JournalFile) -> None:
+    """Copy everything from one ``pipe`` into ``journal`` until end of file."""
     if isinstance(pipe, trio.lowlevel.FdStream):
-        await _splice_all(pipe.fileno(), stream, journal)
+        await _splice_all({stream: pipe.fileno()}, journal)
         return
     while data := await pipe.receive_some(READ_SIZE):
         journal.append(stream, data)
@@ -29,7 +64,57 @@ DRAIN_PER_TURN = 8 * 1024 * 1024
 Log subscriber sends per turn, so a job is not slowed by its own subscribers."""
 
 
-async def _splice_all(pipe: int, stream: Stream, journal: JournalFile) -> None:
+async def _splice_all(pipes: Mapping[Stream, int], journal: JournalFile) -> None:
+    if len(pipes) == 1:
+        ((stream, pipe),) = pipes.items()
+        await _splice_one(stream, pipe, journal)
+        return
+    drain = _Drain(pipes, journal)
+    async with trio.open_nursery() as nursery:
+        for pipe in pipes.values():
+            nursery.start_soon(drain.wait_and_drain, pipe)
+
+
+class _Drain:
+    """Both pipes of a job, drained together in the order the module docstring
+    describes. One task waits on each pipe (trio lets only one task wait on a
+    descriptor); whichever wakes drains both, without a checkpoint, so drains
+    never interleave. ``poll(2)`` on both pipes says which hold data: no
+    descriptor of its own, unlike an epoll set."""
+
+    def __init__(self, pipes: Mapping[Stream, int], journal: JournalFile) -> None:
+        self._open = dict(sorted(pipes.items()))  # stdout first
+        self._journal = journal
+        self._poller = select.poll()
+        for pipe in self._open.values():
+            self._poller.register(pipe, select.POLLIN)
+
+    async def wait_and_drain(self, pipe: int) -> None:
+        while pipe in self._open.values():
+            await trio.lowlevel.wait_readable(pipe)
+            self._drain()
+
+    def _drain(self) -> None:
+        """Drains until no pipe holds data or ``DRAIN_PER_TURN`` bytes were taken."""
+        taken = 0
+        while self._open and taken < DRAIN_PER_TURN:
+            ready = {fd for fd, _ in self._poller.poll(0)}
+            streams = [stream for stream, pipe in self._open.items() if pipe in ready]
+            if not streams:
+                return
+            for stream in streams:
+                pipe = self._open[stream]
+                try:
+                    moved = self._journal.append_from_pipe(stream, pipe)
+                except BlockingIOError:
+                    continue
+                if not moved:  # its end: the writers are gone
+                    self._poller.unregister(pipe)
+                    del self._open[stream]
+                taken += moved
+
+
+async def _splice_one(stream: Stream, pipe: int, journal: JournalFile) -> None:
     taken = 0
     while True:
         try:

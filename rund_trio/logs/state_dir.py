@@ -35,6 +35,7 @@ from rund_trio.locks import directory_held
 log = logging.getLogger(__name__)
 
 JOURNAL_SUFFIX = ".log"
+_JOURNAL_SUFFIXES = (JOURNAL_SUFFIX, ".idx")  # a journal and its index (logs.index)
 
 
 def journal_path(state_dir: Path, job_id: str) -> Path:
@@ -43,10 +44,12 @@ def journal_path(state_dir: Path, job_id: str) -> Path:
 
 
 def is_journal_name(name: str) -> bool:
-    """True for ``<ULID>.log``: the only files a daemon writes there."""
-    if not name.endswith(JOURNAL_SUFFIX):
+    """True for ``<ULID>.log`` and ``<ULID>.idx``: the only files a daemon
+    writes there (a journal and its index)."""
+    suffix = next((s for s in _JOURNAL_SUFFIXES if name.endswith(s)), None)
+    if suffix is None:
         return False
-    stem = name[: -len(JOURNAL_SUFFIX)]
+    stem = name[: -len(suffix)]
     try:
         return str(ULID.from_str(stem)) == stem
     except ValueError:

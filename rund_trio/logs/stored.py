@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rund_trio.logs.index import index_path, intact_entries
 from rund_trio.logs.journal import HEADER, HEADER_SIZE, Stream
 from rund_trio.logs.journal_file import JournalFile
 
@@ -57,10 +58,17 @@ class StoredJournal(JournalFile):
 
     def __init__(self, path: Path, size: int) -> None:  # no super(): nothing to open
         self.path = path
+        self.index_path = index_path(path)
         self._disk = None
         self.size = size
+        self.records = sum(
+            1 for entry in intact_entries(self.index_path, path) if entry.end <= size
+        )
+        """The index entries of the records within ``size`` (a daemon killed
+        mid-write may have left more, or a torn one: those are not read)."""
         self.closed = True
         self._fd = None
+        self._index_fd = None
 
     async def wait_beyond(self, offset: int) -> None:
         raise RuntimeError("a stored journal never grows")

@@ -37,6 +37,13 @@ class ProcessSpec:
     cgroup_dir: str | None = None
     """A cgroup the process must be in before its program runs (set by
     ``CgroupSpawner`` for the spawner it wraps)."""
+    stdin_fd: int | None = None
+    """The fd the job's stdin is a copy of (a pipe's read end); None:
+    /dev/null. The caller keeps it open until ``spawn`` returned."""
+    terminal_fd: int | None = None
+    """A pseudo-terminal's slave: the job's stdin, stdout and stderr and its
+    session's controlling terminal (its output pipes then stay empty); it
+    overrides ``stdin_fd``. The caller keeps it open until ``spawn`` returned."""
 
 
 @dataclass(frozen=True)

@@ -314,9 +314,12 @@ class ForkServerSpawner:
             stderr_r, stderr_w = open_output_pipe()
             read_ends.append(stderr_r)
             to_close.append(stderr_w)
-            devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-            to_close.append(devnull)
-            fds = [devnull, stdout_w, stderr_w, to_close[0], status_w]
+            stdin = spec.terminal_fd if spec.terminal_fd is not None else spec.stdin_fd
+            if stdin is None:
+                stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                to_close.append(stdin)
+            out = (stdout_w, stderr_w) if spec.terminal_fd is None else (stdin, stdin)
+            fds = [stdin, *out, to_close[0], status_w]
             request = REQUEST_SPAWN
             if iso.cgroup_dir is not None:
                 fds.append(_open_cgroup(program, iso.cgroup_dir))

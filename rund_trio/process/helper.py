@@ -18,6 +18,7 @@ fd when a PID namespace stands in between.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import resource
 import signal
@@ -195,7 +196,11 @@ class HelperSpawner:
         """
         iso = job_isolation(spec, self._isolation)
         payload = IsolationSpec(spec.argv, spec.env, spec.cwd, iso).to_bytes()
-        pid, stdout_r, stderr_r, status_r = self._start_helper(payload)
+        pid, stdout_r, stderr_r, status_r = self._start_helper(
+            payload,
+            spec.terminal_fd if spec.terminal_fd is not None else spec.stdin_fd,
+            terminal=spec.terminal_fd is not None,
+        )
         process = HelperProcess(pid, stdout_r, stderr_r, has_init=iso.namespaces.pid)
         try:
             status = await read_status(status_r)
@@ -214,8 +219,12 @@ class HelperSpawner:
         process.set_program_pid(program_pid)
         return process
 
-    def _start_helper(self, payload: bytes) -> tuple[int, int, int, int]:
-        """posix_spawn the helper; (pid, stdout, stderr, status) read ends."""
+    def _start_helper(
+        self, payload: bytes, stdin: int | None, *, terminal: bool
+    ) -> tuple[int, int, int, int]:
+        """posix_spawn the helper with ``stdin`` (None: /dev/null; with
+        ``terminal`` also its stdout and stderr); (pid, stdout, stderr, status)
+        read ends."""
         spec_fd = os.memfd_create("rund-spec", os.MFD_CLOEXEC)
         to_close = [spec_fd]
         read_ends: list[int] = []
@@ -231,16 +240,21 @@ class HelperSpawner:
                     read_end, write_end = open_output_pipe()
                 read_ends.append(read_end)
                 to_close.append(write_end)
-            to_close.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            if stdin is None:
+                to_close.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            else:
+                to_close.append(fcntl.fcntl(stdin, fcntl.F_DUPFD_CLOEXEC, _FIRST_FREE_FD))
             to_close = [move_above(fd, _FIRST_FREE_FD) for fd in to_close]
-            spec_fd, status_w, stdout_w, stderr_w, devnull = to_close
+            spec_fd, status_w, stdout_w, stderr_w, job_stdin = to_close
+            if terminal:
+                stdout_w = stderr_w = job_stdin
             try:
                 pid = os.posix_spawn(
                     self._command[0],
                     self._command,
                     {},
                     file_actions=[
-                        (os.POSIX_SPAWN_DUP2, devnull, 0),
+                        (os.POSIX_SPAWN_DUP2, job_stdin, 0),
                         (os.POSIX_SPAWN_DUP2, stdout_w, 1),
                         (os.POSIX_SPAWN_DUP2, stderr_w, 2),
                         (os.POSIX_SPAWN_DUP2, spec_fd, wire.DEFAULT_SPEC_FD),

@@ -48,7 +48,7 @@ class PosixProcess(SessionLeader):
 class PosixSpawner:
     """Starts programs with ``posix_spawn`` (vfork-fast; exec errors reported
     by the C library with their errno), looked up in the job's own PATH, with
-    stdin from /dev/null, stdout and stderr into fresh pipes, in a new session."""
+    stdin from /dev/null (or ``stdin_fd``), stdout and stderr into fresh pipes, in a new session."""
 
     async def spawn(self, spec: ProcessSpec) -> PosixProcess:
         if spec.cwd is not None:
@@ -57,9 +57,15 @@ class PosixSpawner:
             raise Unsupported("this spawner cannot place a job in a cgroup before it runs")
         if spec.isolation is not None and spec.isolation != Isolation.none():
             raise Unsupported("this spawner cannot isolate a job")
+        if spec.terminal_fd is not None:
+            raise Unsupported("this spawner cannot give a job a terminal")
         stdout_r, stdout_w = open_output_pipe()
         stderr_r, stderr_w = open_output_pipe()
-        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        devnull = (
+            os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            if spec.stdin_fd is None
+            else os.dup(spec.stdin_fd)
+        )
         try:
             program = resolve_program(spec.argv[0], spec.env.get("PATH", os.defpath))
             pid = os.posix_spawn(

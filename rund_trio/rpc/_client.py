@@ -14,6 +14,7 @@ boundary (``map_exceptions``).
 
 from __future__ import annotations
 
+import enum
 import os
 import ssl
 from collections import deque
@@ -40,6 +41,8 @@ from rund_trio.rpc._tls import io_errors as _io_errors
 __all__ = [
     "Call",
     "Channel",
+    "Stage",
+    "TransportFailed",
     "describe_connection_error",
     "map_exceptions",
     "open_channel",
@@ -55,13 +58,50 @@ REFUSED_AT_ONCE = (
 )
 
 
+class Stage(enum.Enum):
+    """Where a connection failed."""
+
+    CONNECT = "connect"
+    """Reaching the peer: name resolution, TCP, the TLS handshake."""
+    PROTOCOL = "protocol"
+    """The TLS handshake succeeded but the peer did not agree to HTTP/2 (ALPN)."""
+    CONNECTION = "connection"
+    """The established connection ended (or broke) while calls were open or being made."""
+
+
+class TransportFailed(ConnectionFailed):
+    """A ``ConnectionFailed`` with the facts behind it, for a caller that
+    explains them: where it failed (``stage``), the I/O or TLS error the
+    transport raised (``cause``; None when the peer just closed), whether the
+    peer had sent anything on the connection after the TLS handshake
+    (``peer_answered``: its HTTP/2 settings at least), and the ALPN protocol
+    it agreed to (``alpn``). The message is this layer's own short account."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stage: Stage,
+        cause: BaseException | None = None,
+        peer_answered: bool = False,
+        alpn: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.cause = cause
+        self.peer_answered = peer_answered
+        self.alpn = alpn
+
+
 @contextmanager
 def map_exceptions(what: str) -> Iterator[None]:
     """The one table from I/O errors to ``ConnectionFailed``: "``what``: reason"."""
     try:
         yield
     except _io_errors() as error:
-        raise ConnectionFailed(f"{what}: {describe_connection_error(error)}") from error
+        raise TransportFailed(
+            f"{what}: {describe_connection_error(error)}", stage=Stage.CONNECT, cause=error
+        ) from error
 
 
 def describe_connection_error(error: BaseException) -> str:
@@ -131,14 +171,21 @@ class Call(Generic[T]):
     def done(self) -> bool:
         return self.status is not None or self._lost is not None
 
-    async def send(self, message: Any) -> None:
-        """Send one request message; returns once it reached the connection.
+    async def send(self, message: Any, *, framed: bool = False) -> None:
+        """Send one request message; returns once it reached the connection,
+        so a peer that does not read holds the sender back (flow control).
+        ``framed``: ``message`` is bytes already carrying the 5-byte gRPC
+        prefix, sent as they are without another copy.
 
         **Cancellation:** the message may have been partly sent: abandon the call."""
         if self.done:
-            return  # answered already: receive() says how
+            # Answered already: receive() says how. Still a checkpoint, so a
+            # sender looping over this is cancellable.
+            await anyio.lowlevel.checkpoint()
+            return
         channel = self._channel
-        channel.core.send_message(self.stream_id, message.SerializeToString())
+        data = message if framed else message.SerializeToString()
+        channel.core.send_message(self.stream_id, data, framed=framed)
         channel.wake()
         await channel.drained(self.stream_id)
 
@@ -158,7 +205,7 @@ class Call(Generic[T]):
         """The next response message, or None once the call ended with OK."""
         while not self._inbox:
             if self._lost is not None:
-                raise ConnectionFailed(f"connection lost: {self._lost}")
+                raise self._channel.lost_error()
             if self.status is not None:
                 if self.status.code is StatusCode.OK:
                     return None
@@ -192,7 +239,9 @@ class Channel:
         self._wake = anyio.Event()
         self._progress = anyio.Event()
         self._lost: str | None = None
+        self._lost_cause: BaseException | None = None
         self._answered = False
+        self._heard = False
 
     # ---------------------------------------------------------------- calls
 
@@ -213,17 +262,36 @@ class Channel:
             ResourceExhausted: the daemon's cap on calls per connection is reached.
         """
         if self._lost is not None:
-            raise ConnectionFailed(f"connection lost: {self._lost}")
+            raise self.lost_error()
         try:
             stream_id = self.core.start_request(service, method, timeout=timeout)
         except LocalProtocolError as error:
             if error.status.code is StatusCode.RESOURCE_EXHAUSTED:
                 raise ResourceExhausted(str(error)) from None
-            raise ConnectionFailed(f"connection lost: {error}") from None
+            raise TransportFailed(
+                f"connection lost: {error}",
+                stage=Stage.CONNECTION,
+                peer_answered=self._heard,
+            ) from None
         call = self._calls[stream_id] = Call(self, stream_id, decode)
         if wake:
             self.wake()
         return call
+
+    @property
+    def peer_answered(self) -> bool:
+        """Whether the peer sent anything on this connection after the TLS
+        handshake (a server sends its HTTP/2 settings at once)."""
+        return self._heard
+
+    def lost_error(self) -> TransportFailed:
+        """The error for a call on this connection once it ended."""
+        return TransportFailed(
+            f"connection lost: {self._lost}",
+            stage=Stage.CONNECTION,
+            cause=self._lost_cause,
+            peer_answered=self._heard,
+        )
 
     def forget(self, stream_id: int) -> None:
         self._calls.pop(stream_id, None)
@@ -311,7 +379,7 @@ class Channel:
                 if self._queued == seen:
                     await self._wake.wait()
         except _io_errors() as error:
-            self._end(describe_connection_error(error))
+            self._end(describe_connection_error(error), error)
 
     async def _reader(self) -> None:
         core = self.core
@@ -321,11 +389,13 @@ class Channel:
                     event = core.next_event()
                 except RemoteProtocolError as error:
                     self.wake()
-                    self._end(f"the daemon broke HTTP/2: {error}")
+                    self._end(f"the daemon broke HTTP/2: {error}", error)
                     return
                 if event is NEED_DATA:
                     self.wake()
-                    core.receive_data(bytes(await self._transport.receive_some()))
+                    data = await self._transport.receive_some()
+                    self._heard = self._heard or bool(data)
+                    core.receive_data(bytes(data))
                     continue
                 if isinstance(event, MessageReceived | ResponseEnded):
                     self._answered = True
@@ -343,11 +413,12 @@ class Channel:
                     self._end(reason)
                     return
         except _io_errors() as error:
-            self._end(describe_connection_error(error))
+            self._end(describe_connection_error(error), error)
 
-    def _end(self, reason: str) -> None:
+    def _end(self, reason: str, cause: BaseException | None = None) -> None:
         if self._lost is None:
             self._lost = reason
+            self._lost_cause = cause
         for call in self._calls.values():
             call._deliver(None, self._lost)
         self._calls.clear()
@@ -399,7 +470,8 @@ async def open_channel(
     given) and speak gRPC; the connection is closed on exit.
 
     Raises:
-        ConnectionFailed: the daemon cannot be reached, or the TLS handshake fails.
+        TransportFailed: the daemon cannot be reached, the TLS handshake
+            fails, or the server does not agree to HTTP/2 (ALPN ``h2``).
     """
     addr = f"{host}:{port}"
     with map_exceptions(f"cannot connect to {addr}"):
@@ -410,21 +482,36 @@ async def open_channel(
         await tls.handshake()
     except ssl.SSLCertVerificationError as error:
         await _close_quietly(tls)
-        raise ConnectionFailed(f"cannot connect to {addr}: {error.verify_message}") from None
-    except anyio.EndOfStream:
+        raise TransportFailed(
+            f"cannot connect to {addr}: {error.verify_message}", stage=Stage.CONNECT, cause=error
+        ) from None
+    except anyio.EndOfStream as error:
         await _close_quietly(tls)
-        raise ConnectionFailed(
+        raise TransportFailed(
             f"cannot connect to {addr}: the daemon closed the connection during the "
-            "TLS handshake (it accepts TLS 1.3 clients with a certificate from its CA)"
+            "TLS handshake (it accepts TLS 1.3 clients with a certificate from its CA)",
+            stage=Stage.CONNECT,
+            cause=error,
         ) from None
     except BaseException as error:
         await _close_quietly(tls)
         if isinstance(error, _io_errors()):
-            raise ConnectionFailed(
+            raise TransportFailed(
                 f"cannot connect to {addr}: {describe_connection_error(error)} "
-                "(the daemon accepts TLS 1.3 clients with a certificate from its CA)"
+                "(the daemon accepts TLS 1.3 clients with a certificate from its CA)",
+                stage=Stage.CONNECT,
+                cause=error,
             ) from None
         raise
+    if tls.alpn_protocol != "h2":
+        # Not HTTP/2: gRPC cannot be spoken (waiting for its settings would hang).
+        await _close_quietly(tls)
+        raise TransportFailed(
+            f"cannot connect to {addr}: the server did not agree to HTTP/2 "
+            f"(ALPN: {tls.alpn_protocol or 'none'})",
+            stage=Stage.PROTOCOL,
+            alpn=tls.alpn_protocol,
+        )
     async with open_stream_channel(tls) as channel:
         yield channel
 

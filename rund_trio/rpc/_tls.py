@@ -73,15 +73,24 @@ class ClientTls:
             except ssl.SSLWantReadError:
                 await self._flush()
                 data = await self._transport.receive_some()
-                if not data:
-                    raise anyio.EndOfStream from None
-                self._incoming.write(data)
-                continue
+                if data:
+                    self._incoming.write(data)
+                    continue
+                # Outside the except clause: the end carries no "want read" as
+                # its context, which a caller walking causes would take for a TLS error.
             except ssl.SSLError:
                 await self._flush_quietly()
                 raise
-            await self._flush()
-            return
+            else:
+                await self._flush()
+                return
+            raise anyio.EndOfStream
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        """The application protocol the server agreed to in the handshake
+        (ALPN), or None when it chose none."""
+        return self._ssl.selected_alpn_protocol()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self._ssl.write(data)

@@ -19,8 +19,8 @@ from rund_trio.cgroups.discovery import read_location
 from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
 from rund_trio.errors import ConfigError
 from rund_trio.isolation.spec import Isolation
-from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
-from rund_trio.jobs.spec import MAX_ARGV_BYTES
+from rund_trio.jobs.isolation_policy import IsolationPolicy
+from rund_trio.jobs.spec import MAX_ARGV_BYTES, MAX_ENV_BYTES
 from rund_trio.jobs.store import JobStore, Offload
 from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.logs.budget import Reserve
@@ -31,11 +31,11 @@ from rund_trio.observe.fanout import Fanout
 from rund_trio.process.base import Spawner
 from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
-from rund_trio.process.posix import PosixSpawner
 from rund_trio.rpc import GrpcServer, TransportConfig
 from rund_trio.server.admission import Admission, AdmissionLimits
 from rund_trio.server.calls import Observer
 from rund_trio.server.health import HealthService
+from rund_trio.server.host_support import Requested, check_host_support
 from rund_trio.server.reflection import Reflection
 from rund_trio.server.service import JobControllerService
 from rund_trio.tls.context import TlsFiles
@@ -78,6 +78,11 @@ class ServeConfig:
     listen_sockets: tuple[socket.socket, ...] = ()
     """Listening sockets to serve on instead of binding ``addr`` (systemd
     socket activation)."""
+    max_env_bytes: int | None = MAX_ENV_BYTES
+    """Bytes of the environment a Start request adds (entries and their NULs); None: no cap."""
+    requested: Requested = field(default_factory=Requested)
+    """Options the operator gave explicitly: start-up fails if the host cannot
+    honour one of them (``host_support``)."""
 
 
 @dataclass(frozen=True)
@@ -182,18 +187,12 @@ def warn_if_jobs_cannot_be_contained() -> None:
 async def job_spawner(
     isolation: IsolationPolicy, tree: CgroupTree | None
 ) -> AsyncIterator[Spawner]:
-    """The cheapest spawner that can contain jobs as configured: plain
-    ``posix_spawn`` when there is nothing to set up before the program runs,
-    the ``execute`` fork server otherwise; wrapped to give each job its own
-    cgroup where the host has a usable cgroup v2 hierarchy. The fork server is
-    stopped on exit (the jobs it started are the daemon's own children)."""
+    """The ``execute`` fork server (every job has at least a working
+    directory to enter before its program runs, which ``posix_spawn`` cannot
+    do on Python 3.11), wrapped to give each job its own cgroup where the host
+    has a usable cgroup v2 hierarchy. The fork server is stopped on exit (the
+    jobs it started are the daemon's own children)."""
     cgrouped = tree is not None and tree.enabled
-    # Only host jobs without namespaces need nothing set up: a contained job
-    # has its capabilities and seccomp filter applied by the fork server's child.
-    nothing_to_set_up = IsolationPolicy(namespaces=False, default_profile=Profile.HOST)
-    if isolation == nothing_to_set_up and not cgrouped:
-        yield PosixSpawner()
-        return
     fork_server = ForkServerSpawner(Isolation.none())
     try:
         yield CgroupSpawner(fork_server, tree) if tree is not None and cgrouped else fork_server
@@ -275,6 +274,7 @@ async def serve_on(
         tree = await stack.enter_async_context(job_cgroups(config.cgroups))
         if spawner is None:
             spawner = await stack.enter_async_context(job_spawner(config.isolation, tree))
+        warnings = check_host_support(config.requested, config.cgroups, tree, config.isolation)
         with (
             state_directory(config.state_dir) as state_dir,
             JobStore.opened(state_dir, offload=store_offload) as store,
@@ -303,6 +303,7 @@ async def serve_on(
                 supervisor,
                 max_log_streams_per_client=config.max_log_streams_per_client,
                 max_argv_bytes=config.max_argv_bytes,
+                max_env_bytes=config.max_env_bytes,
             )
             health = HealthService()
             services = [service.service, health.service]
@@ -324,8 +325,10 @@ async def serve_on(
                 try:  # from here on, whatever ends this ends the shielded server too
                     ops.start(nursery, DaemonState(supervisor, service, health), services)
                     health.set_serving(True)
-                    if tree is not None:
-                        log.info("%s", tree.describe())
+                    for warning in warnings:  # once start-up can no longer fail
+                        log.warning("%s", warning)
+                    if tree is not None and tree.enabled and not tree.reasons:
+                        log.info("%s", tree.describe())  # what is missing is in a warning
                     if addresses:
                         log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
                     task_status.started(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 from google.protobuf.duration_pb2 import Duration
@@ -12,6 +13,8 @@ from rund_trio.cgroups.limits import Limits
 from rund_trio.errors import InvalidRequest
 from rund_trio.jobs.isolation_policy import IsolationRequest, Network, Profile
 from rund_trio.jobs.state import JobSnapshot, JobState
+from rund_trio.jobs.supervisor import AnyJob, Job
+from rund_trio.logs.query import LogQuery, validate_log_query
 
 MAX_GRACE_SECONDS = 3600.0
 
@@ -131,3 +134,34 @@ def status_to_proto(snapshot: JobSnapshot) -> pb.JobStatus:
     if snapshot.ended_at is not None:
         status.ended_at.CopyFrom(_timestamp(snapshot.ended_at))
     return status
+
+
+def stdio_to_proto(job: AnyJob, status: pb.JobStatus) -> pb.JobStatus:
+    """``status`` with how ``job`` was started: its directory, stdin and
+    terminal. Not kept in the job database: a job read from it (ended, and
+    out of memory) reports none of them."""
+    if not isinstance(job, Job):
+        return status
+    stdio = job.stdio
+    status.working_dir = job.working_dir
+    status.stdin = stdio is not None and stdio.feedable
+    status.tty = stdio is not None and stdio.terminal is not None
+    status.stdin_open = stdio is not None and stdio.open and job.record.running
+    return status
+
+
+def log_query_from_request(request: pb.JobLogRequest, now: int | None = None) -> LogQuery:
+    """The options of a Log request, checked against the daemon's clock
+    (``now``, ns since the epoch; default: the current time)."""
+    since = None
+    if request.HasField("since"):
+        if not 0 <= request.since.nanos < 1_000_000_000:
+            raise InvalidRequest("since: nanos must be from 0 to 999999999")
+        since = request.since.seconds * 1_000_000_000 + request.since.nanos
+    query = LogQuery(
+        follow=not request.no_follow,
+        tail_lines=request.tail_lines.value if request.HasField("tail_lines") else None,
+        since=since,
+        timestamps=request.timestamps,
+    )
+    return validate_log_query(query, now=time.time_ns() if now is None else now)

@@ -4,7 +4,7 @@ gRPC layer (``rund_trio.rpc``) turns them into statuses."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
 from rund_trio.api import rund_pb2 as pb
@@ -12,14 +12,23 @@ from rund_trio.api.rund_grpc import JobControllerServicer
 from rund_trio.errors import InvalidRequest, ResourceExhausted
 from rund_trio.jobs.paging import PagePosition, decode_token, encode_token, page_size
 from rund_trio.jobs.quota import Quota
-from rund_trio.jobs.spec import MAX_ARGV_BYTES, parse_job_id, parse_job_spec
+from rund_trio.jobs.spec import (
+    MAX_ARGV_BYTES,
+    MAX_ENV_BYTES,
+    check_window,
+    parse_job_id,
+    parse_job_spec,
+    parse_terminal,
+)
 from rund_trio.jobs.supervisor import AnyJob, Supervisor
 from rund_trio.rpc import current_identity
 from rund_trio.server.convert import (
     grace_from_request,
     isolation_from_request,
     limits_from_request,
+    log_query_from_request,
     status_to_proto,
+    stdio_to_proto,
 )
 from rund_trio.wire.job_log import FramedMessage, framed_log_message
 
@@ -31,9 +40,11 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
         *,
         max_log_streams_per_client: int | None,
         max_argv_bytes: int | None = MAX_ARGV_BYTES,
+        max_env_bytes: int | None = MAX_ENV_BYTES,
     ) -> None:
         self._supervisor = supervisor
         self._max_argv_bytes = max_argv_bytes
+        self._max_env_bytes = max_env_bytes
         self._log_streams = Quota(
             "log streams open", total=None, per_client=max_log_streams_per_client
         )
@@ -53,6 +64,13 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
             limits_from_request(request),
             isolation_from_request(request),
             max_argv_bytes=self._max_argv_bytes,
+            env=request.env,
+            max_env_bytes=self._max_env_bytes,
+            working_dir=request.working_dir,
+            stdin=request.stdin,
+            terminal=parse_terminal(
+                request.tty, request.tty_rows, request.tty_cols, request.tty_term
+            ),
         )
         job = await self._supervisor.start(spec, current_identity())
         return pb.JobIdentifier(ulid=job.job_id)
@@ -60,16 +78,18 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
     async def Stop(self, request: pb.JobStopRequest) -> pb.JobStatus:
         job = self._find(request.ulid)
         grace = grace_from_request(request)
-        return status_to_proto(await self._supervisor.stop(job, grace))
+        return stdio_to_proto(job, status_to_proto(await self._supervisor.stop(job, grace)))
 
     async def Status(self, request: pb.JobIdentifier) -> pb.JobStatus:
-        return status_to_proto(self._find(request.ulid).snapshot())
+        job = self._find(request.ulid)
+        return stdio_to_proto(job, status_to_proto(job.snapshot()))
 
-    async def Log(self, request: pb.JobIdentifier) -> AsyncIterator[FramedMessage]:
+    async def Log(self, request: pb.JobLogRequest) -> AsyncIterator[FramedMessage]:
         """``pb.JobLog`` messages, encoded here (see ``log_messages``)."""
         job = self._find(request.ulid)
+        query = log_query_from_request(request)
         with self._log_streams.held(current_identity().sans):
-            async with aclosing(self._supervisor.follow(job)) as pieces:
+            async with aclosing(self._supervisor.follow(job, query)) as pieces:
                 async for piece in pieces:
                     yield framed_log_message(piece)
         # The stream is complete; say so honestly when it is not all the job wrote.
@@ -110,6 +130,38 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
         """Forget an ended job (or, with force, stop and forget a running one)."""
         job = self._find(request.ulid)
         return status_to_proto(await self._supervisor.remove(job, force=request.force))
+
+    async def Input(self, requests: AsyncIterator[pb.JobInput]) -> pb.JobInputReply:
+        """Client-streaming: the first message names the job (and may carry
+        data); every message's ``data`` goes to the job's stdin in order, each
+        read from the client only once the previous one was written, so the
+        HTTP/2 window holds back a sender whose job does not read."""
+        first = await anext(requests, None)
+        if first is None:
+            raise InvalidRequest("the Input stream has no message: its first names the job")
+        job = self._find(first.ulid)
+
+        async def chunks() -> AsyncGenerator[bytes, None]:
+            if first.data:
+                yield first.data
+            async for message in requests:
+                if message.ulid and message.ulid != first.ulid:
+                    raise InvalidRequest("an Input stream feeds one job: only its first names it")
+                data = message.data  # each access copies the bytes out of the message
+                if data:
+                    yield data
+
+        async with aclosing(chunks()) as data:
+            written = await self._supervisor.feed(job, data)
+        return pb.JobInputReply(bytes_written=written)
+
+    async def Resize(self, request: pb.JobResizeRequest) -> pb.JobResizeReply:
+        job = self._find(request.ulid)
+        check_window(request.rows, request.cols)
+        if not request.rows or not request.cols:
+            raise InvalidRequest("a terminal's rows and columns must both be at least 1")
+        self._supervisor.resize(job, request.rows, request.cols)
+        return pb.JobResizeReply()
 
 
 _FILTERS: dict[int, bool | None] = {

@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from rund_trio.api import rund_pb2 as pb
-from rund_trio.cli import client_cmd
+from rund_trio.cli import client_cmd, tls_discovery
 from rund_trio.cli.main import build_parser
 from rund_trio.client.api import RundClient
 
@@ -62,12 +62,15 @@ def test_a_second_ctrl_c_during_the_graceful_stop_of_run_kills_the_job_at_once(
     async def connect(addr: str, context: object) -> AsyncIterator[SlowStopClient]:
         yield client
 
-    class NoTls:
+    class NoFiles:
         def client_context(self) -> None:
             return None
 
+    class NoTls:
+        files = NoFiles()
+
     monkeypatch.setattr(RundClient, "connect", connect)
-    monkeypatch.setattr(client_cmd, "tls_files", lambda args: NoTls())
+    monkeypatch.setattr(tls_discovery, "client_tls", lambda args: NoTls())
     args = build_parser().parse_args(
         ["client", "run", "--addr", "localhost:1", "--", "sleep", "1000"]
     )

@@ -400,7 +400,7 @@ async def test_a_failed_start_does_not_count_against_the_cap(
 async def test_start_is_refused_once_the_output_total_is_reached(
     autojump_clock: MockClock, nursery: trio.Nursery, spawner: FakeSpawner, tmp_path: Path
 ) -> None:
-    supervisor = Supervisor(spawner, SupervisorConfig(state_dir=tmp_path, max_output_total=20))
+    supervisor = Supervisor(spawner, SupervisorConfig(state_dir=tmp_path, max_output_total=40))
     await nursery.start(supervisor.run)
     job = await supervisor.start(SPEC, ALICE)
     process = process_of(job)

@@ -13,8 +13,9 @@ import trio.testing
 from rund_trio.logs.budget import Reserve
 from rund_trio.logs.disk import StateDisk
 from rund_trio.logs.follower import follow
-from rund_trio.logs.journal import HEADER_SIZE, Stream
-from rund_trio.logs.journal_file import JournalFile
+from rund_trio.logs.index import ENTRY_SIZE
+from rund_trio.logs.journal import Stream
+from rund_trio.logs.journal_file import RECORD_OVERHEAD, JournalFile
 
 
 async def read_all(journal: JournalFile) -> dict[Stream, bytes]:
@@ -66,7 +67,7 @@ async def test_a_follower_that_is_cancelled_releases_its_descriptor(
 
 
 async def test_journals_stop_recording_at_the_daemon_wide_output_total(tmp_path: Path) -> None:
-    disk = StateDisk(tmp_path, max_total=2 * HEADER_SIZE + 7, reserve=Reserve(0, None))
+    disk = StateDisk(tmp_path, max_total=2 * RECORD_OVERHEAD + 7, reserve=Reserve(0, None))
     first = JournalFile(tmp_path / "first.log", cap=None, disk=disk)
     second = JournalFile(tmp_path / "second.log", cap=None, disk=disk)
     first.append(Stream.STDOUT, b"12345")
@@ -80,4 +81,4 @@ async def test_journals_stop_recording_at_the_daemon_wide_output_total(tmp_path:
     assert (second.book.recorded, second.book.dropped) == (2, 4)
     assert first.book.dropped == 4
     assert second.book.error is not None and "--max-output-total" in second.book.error
-    assert disk.budget.used == first.size + second.size
+    assert disk.budget.used == first.size + second.size + ENTRY_SIZE * 2

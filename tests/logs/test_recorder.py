@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from rund_trio.logs.follower import follow
 from rund_trio.logs.journal import Stream
 from rund_trio.logs.journal_file import JournalFile
-from rund_trio.logs.recorder import record
+from rund_trio.logs.recorder import record, record_streams
 from rund_trio.process.pipes import open_output_pipe
 
 
@@ -85,3 +86,63 @@ async def test_record_drains_a_pipe_into_the_journal_until_its_end(
     await record(trio.lowlevel.FdStream(os.dup(read_end)), Stream.STDOUT, journal)
     writer.join()
     assert b"".join(data for _, data in await recorded(journal)) == payload
+
+
+@pytest.fixture
+def two_pipes() -> Iterator[dict[Stream, tuple[int, int]]]:
+    """A job's stdout and stderr pipes; the test closes the write ends."""
+    pipes = {stream: open_output_pipe() for stream in Stream}
+    for read_end, _ in pipes.values():
+        os.set_blocking(read_end, False)
+    yield pipes
+    for read_end, _ in pipes.values():
+        os.close(read_end)
+
+
+async def test_both_streams_are_recorded_in_the_order_they_were_written_between_drains(
+    tmp_path: Path, two_pipes: dict[Stream, tuple[int, int]]
+) -> None:
+    journal = JournalFile(tmp_path / "job.log", cap=None)
+    streams = {s: trio.lowlevel.FdStream(os.dup(r)) for s, (r, _) in two_pipes.items()}
+    out, err = two_pipes[Stream.STDOUT][1], two_pipes[Stream.STDERR][1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(record_streams, streams, journal)
+        for number, (fd, line) in enumerate([(out, b"o1\n"), (err, b"e1\n"), (out, b"o2\n")]):
+            os.write(fd, line)
+            await journal.wait_for_records(number)
+        os.close(out)
+        os.close(err)
+    assert await recorded(journal) == [
+        (Stream.STDOUT, b"o1\n"),
+        (Stream.STDERR, b"e1\n"),
+        (Stream.STDOUT, b"o2\n"),
+    ]
+
+
+async def test_output_of_both_streams_found_in_one_drain_is_recorded_stdout_first(
+    tmp_path: Path, two_pipes: dict[Stream, tuple[int, int]]
+) -> None:
+    """The documented limit: the kernel does not say which pipe was written first."""
+    journal = JournalFile(tmp_path / "job.log", cap=None)
+    os.write(two_pipes[Stream.STDERR][1], b"e\n")
+    os.write(two_pipes[Stream.STDOUT][1], b"o\n")
+    for _, write_end in two_pipes.values():
+        os.close(write_end)
+    streams = {s: trio.lowlevel.FdStream(os.dup(r)) for s, (r, _) in two_pipes.items()}
+    await record_streams(streams, journal)
+    assert await recorded(journal) == [(Stream.STDOUT, b"o\n"), (Stream.STDERR, b"e\n")]
+
+
+async def test_recording_both_streams_goes_on_after_one_of_them_ends(
+    tmp_path: Path, two_pipes: dict[Stream, tuple[int, int]]
+) -> None:
+    journal = JournalFile(tmp_path / "job.log", cap=None)
+    streams = {s: trio.lowlevel.FdStream(os.dup(r)) for s, (r, _) in two_pipes.items()}
+    out, err = two_pipes[Stream.STDOUT][1], two_pipes[Stream.STDERR][1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(record_streams, streams, journal)
+        os.close(out)
+        await trio.testing.wait_all_tasks_blocked()
+        os.write(err, b"still here")
+        os.close(err)
+    assert await recorded(journal) == [(Stream.STDERR, b"still here")]

@@ -9,7 +9,7 @@ from google.protobuf.message import DecodeError
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.logs.journal import Piece, Stream
-from rund_trio.wire.job_log import LogChunk, framed_log_message
+from rund_trio.wire.job_log import LogChunk, framed_input_message, framed_log_message
 
 
 def grpc_framed(message: pb.JobLog) -> bytes:
@@ -69,3 +69,31 @@ def test_a_truncated_chunk_is_refused_as_protobuf_refuses_it() -> None:
     data = pb.JobLog(stdout=b"out").SerializeToString()[:-1]
     with pytest.raises(DecodeError):
         LogChunk().ParseFromString(data)
+
+
+@pytest.mark.parametrize("size", [1, 127, 128, 16383, 16384, 1024 * 1024])
+def test_input_data_is_framed_as_protobuf_and_grpc_frame_it(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    body = pb.JobInput(data=data).SerializeToString()
+    assert framed_input_message(data) == struct.pack(">BI", 0, len(body)) + body
+
+
+@pytest.mark.parametrize("ns", [0, 999, 10**9, 1_733_000_000_123_456_789])
+def test_a_recorded_time_is_encoded_as_protobuf_encodes_it(ns: int) -> None:
+    expected = pb.JobLog(stderr=b"x")
+    expected.recorded_at.seconds, expected.recorded_at.nanos = divmod(ns, 10**9)
+    assert framed_log_message(Piece(Stream.STDERR, b"x", ns)) == grpc_framed(expected)
+
+
+def test_a_received_chunk_with_a_recorded_time_carries_it_in_ns() -> None:
+    message = pb.JobLog(stdout=b"out")
+    message.recorded_at.seconds, message.recorded_at.nanos = 1_733_000_000, 5
+    chunk = LogChunk()
+    chunk.ParseFromString(message.SerializeToString())
+    assert (chunk.stdout, chunk.recorded_at) == (b"out", 1_733_000_000_000_000_005)
+
+
+def test_a_received_chunk_without_a_recorded_time_has_none() -> None:
+    chunk = LogChunk()
+    chunk.ParseFromString(pb.JobLog(stdout=b"out").SerializeToString())
+    assert chunk.recorded_at is None

@@ -1,0 +1,164 @@
+"""The client's side of a job's stdin and terminal: reading its own stdin,
+raw mode, window sizes, and following a job while feeding it.
+
+Runs on asyncio through anyio, like the rest of the client."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import stat
+import sys
+import termios
+import tty
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING
+
+import anyio
+
+from rund_trio.errors import ConfigError, RpcError, sole_exception
+
+if TYPE_CHECKING:
+    from rund_trio.client.api import RundClient
+
+STDIN_CHUNK = 1024 * 1024
+"""Bytes read from the client's stdin at a time (one Input message at most):
+few large messages cost the client and the daemon far less than many small."""
+STDIN_PIPE_SIZE = 1024 * 1024
+"""A pipe on stdin is enlarged to this (best effort), so one read takes more."""
+STDIN_FD = 0
+
+
+def stdin_kind(fd: int = STDIN_FD) -> str:
+    """``"tty"``, ``"pipe"`` (a FIFO or socket), ``"file"`` (a regular
+    file), or ``"other"`` (e.g. /dev/null, or closed)."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return "other"
+    if os.isatty(fd):
+        return "tty"
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return "pipe"
+    if stat.S_ISREG(mode):
+        return "file"
+    return "other"
+
+
+def note_stdin_not_sent(fd: int = STDIN_FD) -> None:
+    """Say on stderr that stdin is not sent when it is a pipe or a file, so
+    that ``echo hi | rund-trio client run -- cat`` does not drop it silently."""
+    if stdin_kind(fd) in ("pipe", "file"):
+        print(
+            "rund-trio: note: your stdin is not sent to the job (its stdin is /dev/null); "
+            "add -i to send it",
+            file=sys.stderr,
+        )
+
+
+async def stdin_chunks(fd: int = STDIN_FD) -> AsyncIterator[bytes]:
+    """The client's stdin until end of file, in chunks of at most
+    ``STDIN_CHUNK`` bytes, each as soon as it is there. A pipe or terminal
+    is waited on through the event loop (it is never made non-blocking: the
+    open file may be shared with the shell); a file is read directly."""
+    kind = stdin_kind(fd)
+    pollable = kind in ("tty", "pipe")
+    if kind == "pipe":
+        with contextlib.suppress(OSError):  # not a FIFO, or over pipe-max-size
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, STDIN_PIPE_SIZE)
+    while True:
+        if pollable:
+            await anyio.wait_readable(fd)
+        else:
+            await anyio.lowlevel.checkpoint()
+        try:
+            data = os.read(fd, STDIN_CHUNK)
+        except BlockingIOError:
+            continue
+        if not data:
+            return
+        yield data
+
+
+def window_size() -> tuple[int, int] | None:
+    """(rows, columns) of the client's terminal (stdin's, else stdout's), or
+    None when neither is a terminal."""
+    for fd in (STDIN_FD, 1):
+        with contextlib.suppress(OSError):
+            size = os.get_terminal_size(fd)
+            return size.lines, size.columns
+    return None
+
+
+@contextlib.contextmanager
+def raw_terminal(fd: int = STDIN_FD) -> Iterator[None]:
+    """The terminal on ``fd`` in raw mode for the block (every key, Ctrl-C
+    and Ctrl-D included, reaches the job as a byte; no local echo); restored
+    when the block ends, however it ends (an exception, a cancellation after a
+    signal), as soon as the output written so far has been sent."""
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def check_terminal_input(interactive: bool, tty_requested: bool) -> None:
+    """``-it`` needs a terminal on stdin, as with docker: raw mode and window
+    sizes come from it."""
+    if interactive and tty_requested and stdin_kind() != "tty":
+        raise ConfigError(
+            "-t with -i needs a terminal on stdin (yours is a pipe or file): "
+            "use -i alone to send a pipe or file"
+        )
+
+
+async def _feed(client: RundClient, job_id: str) -> None:
+    """The client's stdin to the job until end of file. An Input refused
+    because the job ended is no error: the job's own end is reported."""
+    try:
+        await client.input(job_id, stdin_chunks())
+    except RpcError as error:
+        if error.code != "FAILED_PRECONDITION":
+            raise
+
+
+async def _forward_resizes(client: RundClient, job_id: str) -> None:
+    """The client terminal's new size to the job at every SIGWINCH."""
+    with anyio.open_signal_receiver(signal.SIGWINCH) as resizes:
+        async for _ in resizes:
+            size = window_size()
+            if size is not None:
+                with contextlib.suppress(RpcError):  # the job just ended
+                    await client.resize(job_id, *size)
+
+
+async def interact(
+    client: RundClient,
+    job_id: str,
+    copy_log: Callable[[], Awaitable[None]],
+    *,
+    feed: bool,
+    terminal: bool,
+) -> None:
+    """Run ``copy_log`` (the job's output to the client's) until the job
+    ended, meanwhile feeding the client's stdin to the job when ``feed`` (in
+    raw mode with ``terminal`` and a terminal on the client's stdin), and with
+    ``terminal`` forwarding every window size change of the client's
+    terminal. Whatever is still being fed when the output ends is abandoned
+    (the job ended); the client's terminal is restored on every way out."""
+    raw = terminal and feed and stdin_kind() == "tty"
+    with raw_terminal() if raw else contextlib.nullcontext():
+        try:
+            async with anyio.create_task_group() as tasks:
+                if feed:
+                    tasks.start_soon(_feed, client, job_id)
+                if terminal and window_size() is not None:
+                    tasks.start_soon(_forward_resizes, client, job_id)
+                await copy_log()
+                tasks.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise sole_exception(group) from None
