@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,21 +15,58 @@ from rund_trio.cli.sizes import parse_size
 from rund_trio.cli.tls_discovery import add_client_tls_options
 
 if TYPE_CHECKING:
+    from google.protobuf.wrappers_pb2 import UInt32Value, UInt64Value
+
     from rund_trio.api import rund_pb2 as pb
     from rund_trio.client.api import RundClient
 
-LIMIT_FLAGS: list[tuple[str, str, Callable[[str], int], str]] = [
-    (
+
+@dataclass(frozen=True)
+class LimitFlag:
+    """A ``start``/``run`` option that sets one of the request's limit fields."""
+
+    flag: str
+    parse: Callable[[str], int]
+    help: str
+    field: Callable[[pb.JobStartRequest], UInt32Value | UInt64Value]
+    """The request's wrapper field the value goes into."""
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+LIMIT_FLAGS = [
+    LimitFlag(
         "--max-cpu-bandwidth",
-        "max_cpu_bandwidth",
         int,
         "CPU time in µs per 100000 µs period (cpu.max quota), e.g. 50000 for half a CPU",
+        lambda request: request.max_cpu_bandwidth,
     ),
-    ("--max-memory-usage", "max_memory_usage", parse_size, "memory.max in bytes, e.g. 256M"),
-    ("--max-rbps", "max_rbps", parse_size, "read bytes per second (io.max rbps)"),
-    ("--max-wbps", "max_wbps", parse_size, "written bytes per second (io.max wbps)"),
-    ("--max-riops", "max_riops", int, "read operations per second (io.max riops)"),
-    ("--max-wiops", "max_wiops", int, "write operations per second (io.max wiops)"),
+    LimitFlag(
+        "--max-memory-usage",
+        parse_size,
+        "memory.max in bytes, e.g. 256M",
+        lambda request: request.max_memory_usage,
+    ),
+    LimitFlag(
+        "--max-rbps",
+        parse_size,
+        "read bytes per second (io.max rbps)",
+        lambda request: request.max_rbps,
+    ),
+    LimitFlag(
+        "--max-wbps",
+        parse_size,
+        "written bytes per second (io.max wbps)",
+        lambda request: request.max_wbps,
+    ),
+    LimitFlag(
+        "--max-riops", int, "read operations per second (io.max riops)", lambda r: r.max_riops
+    ),
+    LimitFlag(
+        "--max-wiops", int, "write operations per second (io.max wiops)", lambda r: r.max_wiops
+    ),
 ]
 
 
@@ -73,8 +111,10 @@ def add_parser(subparsers: Any) -> None:
                 "(default: %(default)s)",
             )
         limits = parser.add_argument_group("resource limits")
-        for flag, _, kind, flag_help in LIMIT_FLAGS:
-            limits.add_argument(flag, type=kind, default=None, metavar="N", help=flag_help)
+        for limit in LIMIT_FLAGS:
+            limits.add_argument(
+                limit.flag, type=limit.parse, default=None, metavar="N", help=limit.help
+            )
         isolation = parser.add_argument_group("isolation")
         isolation.add_argument(
             "--network",
@@ -335,10 +375,10 @@ def _start_request(args: argparse.Namespace) -> pb.JobStartRequest:
         request.uid.value = args.uid
     if args.gid is not None:
         request.gid.value = args.gid
-    for _, field, _, _ in LIMIT_FLAGS:
-        value = getattr(args, field)
+    for limit in LIMIT_FLAGS:
+        value = getattr(args, limit.dest)
         if value is not None:
-            getattr(request, field).value = value
+            limit.field(request).value = value
     return request
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.protobuf.wrappers_pb2 import UInt32Value, UInt64Value
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.cgroups.limits import Limits
@@ -26,24 +27,21 @@ _STATES = {
     JobState.LOST: pb.JOB_STATE_LOST,
 }
 
-_LIMIT_FIELDS = {
-    "max_cpu_bandwidth": "cpu_quota_us",
-    "max_memory_usage": "memory_bytes",
-    "max_rbps": "io_rbps",
-    "max_wbps": "io_wbps",
-    "max_riops": "io_riops",
-    "max_wiops": "io_wiops",
-}
-
 
 def limits_from_request(request: pb.JobStartRequest) -> Limits:
     """The limits a Start request sets; unset wrapper fields mean no limit."""
-    values = {
-        attribute: getattr(request, field).value
-        for field, attribute in _LIMIT_FIELDS.items()
-        if request.HasField(field)  # type: ignore[arg-type]
-    }
-    return Limits(**values)
+
+    def value(wrapper: UInt32Value | UInt64Value, present: bool) -> int | None:
+        return wrapper.value if present else None
+
+    return Limits(
+        cpu_quota_us=value(request.max_cpu_bandwidth, request.HasField("max_cpu_bandwidth")),
+        memory_bytes=value(request.max_memory_usage, request.HasField("max_memory_usage")),
+        io_rbps=value(request.max_rbps, request.HasField("max_rbps")),
+        io_wbps=value(request.max_wbps, request.HasField("max_wbps")),
+        io_riops=value(request.max_riops, request.HasField("max_riops")),
+        io_wiops=value(request.max_wiops, request.HasField("max_wiops")),
+    )
 
 
 _NETWORKS = {
