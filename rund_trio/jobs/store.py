@@ -75,7 +75,8 @@ CREATE TABLE jobs (
     output_dropped INTEGER NOT NULL DEFAULT 0,
     output_error TEXT,
     journal_size INTEGER NOT NULL DEFAULT 0,
-    profile TEXT NOT NULL
+    profile TEXT NOT NULL,
+    stdio TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX jobs_by_end ON jobs (ended_us, id) WHERE ended_us IS NOT NULL;
 CREATE TABLE job_sans (
@@ -105,12 +106,23 @@ def _moment(us: int | None) -> datetime | None:
 
 
 @dataclass(frozen=True)
+class StartedWith:
+    """What a job was started with beyond its command: kept for its Status."""
+
+    working_dir: str = "/"
+    stdin: bool = False
+    tty: bool = False
+
+
+@dataclass(frozen=True)
 class StoredJob:
     """A job as its row says, with what is needed to read its output (its
     owner is only ever matched in SQL, never read back)."""
 
     snapshot: JobSnapshot
     journal_size: int
+    stdio: StartedWith = StartedWith()
+    """How it was started: its directory, stdin and terminal."""
 
 
 def _snapshot_of(row: sqlite3.Row) -> StoredJob:
@@ -131,7 +143,7 @@ def _snapshot_of(row: sqlite3.Row) -> StoredJob:
         output=OutputCounts(row["output_recorded"], row["output_dropped"], row["output_error"]),
         profile=Profile(row["profile"]),
     )
-    return StoredJob(snapshot, row["journal_size"])
+    return StoredJob(snapshot, row["journal_size"], StartedWith(**json.loads(row["stdio"])))
 
 
 def _refuse(path: Path, reason: str) -> ConfigError:
@@ -314,13 +326,18 @@ class JobStore:
         if self._dirty:
             await self._write(apply, durable=True)
 
-    async def insert(self, snapshot: JobSnapshot, owner: frozenset[str]) -> None:
+    async def insert(
+        self,
+        snapshot: JobSnapshot,
+        owner: frozenset[str],
+        started_with: StartedWith = StartedWith(),
+    ) -> None:
         """Record a job that just started."""
 
         def apply(db: sqlite3.Connection) -> None:
             db.execute(
-                "INSERT INTO jobs (id, argv, owner, pid, state, started_us, profile) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, argv, owner, pid, state, started_us, profile, stdio) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     snapshot.job_id,
                     json.dumps(snapshot.argv),
@@ -329,6 +346,7 @@ class JobStore:
                     snapshot.state.value,
                     _us(snapshot.started_at),
                     snapshot.profile.value,
+                    json.dumps(dataclasses.asdict(started_with)),
                 ),
             )
             db.executemany(

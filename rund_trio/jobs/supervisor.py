@@ -55,7 +55,7 @@ from rund_trio.jobs.quota import Quota
 from rund_trio.jobs.spec import JobSpec, new_job_id
 from rund_trio.jobs.state import JobRecord, JobSnapshot, OutputCounts, final_usage
 from rund_trio.jobs.stdio import JobStdio, open_stdio
-from rund_trio.jobs.store import JobStore, StoredJob, StoreError
+from rund_trio.jobs.store import JobStore, StartedWith, StoredJob, StoreError
 from rund_trio.jobs.table import JobTable
 from rund_trio.jobs.termination import terminate
 from rund_trio.logs.budget import Reserve
@@ -528,7 +528,13 @@ class Supervisor:
         try:
             with trio.CancelScope(shield=True):  # the row exists, or Start fails
                 await self.store.insert(
-                    record_.snapshot(ResourceUsage(), OutputCounts()), owner.sans
+                    record_.snapshot(ResourceUsage(), OutputCounts()),
+                    owner.sans,
+                    StartedWith(
+                        working_dir=spec.working_dir,
+                        stdin=stdio is not None and stdio.feedable,
+                        tty=stdio is not None and stdio.terminal is not None,
+                    ),
                 )
             if self._disk is not None:
                 self._disk.budget.recheck()

@@ -135,10 +135,12 @@ def status_to_proto(snapshot: JobSnapshot) -> pb.JobStatus:
 
 
 def stdio_to_proto(job: AnyJob, status: pb.JobStatus) -> pb.JobStatus:
-    """``status`` with how ``job`` was started: its directory, stdin and
-    terminal. Not kept in the job database: a job read from it (ended, and
-    out of memory) reports none of them."""
-    if not isinstance(job, Job):
+    """``status`` with how ``job`` was started: its directory, stdin and terminal."""
+    if not isinstance(job, Job):  # ended, read from the job database
+        started_with = job.stored.stdio
+        status.working_dir = started_with.working_dir
+        status.stdin = started_with.stdin
+        status.tty = started_with.tty
         return status
     stdio = job.stdio
     status.working_dir = job.working_dir

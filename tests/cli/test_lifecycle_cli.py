@@ -135,10 +135,10 @@ async def test_a_second_sigint_kills_a_job_that_ignores_sigterm_at_once(alice: C
             code = await run.wait()
     # (the job's own stderr comes through too: its sleep, SIGTERMed, is reported)
     lines = [line for line in stderr.splitlines() if line.startswith("rund-trio:")]
-    assert len(lines) == 2
+    assert len(lines) == 2, stderr
     assert lines[0].startswith("rund-trio: SIGINT: stopping job ")
     assert lines[1].startswith("rund-trio: killing job ")
-    assert code == 128 + signal.SIGKILL
+    assert code == 128 + signal.SIGKILL, stderr
 
 
 async def test_a_hangup_stops_the_job_gracefully(alice: Client) -> None:
