@@ -322,7 +322,8 @@ class GrpcConnection:
         end = _FRAME_HEADER + length
         if len(buffer) < end:
             return None
-        frame = bytes(buffer[:end]) if end < len(buffer) else bytes(buffer)
+        with memoryview(buffer) as view, view[:end] as whole:
+            frame = bytes(whole)  # one copy (a bytearray slice would be a second)
         del buffer[:end]
         return frame
 
