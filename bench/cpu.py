@@ -92,13 +92,16 @@ def _contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
 
 
 def _framed(size: int) -> FramedMessage:
-    from rund_trio.wire.job_log import framed_log_message
-
-    class Piece:
-        stream = 1
-        data = bytes(size - 8)
-
-    return framed_log_message(Piece())  # type: ignore[arg-type]
+    """A Log message as the daemon frames it: gRPC prefix, JobLog.stdout's tag
+    and length, the chunk (built here, so that any version's core can send it)."""
+    data = bytes(size - 8)
+    length, varint = len(data), bytearray()
+    while length > 0x7F:
+        varint.append((length & 0x7F) | 0x80)
+        length >>= 7
+    varint.append(length)
+    body = b"\x0a" + bytes(varint) + data
+    return FramedMessage(b"\0" + len(body).to_bytes(4, "big") + body)
 
 
 # ------------------------------------------------------------ the two cores
