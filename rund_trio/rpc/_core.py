@@ -15,6 +15,19 @@ Writing respects HTTP/2 flow control without blocking anyone: each stream
 keeps what it was asked to send until the peer's window lets it go, and the
 status (trailers) goes only after the stream's last message.
 
+DATA frames are the core's own, not h2's: h2's public ``send_data`` copies a
+payload four times on its way out (hyperframe's body join, header + body,
+h2's outbound ``bytearray``, ``bytes()`` of it), and a Log stream is almost
+all payload. The core writes a 9-byte frame header and hands the message (or
+a view of it) over as it is; ``buffers_to_send`` joins small buffers into
+one write and passes large ones through, so a Log message reaches TLS
+without a copy. The outbound flow-control windows are therefore the core's
+too: it reads the peer's WINDOW_UPDATE frames itself (h2 never sees them,
+so h2's own windows, which nothing it sends consumes, cannot overflow) and
+applies SETTINGS_INITIAL_WINDOW_SIZE changes h2 reports. Every other frame,
+including END_STREAM (an empty DATA frame or trailers), is h2's, so its
+stream states stay the truth.
+
 A request that breaks a gRPC rule is answered on its own stream, with a
 precise status, and the connection serves on: from its headers alone the
 core answers it itself (``RequestRefused``); from its messages the core
@@ -28,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import re
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -60,6 +74,12 @@ __all__ = ["MAX_FRAME_SIZE", "GrpcConnection", "Role"]
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _FRAME_HEADER = 9
+_DATA = 0x0
+_WINDOW_UPDATE = 0x8
+_DEFAULT_WINDOW = 65_535
+_DATA_FRAME_HEADER = struct.Struct(">HBBBL")  # length (24 bits), type, flags, stream id
+LARGE_WRITE = 64 * 1024
+"""Buffers this large are written on their own (uncopied), not joined."""
 MAX_FRAME_SIZE = 2**24 - 1
 """The largest frame either side accepts (advertised in SETTINGS)."""
 _MAX_WINDOW = 2**31 - 1
@@ -168,6 +188,8 @@ class _Stream:
     ``_END_OF_REQUEST`` (client); None until asked."""
     response_headers: dict[str, str] = field(default_factory=dict)
     end_sent: bool = False
+    window: int = _DEFAULT_WINDOW
+    """What the peer lets this stream send (its flow-control window), in bytes."""
 
 
 class GrpcConnection:
@@ -222,8 +244,10 @@ class GrpcConnection:
         self._h2.initiate_connection()
         self._h2.increment_flow_control_window(2**30)
         self._inbound = bytearray()
-        self._outgoing: list[bytes] = []
-        """Bytes taken from h2 by ``has_data_to_send``, still to hand over."""
+        self._outgoing: list[bytes | memoryview] = []
+        """Buffers to hand over, in order: h2's bytes and the core's DATA frames."""
+        self._window = _DEFAULT_WINDOW
+        """What the peer lets the connection send (its connection window)."""
         self._preface_pending = not self._client
         self._eof = False
         self._state = _ConnectionState.OPEN
@@ -262,6 +286,11 @@ class GrpcConnection:
                     self._fail("the peer closed the connection", error=False)
                     continue
                 return NEED_DATA
+            # (the client's preface, handed over as one piece, has a space there)
+            if frame[3] == _WINDOW_UPDATE:
+                self._window_update(frame)
+                self._flush_all()
+                continue
             try:
                 h2_events = self._h2.receive_data(frame)
             except h2.exceptions.ProtocolError as error:
@@ -293,7 +322,8 @@ class GrpcConnection:
         end = _FRAME_HEADER + length
         if len(buffer) < end:
             return None
-        frame = bytes(buffer[:end]) if end < len(buffer) else bytes(buffer)
+        with memoryview(buffer) as view, view[:end] as whole:
+            frame = bytes(whole)  # one copy (a bytearray slice would be a second)
         del buffer[:end]
         return frame
 
@@ -305,6 +335,58 @@ class GrpcConnection:
             )
         else:
             why = str(error) or type(error).__name__
+        self._fail(f"the peer broke HTTP/2: {why}", error=True)
+        return RemoteProtocolError(why, StatusCode.UNAVAILABLE)
+
+    def _window_update(self, frame: bytes) -> None:
+        """A WINDOW_UPDATE frame (RFC 9113 6.9), checked as h2 would check it."""
+        stream_id = int.from_bytes(frame[5:9], "big") & _MAX_WINDOW
+        if len(frame) != _FRAME_HEADER + 4:
+            raise self._connection_error(
+                h2.errors.ErrorCodes.FRAME_SIZE_ERROR, "a WINDOW_UPDATE frame is not 4 bytes long"
+            )
+        increment = int.from_bytes(frame[9:13], "big") & _MAX_WINDOW
+        if stream_id == 0:
+            if not increment:
+                raise self._connection_error(
+                    h2.errors.ErrorCodes.PROTOCOL_ERROR, "a WINDOW_UPDATE of 0 on the connection"
+                )
+            self._window += increment
+            if self._window > _MAX_WINDOW:
+                raise self._connection_error(
+                    h2.errors.ErrorCodes.FLOW_CONTROL_ERROR,
+                    "the connection's flow-control window went past 2**31-1",
+                )
+            return
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return  # ended or reset meanwhile: nothing more goes on it
+        if not increment:
+            self._stream_error(stream, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return
+        stream.window += increment
+        if stream.window > _MAX_WINDOW:
+            self._stream_error(stream, h2.errors.ErrorCodes.FLOW_CONTROL_ERROR)
+
+    def _initial_window_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
+        changed = event.changed_settings.get(h2.settings.SettingCodes.INITIAL_WINDOW_SIZE)
+        if changed is None:
+            return
+        delta = changed.new_value - (
+            _DEFAULT_WINDOW if changed.original_value is None else changed.original_value
+        )
+        for stream in list(self._streams.values()):
+            stream.window += delta
+            if stream.window > _MAX_WINDOW:
+                self._stream_error(stream, h2.errors.ErrorCodes.FLOW_CONTROL_ERROR)
+
+    def _stream_error(self, stream: _Stream, code: h2.errors.ErrorCodes) -> None:
+        """The peer broke flow control on one stream: reset it, as if the peer had."""
+        self._reset(stream.stream_id, code)
+        self._stream_reset(stream.stream_id, code)
+
+    def _connection_error(self, code: h2.errors.ErrorCodes, why: str) -> RemoteProtocolError:
+        self._h2.close_connection(error_code=code)
         self._fail(f"the peer broke HTTP/2: {why}", error=True)
         return RemoteProtocolError(why, StatusCode.UNAVAILABLE)
 
@@ -330,7 +412,9 @@ class GrpcConnection:
         elif isinstance(event, h2.events.StreamEnded):
             self._stream_ended(event.stream_id)
         elif isinstance(event, h2.events.StreamReset):
-            self._stream_reset(event)
+            self._stream_reset(event.stream_id, event.error_code)
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self._initial_window_changed(event)
         elif isinstance(event, h2.events.ConnectionTerminated):
             why = f"the peer sent GOAWAY ({_error_name(event.error_code)})"
             self._fail(why, error=False)
@@ -380,7 +464,10 @@ class GrpcConnection:
             "(--max-request-size)"
         )
         self._streams[stream_id] = _Stream(
-            stream_id, _MessageReader(self._max_receive_message, too_large), path=path
+            stream_id,
+            _MessageReader(self._max_receive_message, too_large),
+            path=path,
+            window=self._h2.remote_settings.initial_window_size,
         )
         metadata = tuple(
             (name, value)
@@ -470,17 +557,16 @@ class GrpcConnection:
             self._reset(stream_id, h2.errors.ErrorCodes.NO_ERROR)  # answered: stop sending
         self._events.append(ResponseEnded(stream_id, _response_status(stream.response_headers)))
 
-    def _stream_reset(self, event: h2.events.StreamReset) -> None:
-        stream = self._streams.pop(event.stream_id, None)
-        self._sending.pop(event.stream_id, None)
+    def _stream_reset(self, stream_id: int, error_code: int) -> None:
+        stream = self._streams.pop(stream_id, None)
+        self._sending.pop(stream_id, None)
         if stream is None:
             return
         stream.state = transition(stream.state, CallEvent.RESET)
         if self._client:
-            status = _reset_status(event.error_code)
-            self._events.append(ResponseEnded(event.stream_id, status))
+            self._events.append(ResponseEnded(stream_id, _reset_status(error_code)))
         else:
-            self._events.append(StreamReset(event.stream_id, int(event.error_code)))
+            self._events.append(StreamReset(stream_id, int(error_code)))
 
     def _forget_if_closed(self, stream: _Stream) -> None:
         if stream.state is StreamState.CLOSED:
@@ -536,6 +622,7 @@ class GrpcConnection:
             _MessageReader(self._max_receive_message, too_large),
             path=f"/{service}/{method}",
             headers_sent=True,
+            window=self._h2.remote_settings.initial_window_size,
         )
         return stream_id
 
@@ -631,8 +718,11 @@ class GrpcConnection:
         stream_id = stream.stream_id
         outbound = stream.outbound
         try:
+            if outbound:
+                self._take_h2_bytes()  # what h2 queued (these headers) goes first
+            max_frame: int = h2c.max_outbound_frame_size
             while outbound:
-                window = min(h2c.local_flow_control_window(stream_id), h2c.max_outbound_frame_size)
+                window = min(self._window, stream.window, max_frame)
                 if window <= 0:
                     return
                 piece = outbound[0]
@@ -642,10 +732,12 @@ class GrpcConnection:
                 else:
                     view = memoryview(piece)
                     chunk, outbound[0] = view[:window], view[window:]
-                last = not outbound and stream.end is _END_OF_REQUEST
-                h2c.send_data(stream_id, chunk, end_stream=last)
-                stream.pending -= len(chunk)
-                stream.end_sent = last
+                size = len(chunk)
+                self._window -= size
+                stream.window -= size
+                stream.pending -= size
+                self._outgoing.append(_data_frame_header(stream_id, size))
+                self._outgoing.append(chunk)
             if stream.end is None:
                 del self._sending[stream_id]
                 return
@@ -665,21 +757,51 @@ class GrpcConnection:
                 stream_id, None
             )  # answered: whatever else the client sends is dropped
 
-    def data_to_send(self) -> bytes:
-        """The bytes to write next, in order (``b""`` when there are none).
-        Once they are handed over they are the caller's to write."""
-        data: bytes = self._h2.data_to_send()
-        if self._outgoing:
-            self._outgoing.append(data)
-            data = b"".join(self._outgoing)
-            self._outgoing.clear()
-        return data
-
-    def has_data_to_send(self) -> bool:
-        """Whether ``data_to_send`` would return bytes (they stay queued)."""
+    def _take_h2_bytes(self) -> None:
         data: bytes = self._h2.data_to_send()
         if data:
             self._outgoing.append(data)
+
+    def data_to_send(self) -> bytes:
+        """The bytes to write next, in order (``b""`` when there are none),
+        joined into one ``bytes``. Once they are handed over they are the
+        caller's to write."""
+        self._take_h2_bytes()
+        outgoing = self._outgoing
+        if not outgoing:
+            return b""
+        data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
+        outgoing.clear()
+        return bytes(data) if isinstance(data, memoryview) else data
+
+    def buffers_to_send(self) -> list[bytes | memoryview]:
+        """The buffers to write next, in order (empty when there are none):
+        runs of small buffers joined into one, each buffer of ``LARGE_WRITE``
+        bytes or more on its own as it was given (a message's payload, or a
+        view of it: no copy). The caller writes each, in order, and must not
+        change a buffer it gave to ``send_message``."""
+        self._take_h2_bytes()
+        outgoing = self._outgoing
+        if not outgoing:
+            return []
+        buffers: list[bytes | memoryview] = []
+        run: list[bytes | memoryview] = []
+        for buffer in outgoing:
+            if len(buffer) < LARGE_WRITE:
+                run.append(buffer)
+                continue
+            if run:
+                buffers.append(run[0] if len(run) == 1 else b"".join(run))
+                run = []
+            buffers.append(buffer)
+        if run:
+            buffers.append(run[0] if len(run) == 1 else b"".join(run))
+        outgoing.clear()
+        return buffers
+
+    def has_data_to_send(self) -> bool:
+        """Whether ``data_to_send`` would return bytes (they stay queued)."""
+        self._take_h2_bytes()
         return bool(self._outgoing)
 
     def close(self, reason: str = "") -> None:
@@ -702,6 +824,11 @@ class GrpcConnection:
     @property
     def peer_max_concurrent_streams(self) -> int:
         return int(self._h2.remote_settings.max_concurrent_streams)
+
+
+def _data_frame_header(stream_id: int, length: int) -> bytes:
+    """A DATA frame's 9-byte header: no flags (END_STREAM is h2's to send)."""
+    return _DATA_FRAME_HEADER.pack(length >> 8, length & 0xFF, _DATA, 0, stream_id)
 
 
 def _parse_request_headers(headers: dict[str, str]) -> tuple[str, str, float | None]:

@@ -175,9 +175,10 @@ class _Connection:
         try:
             while True:
                 seen = self._queued
-                data = self.core.data_to_send()
-                if data:
-                    await self.stream.send_all(data)
+                buffers = self.core.buffers_to_send()
+                if buffers:
+                    for data in buffers:  # a large message's payload: uncopied
+                        await self.stream.send_all(data)
                     self._written = seen
                     self._progress.unpark_all()
                     continue
