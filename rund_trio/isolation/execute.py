@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import TypeVar
 
+    from rund_trio.isolation.rootfs import SetupError
+
     T = TypeVar("T")
 
 _EINVAL = 22
@@ -156,9 +158,7 @@ def _setup_namespaces(record: dict[str, object]) -> None:
             try:
                 enter_rootfs(rootfs)
             except SetupError as error:
-                raise SetupFailed(
-                    error.step, error.error.errno or _EINVAL, error.error.strerror or str(error)
-                ) from None
+                raise _failed(error) from None
         else:
             if ns["pid"]:
                 flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
@@ -170,6 +170,42 @@ def _setup_namespaces(record: dict[str, object]) -> None:
         _step("hostname", linux.sethostname, hostname)
     if ns["net"]:
         _step("net-lo", linux.interface_up, "lo")
+
+
+def _failed(error: SetupError) -> SetupFailed:
+    """The ``SetupFailed`` for a ``SetupError`` of the set-up modules."""
+    message = error.error.strerror or str(error.error)
+    if error.error.filename is not None:
+        message += f": {error.error.filename!r}"
+    return SetupFailed(error.step, error.error.errno or _EINVAL, message)
+
+
+def _setup_contained(record: dict[str, object], ready_w: int, go_r: int) -> None:
+    """Step 4 for a contained job, in ``rund-init``: its namespaces and file
+    system made as the host's root (``container_fs``), then its user
+    namespace (``userns``), as whose root it returns."""
+    from rund_trio.isolation import container_fs, linux, userns
+    from rund_trio.isolation.rootfs import SetupError
+
+    ns: dict[str, bool] = record["namespaces"]  # type: ignore[assignment]
+    ids: list[int] = record["userns"]  # type: ignore[assignment]
+    rootfs = record["rootfs"]
+    hidden: list[str] = record["hidden"]  # type: ignore[assignment]
+    try:
+        _step("unshare", linux.unshare, container_fs.unshare_flags(ns))
+        container_fs.build(
+            rootfs if isinstance(rootfs, str) else None, hidden, _hide, (ids[0], ids[1])
+        )
+        hostname = record["hostname"]
+        if isinstance(hostname, str):
+            _step("hostname", linux.sethostname, hostname)
+        if ns["net"]:
+            _step("net-lo", linux.interface_up, "lo")
+        container_fs.enter()
+        if not userns.enter(ready_w, go_r):
+            posix._exit(wire.EXIT_SETUP_FAILED)  # the helper failed and reported why
+    except SetupError as error:
+        raise _failed(error) from None
 
 
 def _hide(path: str) -> None:
@@ -295,7 +331,7 @@ def _end_like(status: int) -> None:
     posix._exit(posix.waitstatus_to_exitcode(status) if posix.WIFEXITED(status) else 1)
 
 
-def _die_with_parent(parent_alive: int) -> None:
+def _die_with_parent(parent_alive: int, *, close: bool = True) -> None:
     """In ``rund-init``: SIGKILL from the kernel when the helper above it ends
     (say, killed with the daemon), which ends the whole namespace.
     ``parent_alive`` is a pipe's read end whose only writer is the helper: at
@@ -310,17 +346,30 @@ def _die_with_parent(parent_alive: int) -> None:
         gone = False
     if gone:
         posix._exit(wire.EXIT_SETUP_FAILED)
-    posix.close(parent_alive)
+    if close:
+        posix.close(parent_alive)
 
 
-def _run_init(record: dict[str, object], status_fd: int, result_w: int, parent_alive: int) -> None:
-    """PID 1 of the job's PID namespace (a forked child: never returns)."""
+def _run_init(
+    record: dict[str, object],
+    status_fd: int,
+    result_w: int,
+    parent_alive: int,
+    userns_fds: tuple[int, int] | None,
+) -> None:
+    """PID 1 of the job's PID namespace (a forked child: never returns).
+    ``userns_fds`` (ready_w, go_r) for a contained job."""
     try:
         from rund_trio.isolation import linux
 
-        _die_with_parent(parent_alive)
+        _die_with_parent(parent_alive, close=userns_fds is None)
         linux.set_process_name("rund-init")
-        _setup_namespaces(record)
+        if userns_fds is None:
+            _setup_namespaces(record)
+        else:
+            _setup_contained(record, *userns_fds)
+            # Becoming the namespace's root cleared the parent death signal.
+            _die_with_parent(parent_alive)
         job = _step("fork", posix.fork)
         if job == 0:
             try:
@@ -354,6 +403,8 @@ def _start(record: dict[str, object], status_fd: int) -> None:
         return
     from rund_trio.isolation import linux
 
+    ids = record["userns"]
+    contained = isinstance(ids, list)
     flags = 0
     for kind, flag in (
         ("pid", linux.CLONE_NEWPID),
@@ -364,6 +415,8 @@ def _start(record: dict[str, object], status_fd: int) -> None:
     ):
         if ns[kind]:
             flags |= flag
+    if contained:  # rund-init unshares the rest (_setup_contained)
+        flags = linux.CLONE_NEWPID
     _step("unshare", linux.unshare, flags)
     if not ns["pid"]:
         _setup_namespaces(record)
@@ -371,19 +424,43 @@ def _start(record: dict[str, object], status_fd: int) -> None:
         return
     result_r, result_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
     alive_r, alive_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
+    if contained:
+        ready_r, ready_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
+        go_r, go_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
     _ignore_group_signals()
     init = _step("fork", posix.fork)
     if init == 0:
         posix.close(result_r)
         posix.close(alive_w)
-        _run_init(record, status_fd, result_w, alive_r)
+        if contained:
+            posix.close(ready_r)
+            posix.close(go_w)
+        _run_init(record, status_fd, result_w, alive_r, (ready_w, go_r) if contained else None)
     linux.set_process_name("rund-execute")
     posix.close(result_w)
     posix.close(alive_r)  # alive_w stays open until this process ends
+    if contained:
+        posix.close(ready_w)
+        posix.close(go_r)
+        _map_ids(init, ids, ready_r, go_w)  # type: ignore[arg-type]
     posix.close(status_fd)
     _, init_status = posix.waitpid(init, 0)
     relayed = posix.read(result_r, 32)
     _end_like(int(relayed) if relayed else init_status)
+
+
+def _map_ids(init: int, ids: list[int], ready_r: int, go_w: int) -> None:
+    """In the helper: write ``rund-init``'s id maps (``userns.write_maps``);
+    on failure kill it and raise ``SetupFailed``."""
+    from rund_trio.isolation import userns
+    from rund_trio.isolation.rootfs import SetupError
+
+    try:
+        userns.write_maps(init, ids, ready_r, go_w)
+    except SetupError as error:
+        posix.kill(init, _SIGKILL)
+        posix.waitpid(init, 0)
+        raise _failed(error) from None
 
 
 def _close_other_fds(*keep: int) -> None:

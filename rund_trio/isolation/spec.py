@@ -16,6 +16,8 @@ from types import MappingProxyType
 
 from rund_trio.errors import InvalidRequest
 from rund_trio.isolation import wire
+from rund_trio.isolation.id_range import DEFAULT as DEFAULT_ID_RANGE
+from rund_trio.isolation.id_range import IdRange
 
 MAX_ID = 2**32 - 2
 """The largest uid/gid (2**32 - 1 is the kernel's "no id")."""
@@ -52,6 +54,14 @@ class Isolation:
     paths the job must not read (the daemon's state directory, its TLS key):
     in the job's mount namespace, before anything else is mounted, a directory
     is covered by an empty read-only tmpfs and a file by ``/dev/null``.
+
+    ``contained`` (the default; needs PID and mount namespaces) puts the job in
+    a user namespace mapped to ``id_range``, so ``uid``/``gid`` are ids of that
+    namespace, below ``id_range.count``; it sees the host's root (or
+    ``rootfs``) read-only, with a private /tmp, a minimal /dev, masked /proc
+    and its own cgroup namespace, and the covers cannot be undone
+    (``rund_trio.isolation.container_fs``). Not contained (the host profile,
+    ``none()``): today's powers, uid/gid the host's.
     """
 
     namespaces: Namespaces = field(default_factory=Namespaces)
@@ -61,11 +71,13 @@ class Isolation:
     gid: int | None = None
     cgroup_dir: str | None = None
     hidden: tuple[str, ...] = ()
+    contained: bool = True
+    id_range: IdRange = DEFAULT_ID_RANGE
 
     @classmethod
     def none(cls) -> Isolation:
         """No new namespaces, no root filesystem, the daemon's credentials."""
-        return cls(namespaces=Namespaces.none())
+        return cls(namespaces=Namespaces.none(), contained=False)
 
     def validate(self) -> None:
         """Raise ``InvalidRequest`` for a combination the helper cannot apply."""
@@ -97,6 +109,16 @@ class Isolation:
                 not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ID
             ):
                 raise InvalidRequest(f"{name} must be an integer from 0 to {MAX_ID}")
+        if self.contained:
+            if not (ns.pid and ns.mount):
+                raise InvalidRequest("a contained job needs PID and mount namespaces")
+            last = self.id_range.count - 1
+            for name, value in (("uid", self.uid), ("gid", self.gid)):
+                if value is not None and value > last:
+                    raise InvalidRequest(
+                        f"{name} {value} is outside a contained job's user namespace "
+                        f"(its ids are 0 to {last})"
+                    )
 
 
 @dataclass(frozen=True)
@@ -123,6 +145,8 @@ class IsolationSpec:
             _check_path("cwd", self.cwd)
             if self.isolation.rootfs is not None and not os.path.isabs(self.cwd):
                 raise InvalidRequest("with a root filesystem, cwd must be absolute")
+            if self.isolation.contained and not os.path.isabs(self.cwd):
+                raise InvalidRequest("for a contained job, cwd must be absolute")
         self.isolation.validate()
 
     def to_record(self) -> dict[str, object]:
@@ -147,6 +171,11 @@ class IsolationSpec:
             "hidden": list(iso.hidden),
             "uid": iso.uid,
             "gid": gid,
+            "userns": (
+                [iso.id_range.uid_start, iso.id_range.gid_start, iso.id_range.count]
+                if iso.contained
+                else None
+            ),
         }
 
     def to_bytes(self) -> bytes:
@@ -163,6 +192,9 @@ class IsolationSpec:
             raise InvalidRequest(str(error)) from None
         ns = record["namespaces"]
         assert isinstance(ns, dict)
+        userns = record["userns"]
+        contained = isinstance(userns, list)
+        id_range = IdRange(*userns) if isinstance(userns, list) else DEFAULT_ID_RANGE
         spec = cls(
             argv=tuple(record["argv"]),  # type: ignore[arg-type]
             env=MappingProxyType(dict(record["env"])),  # type: ignore[call-overload]
@@ -175,6 +207,8 @@ class IsolationSpec:
                 uid=record["uid"],  # type: ignore[arg-type]
                 gid=record["gid"],  # type: ignore[arg-type]
                 cgroup_dir=record["cgroup_dir"],  # type: ignore[arg-type]
+                contained=contained,
+                id_range=id_range,
             ),
         )
         spec.validate()

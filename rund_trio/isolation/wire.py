@@ -15,7 +15,8 @@ line ``b"RUND-SPEC 1\\n"`` followed by ``marshal.dumps(record, 4)``, where
      "rootfs": str | None,
      "hidden": [str, ...],           # absolute paths made unreadable (mount namespace)
      "uid": int | None,
-     "gid": int | None}
+     "gid": int | None,
+     "userns": [int, int, int] | None}  # contained: host uid start, gid start, count
 
 ``marshal`` rather than JSON because ``json`` drags in ``re`` and ``enum``,
 about as much time as the whole interpreter start; both ends are the same
@@ -88,6 +89,7 @@ def check_record(record: dict[str, object]) -> None:
         "hidden",
         "uid",
         "gid",
+        "userns",
     }
     if set(record) != expected:
         raise WireError(f"spec keys must be {sorted(expected)}")
@@ -103,6 +105,13 @@ def check_record(record: dict[str, object]) -> None:
         _optional(record, key, str)
     for key in ("uid", "gid"):
         _optional(record, key, int)
+    userns = record["userns"]
+    if userns is not None and (
+        not isinstance(userns, list)
+        or len(userns) != 3
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in userns)
+    ):
+        raise WireError("userns must be None or [uid start, gid start, count]")
     hidden = record["hidden"]
     if not isinstance(hidden, list) or not all(isinstance(h, str) for h in hidden):
         raise WireError("hidden must be a list of str")

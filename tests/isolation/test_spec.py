@@ -132,7 +132,7 @@ def test_relative_cgroup_dir_is_rejected() -> None:
 
 
 def test_no_isolation_is_valid() -> None:
-    spec(namespaces=Namespaces.none()).validate()
+    spec(namespaces=Namespaces.none(), contained=False).validate()
 
 
 def test_hostname_for_job_is_rund_and_twelve_lowercase_ulid_chars() -> None:
