@@ -166,6 +166,13 @@ def add_parser(subparsers: Any) -> None:
         help="a file or directory no job may read, e.g. a CA key on this machine; repeatable "
         "(the state directory and --key are always hidden; needs namespaces)",
     )
+    isolation.add_argument(
+        "--userns-range",
+        default=None,
+        metavar="START:COUNT",
+        help="host uids and gids START.. that contained jobs' ids 0..COUNT-1 map to "
+        "(default: the rund-trio entries of /etc/subuid and /etc/subgid, else 2147418112:65536)",
+    )
     caps = parser.add_argument_group("caps (beyond them: RESOURCE_EXHAUSTED)")
     caps.add_argument(
         "--max-running-jobs",
@@ -224,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rund_trio.cgroups.devices import parse_io_device
     from rund_trio.cgroups.tree import CgroupOptions
+    from rund_trio.isolation import id_range
     from rund_trio.jobs.isolation_policy import IsolationPolicy, Network
     from rund_trio.logs.budget import Reserve
     from rund_trio.server.app import ServeConfig, serve
@@ -266,6 +274,10 @@ def run(args: argparse.Namespace) -> int:
             allowed_uids=frozenset(args.allow_uid),
             allowed_gids=frozenset(args.allow_gid),
             hidden=tuple(str(path.absolute()) for path in args.hide),
+            # Without namespaces no job is contained and the range is unused.
+            id_range=id_range.DEFAULT
+            if args.no_namespaces
+            else id_range.configured(args.userns_range),
         ),
     )
 

@@ -7,6 +7,8 @@ import enum
 from dataclasses import dataclass, field
 
 from rund_trio.errors import ConfigError, FailedPrecondition, PermissionDenied
+from rund_trio.isolation.id_range import DEFAULT as DEFAULT_ID_RANGE
+from rund_trio.isolation.id_range import IdRange
 from rund_trio.isolation.spec import Isolation, Namespaces
 
 
@@ -44,6 +46,14 @@ class IsolationPolicy:
     allowed_gids: frozenset[int] = field(default_factory=frozenset)
     hidden: tuple[str, ...] = ()
     """Absolute paths no job may read (covered in its mount namespace)."""
+    contained: bool = True
+    """Jobs are contained (``Isolation.contained``): a user namespace mapped
+    to ``id_range``, a read-only host file system, covers they cannot undo.
+    False: the host profile, today's powers. Ignored without namespaces (a
+    job is then never contained). The job profiles of issue #14 choose this
+    per job in ``isolation_for``."""
+    id_range: IdRange = DEFAULT_ID_RANGE
+    """The host ids contained jobs' ids 0..count-1 map to."""
 
     def validate(self) -> None:
         """``ConfigError`` for settings that contradict each other."""
@@ -55,6 +65,18 @@ class IsolationPolicy:
             raise ConfigError("--forbid-host-network needs --network isolated")
         if not self.namespaces and self.hidden:
             raise ConfigError("--hide needs namespaces (drop --no-namespaces)")
+        if self.namespaces and self.contained:
+            self.id_range.validate()
+            last = self.id_range.count - 1
+            ids = [("--run-as", i) for i in self.run_as or ()]
+            ids += [("--allow-uid", i) for i in self.allowed_uids]
+            ids += [("--allow-gid", i) for i in self.allowed_gids]
+            for flag, value in ids:
+                if value > last:
+                    raise ConfigError(
+                        f"{flag} {value} is outside contained jobs' user namespace "
+                        f"(ids 0 to {last}; see --userns-range)"
+                    )
 
     def isolation_for(self, request: IsolationRequest) -> Isolation:
         """The containment of one job; raises ``FailedPrecondition`` for a
@@ -69,13 +91,15 @@ class IsolationPolicy:
             )
         uid, gid = self._credentials(request)
         if not self.namespaces:
-            return Isolation(namespaces=Namespaces.none(), uid=uid, gid=gid)
+            return Isolation(namespaces=Namespaces.none(), uid=uid, gid=gid, contained=False)
         return Isolation(
             namespaces=Namespaces(net=network is Network.ISOLATED),
             rootfs=self.rootfs,
             uid=uid,
             gid=gid,
             hidden=self.hidden,
+            contained=self.contained,
+            id_range=self.id_range,
         )
 
     def _credentials(self, request: IsolationRequest) -> tuple[int | None, int | None]:

@@ -8,6 +8,7 @@ import pytest
 
 from rund_trio.errors import InvalidRequest
 from rund_trio.isolation import wire
+from rund_trio.isolation.id_range import IdRange
 from rund_trio.isolation.spec import Isolation, IsolationSpec, Namespaces, hostname_for_job
 from rund_trio.process.helper import spawn_error
 
@@ -178,3 +179,26 @@ def test_a_record_whose_hidden_paths_are_not_strings_is_rejected() -> None:
     record["hidden"] = [b"/srv/state"]
     with pytest.raises(wire.WireError, match="hidden"):
         wire.decode_spec(wire.SPEC_MAGIC + marshal.dumps(record))
+
+
+def test_a_contained_job_needs_pid_and_mount_namespaces() -> None:
+    with pytest.raises(InvalidRequest, match="contained job needs PID and mount"):
+        spec(namespaces=Namespaces(pid=False, mount=False)).validate()
+
+
+def test_a_contained_jobs_uid_must_be_inside_its_user_namespace() -> None:
+    with pytest.raises(InvalidRequest, match="uid 70000 is outside"):
+        spec(uid=70000).validate()
+
+
+def test_the_id_range_travels_to_the_helper() -> None:
+    ids = IdRange(300000, 400000, 65536)
+    original = IsolationSpec(("true",), isolation=Isolation(id_range=ids))
+    decoded = IsolationSpec.from_bytes(original.to_bytes())
+    assert (decoded.isolation.contained, decoded.isolation.id_range) == (True, ids)
+
+
+def test_a_host_profile_spec_travels_without_a_user_namespace() -> None:
+    original = IsolationSpec(("true",), isolation=Isolation(contained=False))
+    assert original.to_record()["userns"] is None
+    assert not IsolationSpec.from_bytes(original.to_bytes()).isolation.contained

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rund_trio.errors import ConfigError, FailedPrecondition, PermissionDenied
+from rund_trio.isolation.id_range import IdRange
 from rund_trio.isolation.spec import Namespaces
 from rund_trio.jobs.isolation_policy import IsolationPolicy, IsolationRequest, Network
 
@@ -89,3 +90,29 @@ def test_a_gid_not_allowed_is_refused() -> None:
 def test_contradicting_settings_are_a_config_error(policy: IsolationPolicy) -> None:
     with pytest.raises(ConfigError):
         policy.validate()
+
+
+def test_jobs_are_contained_by_default_in_the_daemons_id_range() -> None:
+    ids = IdRange(300000, 400000, 65536)
+    isolation = IsolationPolicy(id_range=ids).isolation_for(IsolationRequest())
+    assert (isolation.contained, isolation.id_range) == (True, ids)
+
+
+def test_without_namespaces_no_job_is_contained() -> None:
+    isolation = IsolationPolicy(namespaces=False).isolation_for(IsolationRequest())
+    assert not isolation.contained
+
+
+def test_the_host_profile_keeps_todays_powers() -> None:
+    assert not IsolationPolicy(contained=False).isolation_for(IsolationRequest()).contained
+
+
+def test_a_uid_beyond_the_user_namespace_is_a_config_error() -> None:
+    policy = IsolationPolicy(allowed_uids=frozenset({70000}))
+    with pytest.raises(ConfigError, match="--allow-uid 70000 is outside"):
+        policy.validate()
+
+
+def test_a_user_namespace_range_holding_host_root_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="must not include 0"):
+        IsolationPolicy(id_range=IdRange(0, 0, 65536)).validate()
