@@ -16,7 +16,7 @@ What the job gets:
   nosuid and nodev (``mount_setattr``, recursive); the daemon's ``hidden``
   paths covered first, so the covers are part of it;
 * ``/proc``: the job's PID namespace, with ``MASKED`` files covered by
-  ``/dev/null``, ``MASKED`` directories by an empty read-only tmpfs, and
+  a read-only ``/dev/null``, ``MASKED`` directories by an empty read-only tmpfs, and
   ``READ_ONLY`` entries read-only (as Docker's default ``maskedPaths`` and
   ``readonlyPaths``);
 * ``/sys``: a fresh read-only sysfs (of the job's network namespace) with
@@ -184,8 +184,9 @@ def _mask(relative: str) -> None:
     if kind == 1:
         flags = linux.MS_RDONLY | _NOSUID_NODEV_NOEXEC
         linux.mount("tmpfs", relative, "tmpfs", flags, "size=4k,nr_inodes=1,mode=000")
-    elif kind == 2:
+    elif kind == 2:  # /dev/null, read-only: reads as empty, writes fail
         linux.mount("/dev/null", relative, None, linux.MS_BIND)
+        linux.mount(None, relative, None, _RO_BIND | linux.MS_NOSUID | linux.MS_NOEXEC)
 
 
 def _read_only(relative: str) -> None:
