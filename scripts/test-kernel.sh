@@ -83,7 +83,7 @@ cd $ROOT
 export RUND_KERNEL_TIER=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 PYTHONPATH=$RESULTS/stubs
 $VENV/bin/python -m pytest -p pytest_trio.plugin -p no:cacheprovider \
-    tests/kernel tests/integration/test_isolation.py -q -rfEsP$pytest_args \
+    tests/kernel tests/integration/test_isolation.py tests/escape -q -rfEsP$pytest_args \
     2>&1 | tee $RESULTS/pytest.log
 echo \${PIPESTATUS[0]} > $RESULTS/exit_code
 date +%s > $RESULTS/finished

@@ -11,7 +11,7 @@ import pytest
 from tests.escape.conftest import Target, run_job
 
 PTRACE = (
-    "perl -e 'require \"syscall.ph\"; my $r = syscall(&SYS_ptrace, 16, {pid}, 0, 0); "
+    'perl -e \'require "syscall.ph"; my $r = syscall(&SYS_ptrace, 16, {pid}, 0, 0); '
     'print $r == 0 ? "ATTACHED\\n" : "refused: $!\\n"\''
 )
 
