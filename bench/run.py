@@ -10,6 +10,7 @@ Phases, in order (each bounded in count and time, loopback only):
   scale    a fresh default daemon: RSS per finished job, then N `sleep 600`
            running at once: RSS per running job, Status p99, a Log answering
   not-found  (only with --only) NOT_FOUND p50/p99, another client's job vs none
+  contained  (only with --only, root) start p50/p99 of a contained job vs the host profile
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 
 import trio
 
-from bench import baselines, not_found, rund_load
+from bench import baselines, contained, not_found, rund_load
 from bench.daemon import Daemon, Pki, clean_env, rund_executable, spawn_daemon
 from bench.report import Report
 from bench.stats import median
@@ -465,8 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["floor", "ssh", "default", "plain", "scale", "not-found"],
-        help="run only these phases (repeatable; default: all but not-found)",
+        choices=["floor", "ssh", "default", "plain", "scale", "not-found", "contained"],
+        help="run only these phases (repeatable; default: all but not-found and contained)",
     )
     parser.add_argument(
         "--profile",
@@ -510,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
             "not-found": lambda: not_found.bench_not_found(
                 report, pki, work, sz.status_count, sz.status_seconds
             ),
+            "contained": lambda: contained.bench_contained(report, sz.start_seq),
         }
         for name in phases:
             t0 = time.perf_counter()

@@ -253,7 +253,7 @@ def main(fd: int = SERVER_FD) -> int:
     # What every job needs, imported once here rather than per job; this
     # module's top level stays light, as the daemon imports it for the
     # protocol's constants.
-    from rund_trio.isolation import execute, linux, rootfs  # noqa: F401
+    from rund_trio.isolation import container_fs, execute, linux, rootfs, userns  # noqa: F401
 
     # In its own session already; SIGINT aimed at a process group must not end
     # it (the jobs get default dispositions back before their exec anyway).

@@ -103,11 +103,11 @@ async def test_a_busy_loop_gets_no_more_cpu_than_its_bandwidth(kernel_daemon: Da
 
 
 async def test_direct_reads_take_as_long_as_the_read_bandwidth_implies(
-    kernel_daemon: Daemon, disk: tuple[Path, IoDevice]
+    host_kernel_daemon: Daemon, disk: tuple[Path, IoDevice]
 ) -> None:
     path, _device = disk
     dd = ("dd", f"if={path}", "of=/dev/null", "bs=64k", "count=64", "iflag=direct")  # 4 MiB
-    async with kernel_daemon.client() as rund:
+    async with host_kernel_daemon.client() as rund:
         with trio.fail_after(SLOW):
             free_id = await rund.start(start_request(*dd))
             _out, free_err, free = await wait_job_done(rund, free_id)
