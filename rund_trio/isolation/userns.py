@@ -31,8 +31,8 @@ from rund_trio.isolation.rootfs import SetupError
 USERNS_HELP = (
     "contained jobs need a user namespace and this host refuses to create one ({reason}); "
     "check that the kernel has CONFIG_USER_NS, that user.max_user_namespaces is above 0, "
-    "and that no seccomp or LSM policy (AppArmor's kernel.apparmor_restrict_unprivileged_userns "
-    "applies to root too) forbids it; otherwise run only host jobs"
+    "and that no seccomp filter or LSM policy forbids it (a container's default seccomp "
+    "profile does); otherwise run only host jobs"
 )
 
 
