@@ -228,7 +228,7 @@ async def test_a_jobs_cgroup_is_removed_when_the_job_ends_by_itself(
             job_id = await rund.start(start_request("cat", "/proc/self/cgroup"))
             out, _err, status = await wait_job_done(rund, job_id)
     leaf = daemon_cgroup_root / job_id
-    assert out.decode() == f"0::/{leaf.relative_to('/sys/fs/cgroup')}\n"
+    assert out.decode() == "0::/\n"  # a contained job's cgroup namespace: its leaf is its /
     assert status.state == pb.JOB_STATE_EXITED and status.exit_code.value == 0
     assert not leaf.exists()
     assert job_leaves(daemon_cgroup_root) == []
