@@ -29,6 +29,15 @@ What the job gets:
 * ``/tmp``: a private tmpfs, owned by the job's root (charged to the job's
   memory cgroup).
 
+The host's own /proc, /sys, /dev and /tmp mounts stay in the copied tree,
+under the job's (for /sys with a tmpfs between: the host's sysfs and cgroup2
+are the same superblocks as the job's): unmounting them would cost an RCU
+grace period per start,
+and covered by locked mounts they are out of reach (no umount, no bind of
+the tree above without them). The kernel also counts a procfs or sysfs with
+a locked mount on its root as not fully visible, so a user namespace the job
+makes cannot mount a fresh one on their strength.
+
 Each step raises ``SetupError`` naming itself (``rund_trio.isolation.rootfs``).
 """
 
@@ -71,13 +80,9 @@ MASKED = (
 ``sysrq-trigger``, which Docker only makes read-only)."""
 READ_ONLY = ("proc/bus", "proc/fs", "proc/irq", "proc/sys")
 """Bound read-only on themselves (Docker's ``readonlyPaths``)."""
-REPLACED = ("proc", "sys", "dev", "tmp")
-"""The host's mounts there are dropped from the job's copy of the tree."""
 
 _NOSUID_NODEV_NOEXEC = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
 _RO_BIND = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY
-_EINVAL = 22
-_ENOENT = 2
 
 
 def unshare_flags(namespaces: dict[str, bool]) -> int:
@@ -124,8 +129,6 @@ def build(
         _step("chdir", posix.fchdir, tree)  # the new tree's root, above `source`
     finally:
         posix.close(tree)
-    for name in REPLACED:
-        _step("rootfs", _detach, name)
     _mount_proc()
     _mount_sys()
     _mount_dev(owner)
@@ -158,16 +161,6 @@ def _step_value(step: str, function: Callable[[str], int], arg: str) -> int:
         return function(arg)
     except OSError as error:
         raise SetupError(step, error) from None
-
-
-def _detach(relative: str) -> None:
-    """Drop the mounts at ``relative`` (in the new tree); nothing if it is
-    not a mount point or does not exist."""
-    try:
-        linux.umount2(relative, linux.MNT_DETACH)
-    except OSError as error:
-        if error.errno not in (_EINVAL, _ENOENT):
-            raise
 
 
 def _kind(relative: str) -> int:
@@ -208,6 +201,9 @@ def _mount_sys() -> None:
     if _kind("sys") != 1:
         return
     flags = _NOSUID_NODEV_NOEXEC | linux.MS_RDONLY
+    # The host's sysfs (and cgroup2) is there already: mounting the same
+    # superblock on its own root is EBUSY, so a tmpfs goes in between.
+    _step("mount-sys", linux.mount, "tmpfs", "sys", "tmpfs", flags, "size=4k,nr_inodes=1")
     _step("mount-sys", linux.mount, "sysfs", "sys", "sysfs", flags)
     if _kind("sys/fs/cgroup") == 1:
         _step("mount-cgroup", linux.mount, "cgroup2", "sys/fs/cgroup", "cgroup2", flags)
