@@ -20,7 +20,8 @@ MAX_USER_NAMESPACES = Path("/proc/sys/user/max_user_namespaces")
 
 
 @pytest.fixture
-def no_user_namespaces() -> Iterator[None]:
+def no_user_namespaces(target: Target) -> Iterator[None]:
+    """(After ``target``: its own set-up starts a contained job.)"""
     if os.environ.get("RUND_KERNEL_TIER") != "1":
         pytest.skip("changes a host-wide sysctl: kernel tier only")
     before = MAX_USER_NAMESPACES.read_text()
