@@ -172,7 +172,7 @@ class IsolationPolicy:
             if contained:
                 raise FailedPrecondition(
                     "this daemon runs jobs without namespaces (--no-namespaces), so it cannot "
-                    "contain them: ask for a host job (--host), if you are granted one"
+                    "contain them: ask without the contained profile (its jobs are host jobs)"
                 )
             return Isolation(namespaces=Namespaces.none(), uid=uid, gid=gid, contained=False)
         return Isolation(

@@ -40,7 +40,7 @@ def test_the_host_network_is_refused_when_the_daemon_forbids_it() -> None:
 
 
 def test_without_namespaces_an_isolated_network_is_refused() -> None:
-    policy = IsolationPolicy(namespaces=False)
+    policy = IsolationPolicy(namespaces=False, default_profile=Profile.HOST)
     assert policy.isolation_for(IsolationRequest()).namespaces == Namespaces.none()
     with pytest.raises(FailedPrecondition, match="without namespaces"):
         policy.isolation_for(IsolationRequest(network=Network.ISOLATED))
@@ -88,10 +88,10 @@ def test_a_gid_not_allowed_is_refused() -> None:
 @pytest.mark.parametrize(
     "policy",
     [
-        IsolationPolicy(namespaces=False, network=Network.ISOLATED),
-        IsolationPolicy(namespaces=False, rootfs="/srv/rootfs"),
+        IsolationPolicy(namespaces=False, default_profile=Profile.HOST, network=Network.ISOLATED),
+        IsolationPolicy(namespaces=False, default_profile=Profile.HOST, rootfs="/srv/rootfs"),
         IsolationPolicy(allow_host_network=False),
-        IsolationPolicy(namespaces=False, hidden=("/etc/rund",)),
+        IsolationPolicy(namespaces=False, default_profile=Profile.HOST, hidden=("/etc/rund",)),
     ],
 )
 def test_contradicting_settings_are_a_config_error(policy: IsolationPolicy) -> None:
