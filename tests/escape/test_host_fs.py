@@ -76,10 +76,15 @@ async def test_a_setuid_root_binary_does_not_give_root(
     assert "euid=" not in done.stdout
 
 
-async def test_the_jobs_root_owns_none_of_the_hosts_files(target: Target) -> None:
-    """Layer: user namespace (host files show as nobody, and root-only ones
-    stay unreadable: /etc/shadow is the host's root's)."""
-    done = await run_job(target.daemon, "stat -c %U /etc; cat /etc/shadow 2>&1; true")
+async def test_the_jobs_root_owns_none_of_the_hosts_files(
+    target: Target, job_visible_dir: Path
+) -> None:
+    """Layer: user namespace (host files show as nobody, and a file only the
+    host's root may read stays unreadable to the job's root)."""
+    root_only = job_visible_dir / "root-only"
+    root_only.write_text("the host root's\n")
+    root_only.chmod(0o600)
+    done = await run_job(target.daemon, f"stat -c %U {root_only}; cat {root_only} 2>&1; true")
     lines = done.stdout.splitlines()
     assert lines[0] == "nobody"
     assert "Permission denied" in lines[1]
