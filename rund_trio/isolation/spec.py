@@ -60,8 +60,12 @@ class Isolation:
     namespace, below ``id_range.count``; it sees the host's root (or
     ``rootfs``) read-only, with a private /tmp, a minimal /dev, masked /proc
     and its own cgroup namespace, and the covers cannot be undone
-    (``rund_trio.isolation.container_fs``). Not contained (the host profile,
-    ``none()``): today's powers, uid/gid the host's.
+    (``rund_trio.isolation.container_fs``); then, in the job's process, its
+    capabilities are narrowed, and ``no_new_privs`` and a seccomp filter set
+    last before the exec (``capabilities``, ``seccomp``). Both layers travel
+    as the spec's one ``contained`` record, so neither comes without the
+    other. Not contained (the host profile, ``none()``): today's powers,
+    uid/gid the host's.
     """
 
     namespaces: Namespaces = field(default_factory=Namespaces)
