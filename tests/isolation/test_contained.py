@@ -46,6 +46,40 @@ async def test_the_jobs_root_is_the_ranges_first_host_id(spawner: HelperSpawner)
     assert lines == [["0"], ["0", str(IDS.uid_start), "65536"], ["0", str(IDS.gid_start), "65536"]]
 
 
+async def test_capabilities_no_new_privs_and_seccomp_come_with_the_user_namespace(
+    spawner: HelperSpawner,
+) -> None:
+    done = await contained(
+        spawner, "grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status"
+    )
+    fields = dict(line.split(":\t") for line in done.stdout.splitlines())
+    caps = {
+        name: int(fields[name], 16) for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+    }
+    assert caps == {
+        "CapInh": 0,
+        "CapPrm": 0x800401FB,
+        "CapEff": 0x800401FB,
+        "CapBnd": 0x800401FB,
+        "CapAmb": 0,
+    }
+    assert (fields["NoNewPrivs"], fields["Seccomp"]) == ("1", "2")
+
+
+async def test_a_host_job_gets_neither_layer(spawner: HelperSpawner) -> None:
+    done = await run_job(
+        "grep",
+        "-E",
+        "^(CapBnd|NoNewPrivs|Seccomp):",
+        "/proc/self/status",
+        isolation=Isolation(contained=False),
+        spawner=spawner,
+    )
+    fields = dict(line.split(":\t") for line in done.stdout.splitlines())
+    assert (fields["NoNewPrivs"], fields["Seccomp"]) == ("0", "0")
+    assert int(fields["CapBnd"], 16) > 0x800401FB
+
+
 async def test_a_requested_uid_is_inside_the_namespace(spawner: HelperSpawner) -> None:
     done = await contained(spawner, "id -u; id -g; id -G", uid=1000)
     assert done.stdout.split() == ["1000", "1000", "1000"]
