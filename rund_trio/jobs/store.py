@@ -204,9 +204,9 @@ class JobStore:
 
     @classmethod
     @contextmanager
-    def opened(cls, state_dir: Path) -> Iterator[JobStore]:
+    def opened(cls, state_dir: Path, *, offload: Offload | None = None) -> Iterator[JobStore]:
         """``open``, closed when the block exits."""
-        store = cls.open(state_dir)
+        store = cls.open(state_dir, offload=offload)
         try:
             yield store
         finally:

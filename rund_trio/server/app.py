@@ -19,7 +19,7 @@ from rund_trio.errors import ConfigError
 from rund_trio.isolation.spec import Isolation
 from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
 from rund_trio.jobs.spec import MAX_ARGV_BYTES
-from rund_trio.jobs.store import JobStore
+from rund_trio.jobs.store import JobStore, Offload
 from rund_trio.jobs.supervisor import KILL_TIMEOUT, Supervisor, SupervisorConfig
 from rund_trio.logs.budget import Reserve
 from rund_trio.logs.state_dir import state_directory
@@ -205,20 +205,26 @@ async def serve_on(
     ssl_context: ssl.SSLContext,
     spawner: Spawner | None = None,
     observer: Observer | None = None,
+    store_offload: Offload | None = None,
     task_status: trio.TaskStatus[RunningDaemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the daemon on listeners the caller owns (TCP, or memory listeners
     in tests) until cancelled; ``config.addr`` is not used. ``spawner``
     replaces the one the configuration would choose (a fake, in tests);
-    ``observer`` is told of every connection and call (default: nobody).
-    Guarantees on cancellation as ``serve``."""
+    ``observer`` is told of every connection and call (default: nobody);
+    ``store_offload`` runs the job database's commits (default: a worker
+    thread; tests under the autojump clock commit inline, since a wait for a
+    thread lets virtual time jump). Guarantees on cancellation as ``serve``."""
     config.isolation.validate()
     addresses = listening_addresses(listeners)
     async with AsyncExitStack() as stack:
         tree = await stack.enter_async_context(job_cgroups(config.cgroups))
         if spawner is None:
             spawner = await stack.enter_async_context(job_spawner(config.isolation, tree))
-        with state_directory(config.state_dir) as state_dir, JobStore.opened(state_dir) as store:
+        with (
+            state_directory(config.state_dir) as state_dir,
+            JobStore.opened(state_dir, offload=store_offload) as store,
+        ):
             isolation = hide_daemon_files(config.isolation, state_dir, config.tls.key)
             supervisor = Supervisor(
                 spawner,

@@ -28,7 +28,7 @@ from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
 from rund_trio.rpc import Channel, GrpcServer, TransportConfig, open_channel
 from rund_trio.server.app import RunningDaemon, ServeConfig, serve_on
 from tests.conftest import Pki
-from tests.fakes import FakeProcess, FakeSpawner
+from tests.fakes import FakeProcess, FakeSpawner, commit_inline
 
 HANDSHAKE_TIMEOUT = 3.0
 LINGER = 0.5
@@ -131,6 +131,7 @@ async def daemon(  # the tests take autojump_clock: pytest-trio runs them on it
             config,
             ssl_context=config.tls.server_context(),
             spawner=spawner,
+            store_offload=commit_inline,
         )
     )
     return MemoryDaemon(running, listener, spawner, pki)
