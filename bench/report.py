@@ -142,7 +142,7 @@ class Report:
             "default": "default settings",
             "contained": "contained jobs (the default profile)",
             "host": "--default-profile host",
-        }.get(daemon, "--no-namespaces --no-cgroups")
+        }.get(daemon, "--no-namespaces --default-profile host --no-cgroups")
         note = f"n={s['n']}, {lat.rate:.0f} starts/s, {cpu_note(info)}"
         if lat.errors or lat.truncated:
             note += f", {lat.errors} errors" + (", time bound hit" if lat.truncated else "")

@@ -23,7 +23,7 @@ from bench.report import Report
 from bench.stats import summary
 from rund_trio.client.api import RundClient
 
-PLAIN = ("--no-namespaces", "--no-cgroups")
+PLAIN = ("--no-namespaces", "--default-profile", "host", "--no-cgroups")
 LIST_CALLS = 300
 
 

@@ -6,7 +6,8 @@ Phases, in order (each bounded in count and time, loopback only):
   default  a daemon with default settings: Start latency (1 client, 8 clients),
            Status throughput, Log throughput (1 and 32 subscribers), a job
            writing 1 GB with nobody following, `client start` / `client run`
-  plain    a daemon with --no-namespaces --no-cgroups: Start latency, RSS per finished job
+  plain    a daemon with --no-namespaces --default-profile host --no-cgroups: Start latency,
+           RSS per finished job
   scale    a fresh default daemon: RSS per finished job, then N `sleep 600`
            running at once: RSS per running job, Status p99, a Log answering
   io       a default daemon and a private sshd: keystroke to echo through
@@ -15,7 +16,9 @@ Phases, in order (each bounded in count and time, loopback only):
   status   (only with --only) the Status rows of `default` alone, with the grpc.aio counterpart
   profiles   (only with --only) Start latency of contained jobs (the default) against
            host jobs (--default-profile host: what every job was before profiles),
-           two daemons measured in alternating rounds
+           two daemons measured in alternating rounds, through the Start RPC
+  contained  (only with --only, root) the same at the fork server alone: spawn → running
+           p50/p99 of a contained job vs a host job
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 
 import trio
 
-from bench import baselines, grpc_aio, job_io, not_found, retained, rund_load
+from bench import baselines, contained, grpc_aio, job_io, not_found, retained, rund_load
 from bench.daemon import Daemon, Pki, clean_env, rund_executable, spawn_daemon
 from bench.report import Report
 from bench.stats import median
@@ -359,7 +362,9 @@ def bench_finished(report: Report, label: str, daemon: Daemon, ctx: Any, sz: Siz
 
 def bench_plain(report: Report, pki: Pki, work: Path, sz: Sizes) -> None:
     ctx = pki.client_context()
-    daemon = spawn_daemon("plain", pki, work, "--no-namespaces", "--no-cgroups")
+    daemon = spawn_daemon(
+        "plain", pki, work, "--no-namespaces", "--default-profile", "host", "--no-cgroups"
+    )
     try:
         seq, info = run_async(
             daemon,
@@ -549,8 +554,9 @@ def main(argv: list[str] | None = None) -> int:
             "not-found",
             "status",
             "profiles",
+            "contained",
         ],
-        help="run only these phases (repeatable; default: all but not-found)",
+        help="run only these phases (repeatable; default: all but not-found and contained)",
     )
     parser.add_argument(
         "--profile",
@@ -598,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
             "not-found": lambda: not_found.bench_not_found(
                 report, pki, work, sz.status_count, sz.status_seconds
             ),
+            "contained": lambda: contained.bench_contained(report, sz.start_seq),
         }
         for name in phases:
             t0 = time.perf_counter()

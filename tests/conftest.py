@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -141,6 +142,26 @@ def busybox_rootfs(tmp_path: Path) -> Path:
     for applet in BUSYBOX_APPLETS:
         (root / "bin" / applet).symlink_to("busybox")
     return root
+
+
+SHARED_TMP = Path("/var/tmp")
+"""Where tests put files a contained job must see: the host's /tmp is not
+visible in a contained job (it has a private one), the rest of the host's
+file system is, read-only."""
+
+
+@pytest.fixture
+def job_visible_dir() -> Iterator[Path]:
+    """A fresh host directory (world-readable) that contained jobs can read."""
+    try:
+        path = Path(tempfile.mkdtemp(prefix="rund-trio-test-", dir=SHARED_TMP))
+    except OSError as error:
+        pytest.skip(f"{SHARED_TMP} is not writable: {error.strerror}")
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -314,10 +314,21 @@ def run_action(args: argparse.Namespace) -> int:
                         errors.append(error)
                     tasks.cancel_scope.cancel()
 
+                async def on_signal(action: Any, signum: int) -> None:
+                    # A Stop still waiting for its answer when the action ends
+                    # (the job ended, so did its Log) loses its connection as
+                    # ``act`` closes it: that answer is no longer needed.
+                    try:
+                        await action(signum)
+                    except RundError as error:
+                        if not results:
+                            errors.append(error)
+                            tasks.cancel_scope.cancel()
+
                 tasks.start_soon(act)
                 async for signum in signals:
                     if args.first_signal:
-                        tasks.start_soon(args.first_signal.pop(), signum)
+                        tasks.start_soon(on_signal, args.first_signal.pop(), signum)
                         continue
                     results.append(128 + signum)
                     tasks.cancel_scope.cancel()

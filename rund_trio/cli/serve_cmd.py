@@ -244,9 +244,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--default-profile",
         choices=["contained", "host"],
         default="contained",
-        help="profile of jobs that do not ask for one: contained (narrowed capabilities, "
-        "no_new_privs, a seccomp filter) or host (the daemon's own powers, for a daemon "
-        "that trusts every client) (default: %(default)s)",
+        help="profile of jobs that do not ask for one: contained (a user namespace, the "
+        "host read-only, narrowed capabilities, no_new_privs, a seccomp filter) or host "
+        "(the daemon's own powers, for a daemon that trusts every client; the only one "
+        "--no-namespaces can run) (default: %(default)s)",
     )
     isolation.add_argument(
         "--allow-host-jobs",
@@ -257,6 +258,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="clients whose certificate has a SAN matching KIND:PATTERN (KIND DNS, IP, email "
         "or URI; PATTERN a glob, e.g. DNS:*.ops.example.com) may ask for host jobs "
         "(client --host); repeatable (default: none)",
+    )
+    isolation.add_argument(
+        "--userns-range",
+        default=None,
+        metavar="START:COUNT",
+        help="host uids and gids START.. that contained jobs' ids 0..COUNT-1 map to "
+        "(default: the rund-trio entries of /etc/subuid and /etc/subgid, else 2147418112:65536)",
     )
     caps = parser.add_argument_group("caps (beyond them: RESOURCE_EXHAUSTED)")
     caps.add_argument(
@@ -434,6 +442,7 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
     flags can be without touching the system. Raises ``ConfigError``."""
     from rund_trio.cgroups.devices import parse_io_device
     from rund_trio.cgroups.tree import CgroupOptions
+    from rund_trio.isolation import id_range
     from rund_trio.jobs.isolation_policy import IsolationPolicy, Network, Profile
     from rund_trio.logs.budget import Reserve
     from rund_trio.logs.state_dir import default_state_dir
@@ -491,6 +500,10 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
             hidden=tuple(str(path.absolute()) for path in args.hide),
             default_profile=Profile(args.default_profile),
             host_job_grants=tuple(args.allow_host_jobs),
+            # Without namespaces no job is contained and the range is unused.
+            id_range=id_range.DEFAULT
+            if args.no_namespaces
+            else id_range.configured(args.userns_range),
         ),
         admission=AdmissionLimits(
             max_handshakes=args.max_handshakes or None,

@@ -6,15 +6,24 @@ job's output pipes as stdout/stderr and two more fds (formats in
 the status fd, made close-on-exec at once. The helper then
 
 1. joins the job's cgroup (``cgroup_dir``), before anything can fork;
-2. ``unshare``\\ s the requested namespaces;
+2. ``unshare``\\ s the requested namespaces (a contained job: only the PID
+   namespace here, ``rund-init`` unshares the rest);
 3. with a PID namespace, forks the namespace's PID 1 (``rund-init``, below);
-4. in the job's namespaces: makes ``/`` recursively private, covers the
-   ``hidden`` paths, mounts a fresh /proc (or enters ``rootfs``), a fresh /sys
-   with an isolated network, sets the host name, brings ``lo`` up;
-5. for a contained job narrows its capabilities (``capabilities``), drops to
-   ``uid``/``gid``, changes to ``cwd``, restores default signal dispositions,
-   sets ``no_new_privs`` and its seccomp filter (``seccomp``), and execs
-   ``argv`` (looked up in the job's own ``PATH``).
+4. in the job's namespaces: a host job's ``/`` made recursively private, the
+   ``hidden`` paths covered, a fresh /proc (or ``rootfs``), a fresh /sys with
+   an isolated network, the host name, ``lo`` up. A contained job's file
+   system is built by ``rund-init`` as the host's root (``container_fs``:
+   read-only host or ``rootfs``, covers, private /tmp and /dev, masked /proc,
+   cgroup namespace), which then enters its user namespace
+   (``userns``, maps written by this helper): every mount, the covers
+   included, is locked from then on;
+5. in the job's process (forked by ``rund-init``): for a contained job
+   narrows its capabilities (``capabilities``), drops to ``uid``/``gid``
+   (ids of its user namespace when contained), changes to ``cwd``, restores
+   default signal dispositions, sets ``no_new_privs`` and its seccomp filter
+   (``seccomp``) last, and execs ``argv`` (looked up in the job's own
+   ``PATH``). A host job gets none of steps 4's contained part nor 5's
+   narrowing: the spec's ``contained`` record drives both, or neither.
 
 **A terminal.** When the daemon gives a job a pseudo-terminal, it is the
 job's stdin, stdout and stderr, and becomes the controlling terminal of the
@@ -68,6 +77,8 @@ TYPE_CHECKING = False  # typing itself costs the helper an import
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import TypeVar
+
+    from rund_trio.isolation.rootfs import SetupError
 
     T = TypeVar("T")
 
@@ -174,9 +185,7 @@ def _setup_namespaces(record: dict[str, object]) -> None:
             try:
                 enter_rootfs(rootfs)
             except SetupError as error:
-                raise SetupFailed(
-                    error.step, error.error.errno or _EINVAL, error.error.strerror or str(error)
-                ) from None
+                raise _failed(error) from None
         else:
             if ns["pid"]:
                 flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
@@ -188,6 +197,43 @@ def _setup_namespaces(record: dict[str, object]) -> None:
         _step("hostname", linux.sethostname, hostname)
     if ns["net"]:
         _step("net-lo", linux.interface_up, "lo")
+
+
+def _failed(error: SetupError) -> SetupFailed:
+    """The ``SetupFailed`` for a ``SetupError`` of the set-up modules."""
+    message = error.error.strerror or str(error.error)
+    if error.error.filename is not None:
+        message += f": {error.error.filename!r}"
+    return SetupFailed(error.step, error.error.errno or _EINVAL, message)
+
+
+def _setup_contained(record: dict[str, object], ready_w: int, go_r: int) -> None:
+    """Step 4 for a contained job, in ``rund-init``: its namespaces and file
+    system made as the host's root (``container_fs``), then its user
+    namespace (``userns``), as whose root it returns."""
+    from rund_trio.isolation import container_fs, linux, userns
+    from rund_trio.isolation.rootfs import SetupError
+
+    ns: dict[str, bool] = record["namespaces"]  # type: ignore[assignment]
+    contained: dict[str, list[int]] = record["contained"]  # type: ignore[assignment]
+    ids = contained["ids"]
+    rootfs = record["rootfs"]
+    hidden: list[str] = record["hidden"]  # type: ignore[assignment]
+    try:
+        _step("unshare", linux.unshare, container_fs.unshare_flags(ns))
+        container_fs.build(
+            rootfs if isinstance(rootfs, str) else None, hidden, _hide, (ids[0], ids[1])
+        )
+        hostname = record["hostname"]
+        if isinstance(hostname, str):
+            _step("hostname", linux.sethostname, hostname)
+        if ns["net"]:
+            _step("net-lo", linux.interface_up, "lo")
+        container_fs.enter()
+        if not userns.enter(ready_w, go_r):
+            posix._exit(wire.EXIT_SETUP_FAILED)  # the helper failed and reported why
+    except SetupError as error:
+        raise _failed(error) from None
 
 
 def _hide(path: str) -> None:
@@ -245,7 +291,7 @@ def _change_user(uid: object, gid: object) -> None:
 def _exec_job(record: dict[str, object]) -> None:
     """Step 5: only returns by raising ``SetupFailed``."""
     uid, gid = record["uid"], record["gid"]
-    confine: dict[str, object] | None = record["confine"]  # type: ignore[assignment]
+    confine: dict[str, object] | None = record["contained"]  # type: ignore[assignment]
     # The contained profile comes LAST, after every mount, unshare and fork
     # (which need the powers it takes away): nothing privileged may follow.
     # The capabilities are narrowed just before the change of credentials,
@@ -355,7 +401,7 @@ def _hear_pid(pid_r: _socket.socket) -> int | None:
     return None
 
 
-def _die_with_parent(parent_alive: int) -> None:
+def _die_with_parent(parent_alive: int, *, close: bool = True) -> None:
     """In ``rund-init``: SIGKILL from the kernel when the helper above it ends
     (say, killed with the daemon), which ends the whole namespace.
     ``parent_alive`` is a pipe's read end whose only writer is the helper: at
@@ -370,7 +416,8 @@ def _die_with_parent(parent_alive: int) -> None:
         gone = False
     if gone:
         posix._exit(wire.EXIT_SETUP_FAILED)
-    posix.close(parent_alive)
+    if close:
+        posix.close(parent_alive)
 
 
 def _run_init(
@@ -379,16 +426,23 @@ def _run_init(
     result_w: int,
     parent_alive: int,
     pid_w: _socket.socket,
+    userns_fds: tuple[int, int] | None,
 ) -> None:
-    """PID 1 of the job's PID namespace (a forked child: never returns)."""
+    """PID 1 of the job's PID namespace (a forked child: never returns).
+    ``userns_fds`` (ready_w, go_r) for a contained job."""
     try:
         from rund_trio.isolation import linux
 
-        _die_with_parent(parent_alive)
+        _die_with_parent(parent_alive, close=userns_fds is None)
         linux.set_process_name("rund-init")
         if posix.isatty(0):
             _step("tty", _take_terminal, True)
-        _setup_namespaces(record)
+        if userns_fds is None:
+            _setup_namespaces(record)
+        else:
+            _setup_contained(record, *userns_fds)
+            # Becoming the namespace's root cleared the parent death signal.
+            _die_with_parent(parent_alive)
         job = _step("fork", posix.fork)
         if job == 0:
             try:
@@ -418,7 +472,8 @@ def _start(record: dict[str, object], status_fd: int) -> None:
     cgroup_dir = record["cgroup_dir"]
     if isinstance(cgroup_dir, str):
         _step("cgroup", _join_cgroup, cgroup_dir)
-    if record["confine"] is not None:  # now: a root filesystem puts them out of reach
+    contained: dict[str, object] | None = record["contained"]  # type: ignore[assignment]
+    if contained is not None:  # now: the job's file system puts them out of reach
         from rund_trio.isolation import capabilities, seccomp  # noqa: F401
     ns: dict[str, bool] = record["namespaces"]  # type: ignore[assignment]
     terminal = posix.isatty(0)  # the daemon gave the job a terminal
@@ -439,6 +494,8 @@ def _start(record: dict[str, object], status_fd: int) -> None:
     ):
         if ns[kind]:
             flags |= flag
+    if contained is not None:  # rund-init unshares the rest (_setup_contained)
+        flags = linux.CLONE_NEWPID
     _step("unshare", linux.unshare, flags)
     if not ns["pid"]:
         _setup_namespaces(record)
@@ -447,19 +504,31 @@ def _start(record: dict[str, object], status_fd: int) -> None:
     result_r, result_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
     alive_r, alive_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
     pid_r, pid_w = _step("socketpair", _pid_socketpair)
+    if contained:
+        ready_r, ready_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
+        go_r, go_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
     _ignore_group_signals()
     init = _step("fork", posix.fork)
     if init == 0:
         posix.close(result_r)
         posix.close(alive_w)
         pid_r.close()
-        _run_init(record, status_fd, result_w, alive_r, pid_w)
+        if contained:
+            posix.close(ready_r)
+            posix.close(go_w)
+        _run_init(
+            record, status_fd, result_w, alive_r, pid_w, (ready_w, go_r) if contained else None
+        )
     linux.set_process_name("rund-execute")
     if terminal:
         _relay_group_signals(init)
     posix.close(result_w)
     posix.close(alive_r)  # alive_w stays open until this process ends
     pid_w.close()
+    if contained:
+        posix.close(ready_w)
+        posix.close(go_r)
+        _map_ids(init, contained["ids"], ready_r, go_w)  # type: ignore[arg-type]
     # The status fd reaches end of file only once this line is written (or
     # not) and the job's program was executed: the daemon has both then.
     program = _hear_pid(pid_r)
@@ -508,6 +577,20 @@ def _relay_group_signals(init: int) -> None:
     for signum in _catchable_signals():
         if signum not in _SYNCHRONOUS and signum not in (_SIGCHLD, _SIGCONT):
             _signal.signal(signum, relay)
+
+
+def _map_ids(init: int, ids: list[int], ready_r: int, go_w: int) -> None:
+    """In the helper: write ``rund-init``'s id maps (``userns.write_maps``);
+    on failure kill it and raise ``SetupFailed``."""
+    from rund_trio.isolation import userns
+    from rund_trio.isolation.rootfs import SetupError
+
+    try:
+        userns.write_maps(init, ids, ready_r, go_w)
+    except SetupError as error:
+        posix.kill(init, _SIGKILL)
+        posix.waitpid(init, 0)
+        raise _failed(error) from None
 
 
 def _close_other_fds(*keep: int) -> None:

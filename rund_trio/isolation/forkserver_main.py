@@ -253,7 +253,15 @@ def main(fd: int = SERVER_FD) -> int:
     # What every job needs, imported once here rather than per job; this
     # module's top level stays light, as the daemon imports it for the
     # protocol's constants.
-    from rund_trio.isolation import capabilities, execute, linux, rootfs, seccomp  # noqa: F401
+    from rund_trio.isolation import (  # noqa: F401
+        capabilities,
+        container_fs,
+        execute,
+        linux,
+        rootfs,
+        seccomp,
+        userns,
+    )
 
     seccomp.prepare()
 

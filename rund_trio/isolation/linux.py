@@ -22,6 +22,8 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWCGROUP = 0x02000000
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -29,13 +31,19 @@ MS_NODEV = 0x4
 MS_NOEXEC = 0x8
 MS_BIND = 0x1000
 MS_REC = 0x4000
+MS_REMOUNT = 0x20
 MS_PRIVATE = 0x40000
 
 MNT_DETACH = 0x2
 
 PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
+PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
+
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
 
 _AT_FDCWD = -100
 _AT_RECURSIVE = 0x8000
@@ -44,6 +52,8 @@ _OPEN_TREE_CLOEXEC = 0o2000000
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _SYS_OPEN_TREE = 428  # the same number on every architecture (new-style table)
 _SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
+_AT_EMPTY_PATH = 0x1000
 
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
@@ -235,3 +245,23 @@ def set_controlling_terminal(fd: int) -> None:
     """Make the terminal on ``fd`` the controlling terminal of this process's
     session (``TIOCSCTTY``); the caller must lead a session without one."""
     _check(_ioctl(_Int(fd), _ULong(_TIOCSCTTY), _ULong(0)))
+
+
+def set_mount_attributes(tree_fd: int, attributes: int) -> None:
+    """Set ``MOUNT_ATTR_*`` flags on every mount of the tree at ``tree_fd``
+    (``mount_setattr`` with ``AT_RECURSIVE``: Linux 5.12)."""
+    attr = attributes.to_bytes(8, sys.byteorder) + bytes(24)  # struct mount_attr
+    result = _syscall(
+        _Long(_SYS_MOUNT_SETATTR),
+        _Int(tree_fd),
+        b"",
+        _UInt(_AT_EMPTY_PATH | _AT_RECURSIVE),
+        attr,
+        _ULong(len(attr)),
+    )
+    _check(result)
+
+
+def set_not_dumpable() -> None:
+    """``PR_SET_DUMPABLE`` 0: no ptrace, no core, /proc/<pid> owned by root."""
+    _check(_prctl(_Int(PR_SET_DUMPABLE), _ULong(0), _ULong(0), _ULong(0), _ULong(0)))

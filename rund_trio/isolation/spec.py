@@ -16,6 +16,8 @@ from types import MappingProxyType
 
 from rund_trio.errors import InvalidRequest, Unsupported
 from rund_trio.isolation import wire
+from rund_trio.isolation.id_range import DEFAULT as DEFAULT_ID_RANGE
+from rund_trio.isolation.id_range import IdRange
 
 MAX_ID = 2**32 - 2
 """The largest uid/gid (2**32 - 1 is the kernel's "no id")."""
@@ -52,6 +54,18 @@ class Isolation:
     paths the job must not read (the daemon's state directory, its TLS key):
     in the job's mount namespace, before anything else is mounted, a directory
     is covered by an empty read-only tmpfs and a file by ``/dev/null``.
+
+    ``contained`` (the default; needs PID and mount namespaces) puts the job in
+    a user namespace mapped to ``id_range``, so ``uid``/``gid`` are ids of that
+    namespace, below ``id_range.count``; it sees the host's root (or
+    ``rootfs``) read-only, with a private /tmp, a minimal /dev, masked /proc
+    and its own cgroup namespace, and the covers cannot be undone
+    (``rund_trio.isolation.container_fs``); then, in the job's process, its
+    capabilities are narrowed, and ``no_new_privs`` and a seccomp filter set
+    last before the exec (``capabilities``, ``seccomp``). Both layers travel
+    as the spec's one ``contained`` record, so neither comes without the
+    other. Not contained (the host profile, ``none()``): today's powers,
+    uid/gid the host's.
     """
 
     namespaces: Namespaces = field(default_factory=Namespaces)
@@ -61,15 +75,13 @@ class Isolation:
     gid: int | None = None
     cgroup_dir: str | None = None
     hidden: tuple[str, ...] = ()
-    contained: bool = False
-    """The contained profile: capabilities narrowed (``capabilities``),
-    ``no_new_privs`` and a seccomp filter (``seccomp``), applied last before
-    the exec. False: a host job, with the daemon's own powers."""
+    contained: bool = True
+    id_range: IdRange = DEFAULT_ID_RANGE
 
     @classmethod
     def none(cls) -> Isolation:
         """No new namespaces, no root filesystem, the daemon's credentials."""
-        return cls(namespaces=Namespaces.none())
+        return cls(namespaces=Namespaces.none(), contained=False)
 
     def validate(self) -> None:
         """Raise ``InvalidRequest`` for a combination the helper cannot apply."""
@@ -101,6 +113,16 @@ class Isolation:
                 not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ID
             ):
                 raise InvalidRequest(f"{name} must be an integer from 0 to {MAX_ID}")
+        if self.contained:
+            if not (ns.pid and ns.mount):
+                raise InvalidRequest("a contained job needs PID and mount namespaces")
+            last = self.id_range.count - 1
+            for name, value in (("uid", self.uid), ("gid", self.gid)):
+                if value is not None and value > last:
+                    raise InvalidRequest(
+                        f"{name} {value} is outside a contained job's user namespace "
+                        f"(its ids are 0 to {last})"
+                    )
 
 
 @dataclass(frozen=True)
@@ -127,6 +149,8 @@ class IsolationSpec:
             _check_path("cwd", self.cwd)
             if self.isolation.rootfs is not None and not os.path.isabs(self.cwd):
                 raise InvalidRequest("with a root filesystem, cwd must be absolute")
+            if self.isolation.contained and not os.path.isabs(self.cwd):
+                raise InvalidRequest("for a contained job, cwd must be absolute")
         self.isolation.validate()
 
     def to_record(self) -> dict[str, object]:
@@ -151,7 +175,7 @@ class IsolationSpec:
             "hidden": list(iso.hidden),
             "uid": iso.uid,
             "gid": gid,
-            "confine": confinement(iso) if iso.contained else None,
+            "contained": containment(iso) if iso.contained else None,
         }
 
     def to_bytes(self) -> bytes:
@@ -168,6 +192,8 @@ class IsolationSpec:
             raise InvalidRequest(str(error)) from None
         ns = record["namespaces"]
         assert isinstance(ns, dict)
+        contained = record["contained"]
+        id_range = IdRange(*contained["ids"]) if isinstance(contained, dict) else DEFAULT_ID_RANGE
         spec = cls(
             argv=tuple(record["argv"]),  # type: ignore[arg-type]
             env=MappingProxyType(dict(record["env"])),  # type: ignore[call-overload]
@@ -180,17 +206,19 @@ class IsolationSpec:
                 uid=record["uid"],  # type: ignore[arg-type]
                 gid=record["gid"],  # type: ignore[arg-type]
                 cgroup_dir=record["cgroup_dir"],  # type: ignore[arg-type]
-                contained=record["confine"] is not None,
+                contained=contained is not None,
+                id_range=id_range,
             ),
         )
         spec.validate()
         return spec
 
 
-def confinement(iso: Isolation) -> dict[str, object]:
-    """The spec's ``confine`` record of a contained job: the capabilities it
-    keeps (NET_BIND_SERVICE only with a network of its own) and its seccomp
-    filter (tracing allowed only inside a PID namespace of its own). Raises
+def containment(iso: Isolation) -> dict[str, object]:
+    """The spec's ``contained`` record of a contained job: its user
+    namespace's host id range (``userns``), the capabilities it keeps
+    (NET_BIND_SERVICE only with a network of its own) and its seccomp filter
+    (tracing allowed only inside a PID namespace of its own). Raises
     ``Unsupported`` when this host cannot build the filter: a contained job
     is refused rather than run weaker."""
     from rund_trio.isolation import capabilities, seccomp
@@ -202,7 +230,12 @@ def confinement(iso: Isolation) -> dict[str, object]:
             f"this host cannot confine contained jobs with seccomp: {error}; "
             "contained jobs are refused until it can"
         ) from None
-    return {"caps": capabilities.contained_set(own_network=iso.namespaces.net), "seccomp": bpf}
+    ids = iso.id_range
+    return {
+        "ids": [ids.uid_start, ids.gid_start, ids.count],
+        "caps": capabilities.contained_set(own_network=iso.namespaces.net),
+        "seccomp": bpf,
+    }
 
 
 def hostname_for_job(job_id: str) -> str:

@@ -16,7 +16,8 @@ line ``b"RUND-SPEC 1\\n"`` followed by ``marshal.dumps(record, 4)``, where
      "hidden": [str, ...],           # absolute paths made unreadable (mount namespace)
      "uid": int | None,
      "gid": int | None,
-     "confine": None | {             # a contained job (None: a host job)
+     "contained": None | {           # a contained job (None: a host job)
+         "ids": [int, int, int],     # its user namespace: host uid start, gid start, count
          "caps": int,                # the capability mask it keeps
          "seccomp": bytes}}          # its seccomp filter, BPF from libseccomp
 
@@ -96,7 +97,7 @@ def check_record(record: dict[str, object]) -> None:
         "hidden",
         "uid",
         "gid",
-        "confine",
+        "contained",
     }
     if set(record) != expected:
         raise WireError(f"spec keys must be {sorted(expected)}")
@@ -122,17 +123,28 @@ def check_record(record: dict[str, object]) -> None:
         or not all(isinstance(v, bool) for v in namespaces.values())
     ):
         raise WireError(f"namespaces must map each of {NAMESPACE_KINDS} to a bool")
-    confine = record["confine"]
-    if confine is not None and (
-        not isinstance(confine, dict)
-        or set(confine) != {"caps", "seccomp"}
-        or not isinstance(confine["caps"], int)
-        or isinstance(confine["caps"], bool)
-        or not 0 <= confine["caps"] < 2**64
-        or not isinstance(confine["seccomp"], bytes)
-        or not confine["seccomp"]
+    contained = record["contained"]
+    if contained is None:
+        return
+    if (
+        not isinstance(contained, dict)
+        or set(contained) != {"ids", "caps", "seccomp"}
+        or not isinstance(contained["caps"], int)
+        or isinstance(contained["caps"], bool)
+        or not 0 <= contained["caps"] < 2**64
+        or not isinstance(contained["seccomp"], bytes)
+        or not contained["seccomp"]
     ):
-        raise WireError("confine must be None or {caps: a 64-bit mask, seccomp: BPF bytes}")
+        raise WireError(
+            "contained must be None or {ids: [...], caps: a 64-bit mask, seccomp: BPF bytes}"
+        )
+    ids = contained["ids"]
+    if (
+        not isinstance(ids, list)
+        or len(ids) != 3
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in ids)
+    ):
+        raise WireError("contained ids must be [uid start, gid start, count]")
 
 
 def encode_status(errno: int, step: str, message: str) -> bytes:

@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from rund_trio.errors import ConfigError, FailedPrecondition, PermissionDenied
+from rund_trio.isolation.id_range import DEFAULT as DEFAULT_ID_RANGE
+from rund_trio.isolation.id_range import IdRange
 from rund_trio.isolation.spec import Isolation, Namespaces
 
 
@@ -23,8 +25,12 @@ class Profile(enum.Enum):
     """What a job may do to the machine it runs on."""
 
     CONTAINED = "contained"
-    """Capabilities no wider than Docker's default, ``no_new_privs``, a seccomp
-    filter (``rund_trio.isolation.capabilities``, ``.seccomp``)."""
+    """``Isolation.contained``: a user namespace mapped to an unprivileged id
+    range, the host's file system read-only with private /tmp and /dev, masked
+    /proc, its own cgroup namespace and covers it cannot undo
+    (``rund_trio.isolation.container_fs``, ``.userns``); then capabilities no
+    wider than Docker's default, ``no_new_privs`` and a seccomp filter
+    (``rund_trio.isolation.capabilities``, ``.seccomp``). Needs namespaces."""
     HOST = "host"
     """The daemon's own powers: for jobs that administer the machine, and only
     for the identities the operator grants them to."""
@@ -100,6 +106,8 @@ class IsolationPolicy:
     host_job_grants: tuple[str, ...] = ()
     """SAN patterns (``parse_san_pattern``) of the clients that may ask for
     host jobs (``--allow-host-jobs``)."""
+    id_range: IdRange = DEFAULT_ID_RANGE
+    """The host ids contained jobs' ids 0..count-1 map to."""
 
     def validate(self) -> None:
         """``ConfigError`` for settings that contradict each other."""
@@ -111,6 +119,23 @@ class IsolationPolicy:
             raise ConfigError("--forbid-host-network needs --network isolated")
         if not self.namespaces and self.hidden:
             raise ConfigError("--hide needs namespaces (drop --no-namespaces)")
+        if not self.namespaces and self.default_profile is Profile.CONTAINED:
+            raise ConfigError(
+                "--no-namespaces cannot contain jobs (a contained job needs its own user, "
+                "PID and mount namespaces): add --default-profile host, or drop --no-namespaces"
+            )
+        if self.namespaces and self.default_profile is Profile.CONTAINED:
+            self.id_range.validate()
+            last = self.id_range.count - 1
+            ids = [("--run-as", i) for i in self.run_as or ()]
+            ids += [("--allow-uid", i) for i in self.allowed_uids]
+            ids += [("--allow-gid", i) for i in self.allowed_gids]
+            for flag, value in ids:
+                if value > last:
+                    raise ConfigError(
+                        f"{flag} {value} is outside contained jobs' user namespace "
+                        f"(ids 0 to {last}; see --userns-range)"
+                    )
 
     def profile_for(self, request: IsolationRequest, sans: Iterable[str]) -> Profile:
         """The profile of a job asked for by a client with ``sans``: the one it
@@ -144,7 +169,12 @@ class IsolationPolicy:
             )
         uid, gid = self._credentials(request)
         if not self.namespaces:
-            return Isolation(namespaces=Namespaces.none(), uid=uid, gid=gid, contained=contained)
+            if contained:
+                raise FailedPrecondition(
+                    "this daemon runs jobs without namespaces (--no-namespaces), so it cannot "
+                    "contain them: ask without the contained profile (its jobs are host jobs)"
+                )
+            return Isolation(namespaces=Namespaces.none(), uid=uid, gid=gid, contained=False)
         return Isolation(
             namespaces=Namespaces(net=network is Network.ISOLATED),
             rootfs=self.rootfs,
@@ -152,6 +182,7 @@ class IsolationPolicy:
             gid=gid,
             hidden=self.hidden,
             contained=contained,
+            id_range=self.id_range,
         )
 
     def _credentials(self, request: IsolationRequest) -> tuple[int | None, int | None]:

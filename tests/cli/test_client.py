@@ -131,8 +131,10 @@ def test_log_writes_stdout_and_stderr_byte_exact(alice: Client) -> None:
     assert result.stderr == b"err\x01\n"
 
 
-async def test_log_follows_the_output_of_a_running_job(alice: Client, tmp_path: Path) -> None:
-    fifo = tmp_path / "release"
+async def test_log_follows_the_output_of_a_running_job(
+    alice: Client, job_visible_dir: Path
+) -> None:
+    fifo = job_visible_dir / "release"
     os.mkfifo(fifo)
     job_id = alice.start("sh", "-c", f"echo first; read x < {fifo}; echo second")
     with trio.fail_after(15):

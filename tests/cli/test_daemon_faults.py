@@ -23,6 +23,8 @@ from tests.procs import live_pids, process_is_gone, process_tree, wait_until_gon
 
 SHUTDOWN_BOUND = 10.0
 """Seconds a daemon with 100 jobs and 50 subscribers may take to exit on SIGTERM."""
+NO_NAMESPACES = ("--no-namespaces", "--default-profile", "host")
+"""Jobs in the daemon's namespaces: only host jobs can run so."""
 
 
 def client_context(pki: Pki, name: str = "alice") -> ssl.SSLContext:
@@ -155,7 +157,7 @@ async def test_sigkill_takes_a_job_run_as_another_user_with_the_daemon(
 ) -> None:
     marker, _ = unique_sleep()
     daemon = spawn_daemon(
-        [*pki.server_args(), "--no-namespaces", "--allow-uid", "65534", "--allow-gid", "65534"],
+        [*pki.server_args(), *NO_NAMESPACES, "--allow-uid", "65534", "--allow-gid", "65534"],
         cwd=tmp_path,
     )
     try:
@@ -198,7 +200,7 @@ async def test_the_next_daemon_on_the_cgroup_root_kills_and_removes_what_a_kille
     marker, sleep_cmdline = unique_sleep()
     # Without namespaces the job's own process dies with the daemon, but a
     # child of it outlives both: only its cgroup still holds it.
-    args = [*pki.server_args(), "--no-namespaces", "--cgroup-root", cgroup_root]
+    args = [*pki.server_args(), *NO_NAMESPACES, "--cgroup-root", cgroup_root]
     first = spawn_daemon(args, cwd=tmp_path)
     try:
         async with RundClient.connect(first.addr, client_context(pki)) as rund:

@@ -50,3 +50,22 @@ def test_serve_with_a_host_job_pattern_without_a_kind_is_refused(pki: Pki, tmp_p
     assert result.returncode == 2
     assert b"--allow-host-jobs '*': write KIND:PATTERN" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+def test_serve_without_namespaces_needs_the_host_profile(pki: Pki, tmp_path: Path) -> None:
+    result = rund("serve", *pki.server_args(), "--no-namespaces", cwd=tmp_path)
+    assert result.returncode == 1
+    assert b"--no-namespaces cannot contain jobs" in result.stderr
+    assert b"--default-profile host" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_a_granted_host_job_is_outside_the_user_namespace_a_contained_one_is_in(
+    pki: Pki, tmp_path: Path
+) -> None:
+    with running_daemon([*pki.server_args(), "--allow-host-jobs", "DNS:alice"], cwd=tmp_path) as d:
+        alice = Client(d, pki, "alice", tmp_path)
+        host = alice("run", "--host", "--", "cat", "/proc/self/uid_map")
+        contained = alice("run", "--", "cat", "/proc/self/uid_map")
+        assert host.stdout.split() == [b"0", b"0", b"4294967295"]
+        assert contained.stdout.split()[:2] == [b"0", b"2147418112"], contained.stderr

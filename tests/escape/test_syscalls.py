@@ -145,15 +145,6 @@ async def test_a_contained_root_job_fails_every_attempt(daemon: Daemon) -> None:
     assert explain(probe_output(out)) == explain(CONTAINED_ERRNO)
 
 
-async def test_a_contained_root_job_without_namespaces_fails_every_attempt(
-    nursery: trio.Nursery, pki: Pki, tmp_path: Path
-) -> None:
-    daemon = await start_daemon(nursery, pki, tmp_path, isolation=IsolationPolicy(namespaces=False))
-    status, out, err = await run(daemon, "python3", "-S", "-c", PROBE)
-    assert status.exit_code.value == 0, err
-    assert explain(probe_output(out)) == explain(CONTAINED_ERRNO)
-
-
 async def test_a_granted_host_job_reaches_the_kernel_with_every_attempt(
     nursery: trio.Nursery, pki: Pki, tmp_path: Path
 ) -> None:

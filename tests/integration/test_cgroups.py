@@ -12,7 +12,7 @@ import trio
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.cgroups.tree import CgroupOptions
 from rund_trio.errors import ConfigError
-from rund_trio.jobs.isolation_policy import IsolationPolicy
+from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
 from tests.conftest import Daemon, Pki, private_cgroup_root, start_daemon
 
 pytestmark = pytest.mark.skipif(
@@ -44,7 +44,7 @@ async def test_stop_kills_a_descendant_that_left_the_process_group(
         pki,
         tmp_path,
         cgroups=CgroupOptions(root=root),
-        isolation=IsolationPolicy(namespaces=False),
+        isolation=IsolationPolicy(namespaces=False, default_profile=Profile.HOST),
     )
     async with daemon.client() as rund:
         job_id = await rund.start(

@@ -44,9 +44,9 @@ async def settled_counts(daemon: Daemon) -> tuple[int, int]:
 
 
 async def test_1000_clients_reset_mid_log_or_mid_start_leave_no_task_or_descriptor(
-    daemon: Daemon, tmp_path: Path
+    daemon: Daemon, job_visible_dir: Path
 ) -> None:
-    release = tmp_path / "release"
+    release = job_visible_dir / "release"
     os.mkfifo(release)
     context = daemon.pki.client_tls("alice").client_context()
     supervisor = daemon.running.supervisor

@@ -67,10 +67,10 @@ async def drain(rund: RundClient, job_id: str) -> tuple[bytes, RpcError | None]:
 
 
 async def test_a_job_that_fills_the_disk_says_its_output_was_lost_and_others_keep_running(
-    nursery: trio.Nursery, pki: Pki, tmp_path: Path, state_dir: Path
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path, state_dir: Path, job_visible_dir: Path
 ) -> None:
     daemon = await start_daemon(nursery, pki, tmp_path, min_free_disk=Reserve(0, None))
-    go = tmp_path / "go"
+    go = job_visible_dir / "go"
     os.mkfifo(go)
     async with daemon.client() as rund:
         bystander = await rund.start(pb.JobStartRequest(name="sleep", args=["300"]))

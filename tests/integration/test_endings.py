@@ -21,7 +21,7 @@ from tests.conftest import Daemon, Pki, private_cgroup_root, start_daemon
 
 EXIT_CODES = (0, 1, 3, 255)
 SIGNALS = (signal.SIGTERM, signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGHUP)
-MODES = ("namespaces", "isolated-network", "rootfs", "no-namespaces", "no-namespaces-host")
+MODES = ("namespaces", "isolated-network", "rootfs", "no-namespaces-host")
 CGROUPS = ("cgroups", "no-cgroups")
 
 
@@ -50,7 +50,6 @@ async def mode_daemon(
         "namespaces": IsolationPolicy(),
         "isolated-network": IsolationPolicy(network=Network.ISOLATED),
         "rootfs": IsolationPolicy(rootfs=str(busybox_rootfs)),
-        "no-namespaces": IsolationPolicy(namespaces=False),
         # nothing to set up before the exec: plain posix_spawn without cgroups
         "no-namespaces-host": IsolationPolicy(namespaces=False, default_profile=Profile.HOST),
     }[mode]

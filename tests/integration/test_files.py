@@ -13,7 +13,7 @@ import trio
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.errors import ConfigError
-from rund_trio.jobs.isolation_policy import IsolationPolicy
+from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
 from tests.conftest import Daemon, Pki, start_daemon
 
 NOBODY = 65534
@@ -83,18 +83,28 @@ async def test_a_job_cannot_read_another_jobs_output_through_the_state_directory
     assert status.exit_code.value != 0
 
 
-async def test_a_job_reads_nothing_of_the_daemons_private_key(daemon: Daemon) -> None:
+async def test_a_host_job_reads_nothing_of_the_daemons_private_key(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    """(Contained jobs: tests/escape.)"""
+    daemon = await start_daemon(
+        nursery, pki, tmp_path, isolation=IsolationPolicy(default_profile=Profile.HOST)
+    )
     key = daemon.pki.files.server.key
     assert b"PRIVATE KEY" in key.read_bytes()
     status, out, _ = await run(daemon, f"cat {key}")
     assert (status.exit_code.value, out) == (0, "")  # it reads as /dev/null
 
 
-async def test_a_job_running_as_another_user_cannot_uncover_the_state_directory(
+async def test_a_host_job_running_as_another_user_cannot_uncover_the_state_directory(
     nursery: trio.Nursery, pki: Pki, tmp_path: Path
 ) -> None:
+    """(Contained jobs: tests/escape.)"""
     daemon = await start_daemon(
-        nursery, pki, tmp_path, isolation=IsolationPolicy(run_as=(NOBODY, NOBODY))
+        nursery,
+        pki,
+        tmp_path,
+        isolation=IsolationPolicy(run_as=(NOBODY, NOBODY), default_profile=Profile.HOST),
     )
     state = daemon.running.state_dir
     _, out, err = await run(daemon, f"umount {state}; grep -c ' {state} ' /proc/self/mountinfo")

@@ -15,7 +15,7 @@ import trio
 
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.client.api import RundClient
-from rund_trio.jobs.isolation_policy import IsolationPolicy
+from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
 from tests.conftest import Daemon, Pki, start_daemon
 from tests.procs import live_pids
 
@@ -25,7 +25,13 @@ async def daemon(
     request: pytest.FixtureRequest, nursery: trio.Nursery, pki: Pki, tmp_path: Path
 ) -> Daemon:
     return await start_daemon(
-        nursery, pki, tmp_path, isolation=IsolationPolicy(namespaces=request.param)
+        nursery,
+        pki,
+        tmp_path,
+        isolation=IsolationPolicy(
+            namespaces=request.param,
+            default_profile=Profile.CONTAINED if request.param else Profile.HOST,
+        ),
     )
 
 
@@ -38,10 +44,11 @@ async def read_all(rund: RundClient, job_id: str) -> bytes:
 
 
 async def test_a_job_that_closes_its_output_but_runs_on_keeps_its_log_open_until_stopped(
-    daemon: Daemon, tmp_path: Path
+    daemon: Daemon, job_visible_dir: Path
 ) -> None:
-    closed = tmp_path / "closed"
-    os.mkfifo(closed)
+    closed = job_visible_dir / "closed"
+    os.mkfifo(closed, 0o666)
+    closed.chmod(0o666)  # a contained job's root is not the host's: it needs "other" write
     async with daemon.client() as rund:
         job_id = await rund.start(sh(f"echo bye; exec >&- 2>&-; echo > {closed}; exec sleep 300"))
         stream = rund.log(job_id)

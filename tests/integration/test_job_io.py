@@ -14,7 +14,7 @@ import trio
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.client.api import RundClient
 from rund_trio.errors import RpcError
-from rund_trio.jobs.isolation_policy import IsolationPolicy
+from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
 from tests.conftest import Daemon, Pki, start_daemon
 
 
@@ -23,7 +23,13 @@ async def daemon(
     request: pytest.FixtureRequest, nursery: trio.Nursery, pki: Pki, tmp_path: Path
 ) -> Daemon:
     return await start_daemon(
-        nursery, pki, tmp_path, isolation=IsolationPolicy(namespaces=request.param)
+        nursery,
+        pki,
+        tmp_path,
+        isolation=IsolationPolicy(
+            namespaces=request.param,
+            default_profile=Profile.CONTAINED if request.param else Profile.HOST,
+        ),
     )
 
 

@@ -134,10 +134,10 @@ async def test_an_unknown_profile_is_an_invalid_argument(daemon: Daemon) -> None
 @pytest.mark.parametrize(
     "policy",
     [
-        IsolationPolicy(namespaces=False),
+        IsolationPolicy(),
         IsolationPolicy(network=Network.ISOLATED),
     ],
-    ids=["no-namespaces", "isolated-network"],
+    ids=["namespaces", "isolated-network"],
 )
 async def test_every_isolation_mode_confines_a_contained_job(
     nursery: trio.Nursery, pki: Pki, tmp_path: Path, policy: IsolationPolicy

@@ -184,9 +184,9 @@ async def test_an_error_quoting_a_huge_name_is_bounded(
 
 
 async def test_start_of_a_file_without_execute_permission_fails(
-    daemon: Daemon, tmp_path: Path
+    daemon: Daemon, job_visible_dir: Path
 ) -> None:
-    script = tmp_path / "script.sh"
+    script = job_visible_dir / "script.sh"
     script.write_text("#!/bin/sh\necho hi\n")
     script.chmod(0o644)
     message = await expect_error(daemon, "FAILED_PRECONDITION", start_request(str(script)))

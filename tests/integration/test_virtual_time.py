@@ -24,7 +24,7 @@ from trio.testing import MockClock
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.client.api import RundClient
 from rund_trio.errors import RpcError
-from rund_trio.jobs.isolation_policy import IsolationPolicy
+from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
 from rund_trio.rpc import Channel, GrpcServer, TransportConfig, open_channel
 from rund_trio.server.app import RunningDaemon, ServeConfig, serve_on
 from tests.conftest import Pki
@@ -119,7 +119,7 @@ async def daemon(  # the tests take autojump_clock: pytest-trio runs them on it
         tls=pki.server_tls(),
         state_dir=tmp_path / "state",
         cgroups=None,
-        isolation=IsolationPolicy(namespaces=False),
+        isolation=IsolationPolicy(namespaces=False, default_profile=Profile.HOST),
         output_linger=LINGER,
         transport=TransportConfig(handshake_timeout=HANDSHAKE_TIMEOUT),
     )

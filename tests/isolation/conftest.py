@@ -15,6 +15,8 @@ from rund_trio.process.helper import HelperProcess, HelperSpawner
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HERE = Path(__file__).parent
+HOST_PROFILE = Isolation(contained=False)
+"""Namespaces, but not contained: a host job's (today's) powers."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -59,9 +61,9 @@ async def run_job(
     cwd: str | None = None,
     spawner: HelperSpawner | None = None,
 ) -> Finished:
-    """Run one job through the helper to its end."""
+    """Run one job through the helper to its end; by default with the host
+    profile's isolation (namespaces, not contained)."""
     spec = ProcessSpec(tuple(argv), {"PATH": PATH} if env is None else env, cwd)
-    if isolation is not None:
-        spec = replace(spec, isolation=isolation)
+    spec = replace(spec, isolation=isolation or HOST_PROFILE)
     process = await (spawner or HelperSpawner()).spawn(spec)
     return await finish(process)

@@ -8,6 +8,7 @@ import pytest
 
 from rund_trio.errors import InvalidRequest
 from rund_trio.isolation import wire
+from rund_trio.isolation.id_range import IdRange
 from rund_trio.isolation.spec import Isolation, IsolationSpec, Namespaces, hostname_for_job
 from rund_trio.process.helper import program_pid_line, spawn_error
 
@@ -132,7 +133,7 @@ def test_relative_cgroup_dir_is_rejected() -> None:
 
 
 def test_no_isolation_is_valid() -> None:
-    spec(namespaces=Namespaces.none()).validate()
+    spec(namespaces=Namespaces.none(), contained=False).validate()
 
 
 def test_hostname_for_job_is_rund_and_twelve_lowercase_ulid_chars() -> None:
@@ -181,29 +182,32 @@ def test_a_record_whose_hidden_paths_are_not_strings_is_rejected() -> None:
 
 
 @pytest.mark.parametrize(
-    "confine",
+    "contained",
     [
-        {"caps": 1},
-        {"caps": True, "seccomp": b"x" * 8},
-        {"caps": 2**64, "seccomp": b"x" * 8},
-        {"caps": 1, "seccomp": b""},
-        {"caps": 1, "seccomp": "not bytes"},
+        {"ids": [1, 1, 1], "caps": 1},
+        {"ids": [1, 1, 1], "caps": True, "seccomp": b"x" * 8},
+        {"ids": [1, 1, 1], "caps": 2**64, "seccomp": b"x" * 8},
+        {"ids": [1, 1, 1], "caps": 1, "seccomp": b""},
+        {"ids": [1, 1, 1], "caps": 1, "seccomp": "not bytes"},
+        {"ids": [1, 1], "caps": 1, "seccomp": b"x" * 8},
+        {"ids": [1, -1, 1], "caps": 1, "seccomp": b"x" * 8},
+        {"caps": 1, "seccomp": b"x" * 8},
         [1, b"x"],
     ],
 )
-def test_a_malformed_confine_record_is_refused(confine: object) -> None:
+def test_a_malformed_contained_record_is_refused(contained: object) -> None:
     record = IsolationSpec(("true",)).to_record()
-    record["confine"] = confine
-    with pytest.raises(wire.WireError, match="confine"):
+    record["contained"] = contained
+    with pytest.raises(wire.WireError, match="contained"):
         wire.check_record(record)
 
 
-def test_a_contained_spec_carries_its_capabilities_and_filter_and_round_trips() -> None:
+def test_a_contained_spec_carries_its_ids_capabilities_and_filter_and_round_trips() -> None:
     spec = IsolationSpec(("true",), isolation=Isolation(contained=True))
-    confine = spec.to_record()["confine"]
-    assert isinstance(confine, dict) and confine["caps"] and confine["seccomp"]
+    contained = spec.to_record()["contained"]
+    assert isinstance(contained, dict)
+    assert contained["ids"] and contained["caps"] and contained["seccomp"]
     assert IsolationSpec.from_bytes(spec.to_bytes()).isolation.contained
-    assert IsolationSpec(("true",)).to_record()["confine"] is None
 
 
 @pytest.mark.parametrize(
@@ -220,3 +224,26 @@ def test_the_program_pid_line_is_found_before_or_after_a_failure(
     status: bytes, pid: int | None, rest: bytes
 ) -> None:
     assert program_pid_line(status) == (pid, rest)
+
+
+def test_a_contained_job_needs_pid_and_mount_namespaces() -> None:
+    with pytest.raises(InvalidRequest, match="contained job needs PID and mount"):
+        spec(namespaces=Namespaces(pid=False, mount=False)).validate()
+
+
+def test_a_contained_jobs_uid_must_be_inside_its_user_namespace() -> None:
+    with pytest.raises(InvalidRequest, match="uid 70000 is outside"):
+        spec(uid=70000).validate()
+
+
+def test_the_id_range_travels_to_the_helper() -> None:
+    ids = IdRange(300000, 400000, 65536)
+    original = IsolationSpec(("true",), isolation=Isolation(id_range=ids))
+    decoded = IsolationSpec.from_bytes(original.to_bytes())
+    assert (decoded.isolation.contained, decoded.isolation.id_range) == (True, ids)
+
+
+def test_a_host_profile_spec_travels_without_a_user_namespace() -> None:
+    original = IsolationSpec(("true",), isolation=Isolation(contained=False))
+    assert original.to_record()["contained"] is None
+    assert not IsolationSpec.from_bytes(original.to_bytes()).isolation.contained

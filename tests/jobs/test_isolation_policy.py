@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rund_trio.errors import ConfigError, FailedPrecondition, PermissionDenied
+from rund_trio.isolation.id_range import IdRange
 from rund_trio.isolation.spec import Namespaces
 from rund_trio.jobs.isolation_policy import (
     IsolationPolicy,
@@ -39,7 +40,7 @@ def test_the_host_network_is_refused_when_the_daemon_forbids_it() -> None:
 
 
 def test_without_namespaces_an_isolated_network_is_refused() -> None:
-    policy = IsolationPolicy(namespaces=False)
+    policy = IsolationPolicy(namespaces=False, default_profile=Profile.HOST)
     assert policy.isolation_for(IsolationRequest()).namespaces == Namespaces.none()
     with pytest.raises(FailedPrecondition, match="without namespaces"):
         policy.isolation_for(IsolationRequest(network=Network.ISOLATED))
@@ -87,10 +88,10 @@ def test_a_gid_not_allowed_is_refused() -> None:
 @pytest.mark.parametrize(
     "policy",
     [
-        IsolationPolicy(namespaces=False, network=Network.ISOLATED),
-        IsolationPolicy(namespaces=False, rootfs="/srv/rootfs"),
+        IsolationPolicy(namespaces=False, default_profile=Profile.HOST, network=Network.ISOLATED),
+        IsolationPolicy(namespaces=False, default_profile=Profile.HOST, rootfs="/srv/rootfs"),
         IsolationPolicy(allow_host_network=False),
-        IsolationPolicy(namespaces=False, hidden=("/etc/rund",)),
+        IsolationPolicy(namespaces=False, default_profile=Profile.HOST, hidden=("/etc/rund",)),
     ],
 )
 def test_contradicting_settings_are_a_config_error(policy: IsolationPolicy) -> None:
@@ -135,9 +136,22 @@ def test_any_client_may_ask_for_a_contained_job_when_host_is_the_default() -> No
     assert policy.isolation_for(IsolationRequest(profile=Profile.CONTAINED), ("DNS:bob",)).contained
 
 
-def test_a_job_without_namespaces_is_still_contained() -> None:
-    isolation = IsolationPolicy(namespaces=False).isolation_for(IsolationRequest(), ALICE)
-    assert isolation.namespaces == Namespaces.none() and isolation.contained
+def test_without_namespaces_contained_jobs_are_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="--no-namespaces cannot contain jobs"):
+        IsolationPolicy(namespaces=False).validate()
+
+
+def test_without_namespaces_a_contained_job_is_refused_not_run_weaker() -> None:
+    policy = IsolationPolicy(namespaces=False, default_profile=Profile.HOST)
+    request = IsolationRequest(profile=Profile.CONTAINED)
+    with pytest.raises(FailedPrecondition, match="cannot contain them"):
+        policy.isolation_for(request, ALICE)
+
+
+def test_without_namespaces_a_host_job_gets_the_hosts_namespaces() -> None:
+    policy = IsolationPolicy(namespaces=False, default_profile=Profile.HOST)
+    isolation = policy.isolation_for(IsolationRequest(), ALICE)
+    assert isolation.namespaces == Namespaces.none() and not isolation.contained
 
 
 @pytest.mark.parametrize(
@@ -174,3 +188,25 @@ def test_a_pattern_matches_a_san_of_the_same_kind_by_glob(
     pattern: str, sans: tuple[str, ...], matches: bool
 ) -> None:
     assert san_matches(pattern, sans) is matches
+
+
+def test_jobs_are_contained_by_default_in_the_daemons_id_range() -> None:
+    ids = IdRange(300000, 400000, 65536)
+    isolation = IsolationPolicy(id_range=ids).isolation_for(IsolationRequest())
+    assert (isolation.contained, isolation.id_range) == (True, ids)
+
+
+def test_the_host_profile_gets_no_user_namespace() -> None:
+    policy = IsolationPolicy(default_profile=Profile.HOST)
+    assert not policy.isolation_for(IsolationRequest()).contained
+
+
+def test_a_uid_beyond_the_user_namespace_is_a_config_error() -> None:
+    policy = IsolationPolicy(allowed_uids=frozenset({70000}))
+    with pytest.raises(ConfigError, match="--allow-uid 70000 is outside"):
+        policy.validate()
+
+
+def test_a_user_namespace_range_holding_host_root_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="must not include 0"):
+        IsolationPolicy(id_range=IdRange(0, 0, 65536)).validate()

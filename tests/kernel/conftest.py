@@ -22,6 +22,7 @@ import trio
 from rund_trio.cgroups.devices import IoDevice, parse_io_device
 from rund_trio.cgroups.discovery import read_controllers, read_location
 from rund_trio.cgroups.tree import CgroupOptions, CgroupTree
+from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
 from tests.conftest import Daemon, Pki
 from tests.kernel.daemon import ForkServer, start_kernel_daemon
 
@@ -154,6 +155,19 @@ async def kernel_daemon(
     enabled = (daemon_cgroup_root / "cgroup.subtree_control").read_text().split()
     assert set(enabled) == REQUIRED_CONTROLLERS, enabled
     return daemon
+
+
+@pytest.fixture
+async def host_kernel_daemon(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path, daemon_cgroup_root: Path
+) -> Daemon:
+    """``kernel_daemon`` with host jobs (not contained): only they may open
+    the host's disks, as an administrator's job reading a disk would."""
+    devices = (parse_io_device(str(DISK)),) if has_disk() else ()
+    options = CgroupOptions(root=daemon_cgroup_root, io_devices=devices, pids_max=DAEMON_PIDS_MAX)
+    return await start_kernel_daemon(
+        nursery, pki, tmp_path, options, isolation=IsolationPolicy(default_profile=Profile.HOST)
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -22,7 +22,7 @@ from rund_trio.isolation.spec import Isolation, Namespaces
 from rund_trio.process.base import ProcessSpec
 from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
-from tests.isolation.conftest import PATH, Finished, finish
+from tests.isolation.conftest import HOST_PROFILE, PATH, Finished, finish
 from tests.procs import process_is_gone
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and mounts need root")
@@ -50,7 +50,11 @@ async def run_job(
     job_id: str = "",
 ) -> Finished:
     spec = ProcessSpec(
-        tuple(argv), {"PATH": PATH} if env is None else env, cwd, job_id, isolation=isolation
+        tuple(argv),
+        {"PATH": PATH} if env is None else env,
+        cwd,
+        job_id,
+        isolation=isolation or HOST_PROFILE,
     )
     return await finish(await spawner.spawn(spec))
 
@@ -356,7 +360,10 @@ async def test_cgroup_is_joined_before_the_job_runs(
     leaf = host_cgroup / "job"
     leaf.mkdir()
     done = await run_job(
-        spawner, "cat", "/proc/self/cgroup", isolation=Isolation(cgroup_dir=str(leaf))
+        spawner,
+        "cat",
+        "/proc/self/cgroup",
+        isolation=Isolation(cgroup_dir=str(leaf), contained=False),
     )
     mount_point = read_location()
     assert mount_point is not None
