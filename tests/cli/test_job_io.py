@@ -61,9 +61,9 @@ def test_run_does_not_leak_the_clients_environment(alice: Client) -> None:
     assert result.stdout == b"[]\n"
 
 
-def test_run_with_workdir_starts_there(alice: Client, tmp_path: Path) -> None:
-    result = alice("run", "-w", str(tmp_path), "--", "pwd")
-    assert result.stdout == f"{tmp_path}\n".encode()
+def test_run_with_workdir_starts_there(alice: Client, job_visible_dir: Path) -> None:
+    result = alice("run", "-w", str(job_visible_dir), "--", "pwd")
+    assert result.stdout == f"{job_visible_dir}\n".encode()
 
 
 def test_run_with_a_workdir_that_is_a_file_says_so_in_one_line(
@@ -149,8 +149,8 @@ def finish(child: pexpect.spawn) -> int:
 def test_run_it_gives_an_interactive_shell(alice: Client) -> None:
     child = spawn_client(alice, "-it", "--", "sh", "-i")
     child.expect(r"[#$] ")
-    child.sendline("tty; echo $((6 * 7))")
-    child.expect(r"/dev/pts/\d+")
+    child.sendline("test -t 0 && test -t 1 && echo on-a-terminal; echo $((6 * 7))")
+    child.expect("on-a-terminal")
     child.expect("42")
     child.expect(r"[#$] ")
     child.sendline("exit 7")

@@ -91,16 +91,18 @@ async def test_a_job_starts_in_slash_by_default(daemon: Daemon) -> None:
         assert (await rund.status(job_id)).working_dir == "/"
 
 
-async def test_a_job_starts_in_the_working_dir_asked_for(daemon: Daemon, tmp_path: Path) -> None:
+async def test_a_job_starts_in_the_working_dir_asked_for(
+    daemon: Daemon, job_visible_dir: Path
+) -> None:
     async with daemon.client() as rund:
-        job_id = await rund.start(pb.JobStartRequest(name="pwd", working_dir=str(tmp_path)))
-        assert await output_of(rund, job_id) == f"{tmp_path}\n".encode()
+        job_id = await rund.start(pb.JobStartRequest(name="pwd", working_dir=str(job_visible_dir)))
+        assert await output_of(rund, job_id) == f"{job_visible_dir}\n".encode()
 
 
 async def test_a_working_dir_that_is_a_file_is_a_failed_precondition_naming_it(
-    daemon: Daemon, tmp_path: Path
+    daemon: Daemon, job_visible_dir: Path
 ) -> None:
-    file = tmp_path / "file"
+    file = job_visible_dir / "file"
     file.write_text("")
     async with daemon.client() as rund:
         with pytest.raises(RpcError) as caught:
