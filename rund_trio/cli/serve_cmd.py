@@ -516,6 +516,7 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     import logging
     import signal
 
@@ -523,7 +524,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rund_trio.errors import ConfigError
     from rund_trio.server import daemon_log
-    from rund_trio.server.admission import raise_descriptor_limit
+    from rund_trio.server.admission import fit_fd_reserve, raise_descriptor_limit
     from rund_trio.server.app import check_config, serve
     from rund_trio.server.systemd import Notifier
     from rund_trio.wire.heap import keep_stream_buffers_in_heap
@@ -543,6 +544,13 @@ def run(args: argparse.Namespace) -> int:
     old, new = raise_descriptor_limit()
     if new != old:
         log.debug("raised the descriptor limit from %d to %d", old, new)
+    explicit = args.fd_reserve != serve_parser().get_default("fd_reserve")
+    reserve, warning = fit_fd_reserve(new, config.admission.fd_reserve, explicit=explicit)
+    if warning is not None:
+        log.warning("%s", warning)
+        config = dataclasses.replace(
+            config, admission=dataclasses.replace(config.admission, fd_reserve=reserve)
+        )
     notifier = Notifier.from_environment()
     if config.listen_sockets and args.addr != serve_parser().get_default("addr"):
         log.warning("serving on the sockets systemd passed (LISTEN_FDS); --addr is not used")

@@ -113,6 +113,30 @@ def raise_descriptor_limit() -> tuple[int, int]:
     return soft, soft
 
 
+MIN_CONNECTION_DESCRIPTORS = 256
+"""Descriptors left for connections (and everything else) beside the reserve."""
+
+
+def fit_fd_reserve(limit: int, reserve: int, *, explicit: bool) -> tuple[int, str | None]:
+    """The reserve to keep under a descriptor ``limit``, and a warning when the
+    default had to shrink to leave ``MIN_CONNECTION_DESCRIPTORS`` for the rest
+    (a limit of 1024, as many shells and VMs have, would otherwise refuse every
+    connection). An explicit ``--fd-reserve`` that does not fit is a ConfigError."""
+    if not reserve or limit - reserve >= MIN_CONNECTION_DESCRIPTORS:
+        return reserve, None
+    if explicit:
+        raise ConfigError(
+            f"--fd-reserve {reserve} leaves fewer than {MIN_CONNECTION_DESCRIPTORS} of this "
+            f"process's {limit} file descriptors for connections: lower it, or raise the limit "
+            "(ulimit -n, or LimitNOFILE= in the unit)"
+        )
+    fitted = max(0, min(reserve, limit // 4))
+    return fitted, (
+        f"the file descriptor limit is only {limit}: keeping {fitted} in reserve for jobs "
+        f"instead of {reserve} (raise it with ulimit -n or LimitNOFILE=)"
+    )
+
+
 @dataclass
 class Admission:
     """The counts behind the caps, for one daemon. See the module docstring."""

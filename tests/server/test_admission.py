@@ -11,6 +11,7 @@ from rund_trio.server.admission import (
     AdmissionLimits,
     DescriptorBudget,
     Shed,
+    fit_fd_reserve,
     raise_descriptor_limit,
 )
 
@@ -141,3 +142,22 @@ def test_the_soft_descriptor_limit_is_raised_to_the_hard_one() -> None:
         assert resource.getrlimit(resource.RLIMIT_NOFILE) == (old[1], old[1])
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, old)
+
+
+def test_the_default_reserve_is_kept_under_a_high_descriptor_limit() -> None:
+    assert fit_fd_reserve(20_000, 1024, explicit=False) == (1024, None)
+
+
+def test_the_default_reserve_shrinks_under_a_limit_of_1024_so_connections_still_fit() -> None:
+    reserve, warning = fit_fd_reserve(1024, 1024, explicit=False)
+    assert reserve == 256
+    assert warning is not None and "only 1024" in warning and "ulimit -n" in warning
+
+
+def test_an_explicit_reserve_that_leaves_no_room_for_connections_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--fd-reserve 1000 leaves fewer than 256"):
+        fit_fd_reserve(1024, 1000, explicit=True)
+
+
+def test_no_reserve_fits_any_limit() -> None:
+    assert fit_fd_reserve(64, 0, explicit=True) == (0, None)
