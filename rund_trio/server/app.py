@@ -32,7 +32,12 @@ from rund_trio.process.base import Spawner
 from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
 from rund_trio.rpc import GrpcServer, TransportConfig
-from rund_trio.server.admission import Admission, AdmissionLimits
+from rund_trio.server.admission import (
+    Admission,
+    AdmissionLimits,
+    descriptor_limit,
+    fit_fd_reserve,
+)
 from rund_trio.server.calls import Observer
 from rund_trio.server.health import HealthService
 from rund_trio.server.host_support import Requested, check_host_support
@@ -314,7 +319,7 @@ async def serve_on(
                 ssl_context,
                 config.transport,
                 observer=Fanout(observers, []),
-                admission=Admission(config.admission),
+                admission=Admission(_fitted_admission(config.admission)),
             )
             # Shielded from the daemon's cancellation, so that health watchers
             # are told NOT_SERVING before connections close (below).
@@ -339,6 +344,19 @@ async def serve_on(
                     with trio.CancelScope(shield=True):
                         await health.shutting_down()
                     server_scope.cancel()
+
+
+def _fitted_admission(limits: AdmissionLimits) -> AdmissionLimits:
+    """``limits`` with a descriptor reserve this process's limit can hold
+    (``fit_fd_reserve``): a daemon run in a process limited to 1024
+    descriptors would otherwise refuse every connection. ``serve`` from the
+    command line has already raised the limit and refused an explicit reserve
+    that does not fit; this covers every other caller (tests, embedders)."""
+    reserve, warning = fit_fd_reserve(descriptor_limit(), limits.fd_reserve, explicit=False)
+    if warning is None:
+        return limits
+    log.warning("%s", warning)
+    return replace(limits, fd_reserve=reserve)
 
 
 async def _serve_within(

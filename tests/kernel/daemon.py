@@ -309,7 +309,12 @@ async def daemon_process(
                     f"the daemon exited ({code}) before listening:\n" + daemon.log_text()
                 )
             daemon.port = port[0]
-            yield daemon
+            try:
+                yield daemon
+            except BaseException:
+                # Shown with the failure (pytest captures it): what the daemon logged.
+                print("--- the daemon's log ---\n" + daemon.log_text(), file=sys.stderr)
+                raise
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
