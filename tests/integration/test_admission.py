@@ -20,7 +20,12 @@ import trio.testing
 
 from rund_trio.errors import ConnectionFailed, RpcError
 from rund_trio.rpc import TransportConfig
-from rund_trio.server.admission import AdmissionLimits, Shed
+from rund_trio.server.admission import (
+    MIN_CONNECTION_DESCRIPTORS,
+    AdmissionLimits,
+    Shed,
+    descriptor_limit,
+)
 from tests.conftest import Daemon, Pki, start_daemon
 
 UNKNOWN_JOB = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
@@ -119,9 +124,19 @@ async def test_a_clients_connections_beyond_its_cap_are_closed(capped: Daemon) -
 async def test_with_the_descriptor_reserve_reached_connections_are_shed(
     nursery: trio.Nursery, pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    daemon = await start_daemon(nursery, pki, tmp_path, admission=AdmissionLimits(fd_reserve=10**9))
-    with caplog.at_level(logging.INFO), pytest.raises(ConnectionFailed):
-        await works(daemon)
+    # The largest reserve the daemon keeps (it leaves MIN_CONNECTION_DESCRIPTORS
+    # beside it), then that many descriptors taken, so none is left to spare.
+    reserve = descriptor_limit() - MIN_CONNECTION_DESCRIPTORS
+    daemon = await start_daemon(
+        nursery, pki, tmp_path, admission=AdmissionLimits(fd_reserve=reserve)
+    )
+    taken = [os.dup(0) for _ in range(MIN_CONNECTION_DESCRIPTORS)]
+    try:
+        with caplog.at_level(logging.INFO), pytest.raises(ConnectionFailed):
+            await works(daemon)
+    finally:
+        for fd in taken:
+            os.close(fd)
     assert Shed.DESCRIPTORS.value in caplog.text
 
 
