@@ -516,7 +516,6 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
     import logging
     import signal
 
@@ -544,13 +543,10 @@ def run(args: argparse.Namespace) -> int:
     old, new = raise_descriptor_limit()
     if new != old:
         log.debug("raised the descriptor limit from %d to %d", old, new)
-    explicit = args.fd_reserve != serve_parser().get_default("fd_reserve")
-    reserve, warning = fit_fd_reserve(new, config.admission.fd_reserve, explicit=explicit)
-    if warning is not None:
-        log.warning("%s", warning)
-        config = dataclasses.replace(
-            config, admission=dataclasses.replace(config.admission, fd_reserve=reserve)
-        )
+    if args.fd_reserve != serve_parser().get_default("fd_reserve"):
+        # An explicit reserve the raised limit cannot hold is refused here;
+        # a default one is fitted (with a warning) by serve itself.
+        fit_fd_reserve(new, config.admission.fd_reserve, explicit=True)
     notifier = Notifier.from_environment()
     if config.listen_sockets and args.addr != serve_parser().get_default("addr"):
         log.warning("serving on the sockets systemd passed (LISTEN_FDS); --addr is not used")

@@ -349,9 +349,9 @@ async def serve_on(
 def _fitted_admission(limits: AdmissionLimits) -> AdmissionLimits:
     """``limits`` with a descriptor reserve this process's limit can hold
     (``fit_fd_reserve``): a daemon run in a process limited to 1024
-    descriptors would otherwise refuse every connection. ``serve`` from the
-    command line has already raised the limit and refused an explicit reserve
-    that does not fit; this covers every other caller (tests, embedders)."""
+    descriptors would otherwise refuse every connection. The one place the
+    reserve is fitted: ``rund-trio serve`` raises the limit first and refuses
+    an explicit reserve that cannot fit."""
     reserve, warning = fit_fd_reserve(descriptor_limit(), limits.fd_reserve, explicit=False)
     if warning is None:
         return limits
