@@ -42,8 +42,10 @@ HASH_CHUNK = 1024 * 1024
 DRAIN_TIMEOUT = 30.0
 """Seconds the daemon waits at exit for the hashes of jobs that just ended."""
 
-_started_job: contextvars.ContextVar[str] = contextvars.ContextVar("rund_audit_started_job")
-"""The job a Start call started, set in the call's own task."""
+_started_job: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
+    "rund_audit_started_job"
+)
+"""The id and resolved profile of the job a Start call started, set in the call's own task."""
 
 _LIMIT_FIELDS = (
     "max_cpu_bandwidth",
@@ -99,7 +101,9 @@ def rpc_line(record: CallRecord) -> dict[str, Any]:
         "job_id": _job_id(record.request),
     }
     if record.method == START:
-        line["job_id"] = _started_job.get(None)
+        job_id, profile = _started_job.get((None, None))
+        line["job_id"] = job_id
+        line["profile"] = profile  # what policy decided, not only what was asked
         if record.request is not None:
             line["start"] = describe_start(record.request)
     line["code"] = record.code
@@ -162,7 +166,7 @@ class AuditTrail:
     # JobEvents
 
     def job_started(self, job: Job) -> None:
-        _started_job.set(job.job_id)
+        _started_job.set((job.job_id, job.snapshot().profile.value))
 
     def spawn_failed(self, error: BaseException) -> None:
         pass
@@ -175,6 +179,7 @@ class AuditTrail:
             "event": "job_ended",
             "job_id": job.job_id,
             "owner_sans": sorted(job.owner.sans),
+            "profile": snapshot.profile.value,
             "state": snapshot.state.value,
             "exit_code": snapshot.exit_code,
             "signal": snapshot.signal_name,

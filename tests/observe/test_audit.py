@@ -58,13 +58,15 @@ async def test_a_start_is_one_line_saying_who_started_what(
     request = pb.JobStartRequest(name="sh", args=["-c", "exit 3"], network=pb.JOB_NETWORK_HOST)
     async with daemon.client("alice") as rund:
         job_id = await rund.start(request)
-    (line,) = [line for line in lines(audit) if line["event"] == "rpc"]
+        (line,) = [line for line in lines(audit) if line["event"] == "rpc"]
+        profile = (await rund.status(job_id)).profile
     assert line["method"] == START
     assert line["job_id"] == job_id
     assert line["code"] == "OK"
     assert line["sans"] == ["DNS:alice", "email:alice@example.com"]
     assert line["certificate_sha256"] == certificate_sha256(pki.client_tls("alice").cert)
     assert line["peer"].startswith("127.0.0.1:")
+    assert line["profile"] == pb.JobProfile.Name(profile).removeprefix("JOB_PROFILE_").lower()
     assert line["start"] == {
         "argv": ["sh", "-c", "exit 3"],
         "limits": {},
@@ -89,7 +91,7 @@ async def test_a_refused_start_still_says_what_was_asked(
             await rund.start(request)
     (line,) = lines(audit)
     assert line["code"] == refused.value.code != "OK"
-    assert line["job_id"] is None
+    assert line["job_id"] is None and line["profile"] is None
     assert line["start"]["limits"] == {"max_memory_usage": 64 * 1024**2}
     assert line["start"]["uid"] == 4242
 
@@ -121,10 +123,12 @@ async def test_a_job_end_is_one_line_with_its_ending_and_its_journals_hash(
         )
         await ended(daemon, rund, job_id)
         journal = journal_path(daemon.running.state_dir, job_id).read_bytes()
+        profile = (await rund.status(job_id)).profile
     (line,) = [line for line in lines(audit) if line["event"] == "job_ended"]
     assert line["job_id"] == job_id
     assert line["owner_sans"] == ["DNS:alice", "email:alice@example.com"]
     assert (line["state"], line["exit_code"], line["signal"]) == ("exited", 3, None)
+    assert line["profile"] == pb.JobProfile.Name(profile).removeprefix("JOB_PROFILE_").lower()
     assert line["oom_killed"] is False
     assert line["cpu_seconds"] >= 0 and line["memory_peak_bytes"] >= 0
     output = line["output"]
