@@ -78,6 +78,8 @@ which cost more than the splice itself. Output after a pause is recorded at
 once, and a write to another pipe still wakes a drain of all at once (see the
 module docstring)."""
 BATCH = 256 * 1024
+"""A drain taking at least this much had a writer ahead of it: the next
+follows at once (a fast writer's pipe is drained as it fills)."""
 
 
 async def _splice_all(pipes: Mapping[Stream, int], journal: JournalFile) -> None:
