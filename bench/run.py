@@ -12,6 +12,9 @@ Phases, in order (each bounded in count and time, loopback only):
            running at once: RSS per running job, Status p99, a Log answering
   io       a default daemon and a private sshd: keystroke to echo through
            `client run -it` vs `ssh -tt`, stdin MB/s into `cat > /dev/null`
+  output   (only with --only) the "job writes SIZE to stdout, no subscriber" row alone,
+           beside `head -c SIZE /dev/zero | cat > /dev/null`, alternating rounds on one
+           default daemon (the job row is the median of the rounds)
   not-found  (only with --only) NOT_FOUND p50/p99, another client's job vs none
   status   (only with --only) the Status rows of `default` alone, with the grpc.aio counterpart
   profiles   (only with --only) Start latency of contained jobs (the default) against
@@ -340,6 +343,46 @@ def bench_default(report: Report, pki: Pki, work: Path, sz: Sizes, prof: Profile
         report.daemon_exit("default", daemon.stop())
 
 
+def bench_output(report: Report, pki: Pki, work: Path, sz: Sizes, prof: Profiler) -> None:
+    """The job-writes-to-stdout row beside head|cat, in alternating rounds so
+    that a loaded machine's drift hits both alike."""
+    ctx = pki.client_context()
+    daemon = spawn_daemon("output", pki, work)
+    size = sz.log_size
+    pipes: list[float] = []
+    jobs: list[tuple[dict[str, Any], dict[str, float]]] = []
+    try:
+        with prof.record("output", daemon):
+            for _ in range(max(3, sz.pipe_repeat)):
+                pipes.extend(
+                    baselines.shell_seconds(f"head -c {size} /dev/zero | cat > /dev/null", 1)
+                )
+                os.sync()  # the previous round's journal, written back first
+                jobs.append(
+                    run_async(
+                        daemon,
+                        rund_load.job_write_time,
+                        daemon.addr,
+                        ctx,
+                        size,
+                        max_seconds=sz.log_seconds,
+                    )
+                )
+        null = baselines.shell_seconds(f"head -c {size} /dev/zero > /dev/null", 1)
+        report.pipe_floor(size, median(pipes), median(null))
+        jobs.sort(key=lambda round_: float(round_[0].get("run_seconds") or "inf"))
+        result, info = jobs[len(jobs) // 2]
+        report.job_write_row(result, info, size)
+        report.notes.append(
+            "output: job run_s "
+            + ", ".join(f"{float(r.get('run_seconds') or 0):.3f}" for r, _ in jobs)
+            + "; head|cat s "
+            + ", ".join(f"{p:.3f}" for p in pipes)
+        )
+    finally:
+        report.daemon_exit("output", daemon.stop())
+
+
 def bench_finished(report: Report, label: str, daemon: Daemon, ctx: Any, sz: Sizes) -> None:
     """RSS per finished job: start `true` N times (8 clients), wait for them to end."""
     before = daemon.rss_kib()
@@ -551,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             "scale",
             "retained",
             "io",
+            "output",
             "not-found",
             "status",
             "profiles",
@@ -598,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
             "plain": lambda: bench_plain(report, pki, work, sz),
             "scale": lambda: bench_scale(report, pki, work, sz, prof),
             "retained": lambda: retained.bench_retained(report, pki, work, sz.retained_jobs),
+            "output": lambda: bench_output(report, pki, work, sz, prof),
             "status": lambda: bench_status(report, pki, work, sz, prof),
             "profiles": lambda: bench_profiles(report, pki, work, sz),
             "io": lambda: job_io.bench_io(report, pki, work, sz.log_size, sz.keystrokes),

@@ -166,29 +166,45 @@ class RundClient:
         """Feed ``chunks`` to the job's stdin in order; at their end the job's
         stdin pipe is closed (a terminal stays open). Returns the bytes the
         daemon wrote. Each chunk is sent as the HTTP/2 window allows, so a job
-        that does not read holds this back. An answer from the daemon before
-        ``chunks`` ended (an error: no stdin, the job ended) stops the sending
-        at once. If this is cancelled the call is reset and the job's stdin
-        stays open."""
+        that does not read holds this back. An error from the daemon before
+        ``chunks`` ended (no stdin, the job ended) stops the sending at once.
+
+        A job that ends after reading everything sent so far is answered
+        early, with what was written; then, as a pipe's writer would, this
+        looks at the rest of ``chunks``: their end is success, more bytes (or
+        bytes sent that the daemon did not write) are ``RpcError``
+        FAILED_PRECONDITION, the job ended before reading all of its input.
+        If this is cancelled the call is reset and the job's stdin stays open."""
         with _diagnosed(self._addr):
             return await self._input(job_id, chunks)
 
     async def _input(self, job_id: str, chunks: AsyncIterable[bytes]) -> int:
         call = self._channel.start(SERVICE, "Input", pb.JobInputReply.FromString, wake=False)
         reply: pb.JobInputReply | None = None
+        sent = 0
+        left_over = False
+        sending = anyio.CancelScope()
         try:
             try:
                 async with anyio.create_task_group() as tasks:
 
                     async def send() -> None:
+                        nonlocal sent, left_over, sending
                         # The id at once: a refusal comes back before any input.
                         await call.send(pb.JobInput(ulid=job_id))
+                        # Never cancelled by an answer while it waits for ``chunks``,
+                        # so that their rest can be looked at (see ``input``).
                         async for data in chunks:
                             if call.done:
-                                break  # answered: receive() says how
+                                left_over = left_over or bool(data)
+                                if left_over:
+                                    return
+                                continue
                             if data:
-                                # Framed by hand: one copy of the payload.
-                                await call.send(framed_input_message(data), framed=True)
+                                sent += len(data)
+                                with anyio.CancelScope() as sending:
+                                    # Framed by hand: one copy of the payload.
+                                    await call.send(framed_input_message(data), framed=True)
                         call.end()
 
                     async def receive() -> None:
@@ -198,7 +214,7 @@ class RundClient:
                             raise RpcError("INTERNAL", "the daemon answered OK without a message")
                         while await call.receive() is not None:  # the status ends it
                             pass
-                        tasks.cancel_scope.cancel()
+                        sending.cancel()  # a message on its way will not be read
 
                     tasks.start_soon(send)
                     tasks.start_soon(receive)
@@ -207,6 +223,12 @@ class RundClient:
         finally:
             call.abandon()
         assert reply is not None
+        if left_over or sent > reply.bytes_written:
+            raise RpcError(
+                "FAILED_PRECONDITION",
+                f"job {job_id} ended before reading all of its input "
+                f"({reply.bytes_written} bytes were written)",
+            )
         return reply.bytes_written
 
     async def resize(self, job_id: str, rows: int, cols: int) -> None:

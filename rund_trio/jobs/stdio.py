@@ -94,9 +94,16 @@ class JobStdio:
         terminal stays open (a terminal's end of input is a byte, Ctrl-D).
         Returns the bytes written.
 
-        ``FailedPrecondition`` if the job has no stdin to feed, another Input
-        feeds it, its stdin was closed, or the job ended meanwhile. If the
-        caller is cancelled, stdin stays open for a later Input."""
+        The job's end decides by where the feed is, not by timing: ended
+        while the feed waits for its next chunk, every byte it was given was
+        written, and the feed returns their count (the end of ``chunks`` may
+        still be on its way: a job that reads one line and exits is fed
+        successfully); ended while a chunk is being written (the job did not
+        take it), ``FailedPrecondition``.
+
+        ``FailedPrecondition`` also if the job has no stdin to feed, another
+        Input feeds it, or its stdin was closed. If the caller is cancelled,
+        stdin stays open for a later Input."""
         if not self.feedable:
             raise FailedPrecondition(
                 "this job was started without stdin (its stdin is /dev/null): start it with -i"
@@ -111,18 +118,24 @@ class JobStdio:
         assert sink is not None
         self._busy = True
         written = 0
+        writing = False
         try:
             with trio.CancelScope() as self._feeding:
                 async for data in chunks:
+                    writing = True
                     try:
                         await sink.send_all(data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         raise _ended() from None
+                    writing = False
                     written += len(data)
                 if self.terminal is None:
                     await self.close()
                 return written
-            raise _ended()  # ``aclose`` cancelled it: the job ended
+            # ``aclose`` cancelled it: the job ended.
+            if writing:
+                raise _ended()
+            return written
         finally:
             self._busy = False
             self._feeding = None

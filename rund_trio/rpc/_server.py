@@ -45,6 +45,7 @@ from rund_trio.rpc._events import (
     StreamRejected,
     StreamReset,
 )
+from rund_trio.rpc._server_tls import ServerTls
 from rund_trio.rpc._status import Status, StatusCode
 from rund_trio.server.admission import Admission, AdmissionLimits, HandshakeTicket
 from rund_trio.server.calls import CallRecord, HandshakeOutcome, NullObserver, Observer
@@ -411,9 +412,9 @@ class GrpcServer:
         finally:
             self.admission.release(lease)
 
-    async def _handshake(self, stream: trio.abc.Stream, peer: str) -> trio.SSLStream[Any] | None:
+    async def _handshake(self, stream: trio.abc.Stream, peer: str) -> ServerTls | None:
         assert self._ssl_context is not None
-        tls = trio.SSLStream(stream, self._ssl_context, server_side=True)
+        tls = ServerTls(stream, self._ssl_context)
         outcome = HandshakeOutcome.REFUSED
         try:
             with trio.move_on_after(self._config.handshake_timeout):

@@ -149,7 +149,7 @@ async def test_feed_of_an_ended_job_is_refused(
         await supervisor.feed(job, chunks(b"x"))
 
 
-async def test_a_feed_waiting_when_the_job_ends_is_answered(
+async def test_a_feed_waiting_when_the_job_ends_is_answered_with_what_it_wrote(
     supervisor: Supervisor, autojump_clock: trio.testing.MockClock
 ) -> None:
     job = await supervisor.start(JobSpec(argv=("cat",), stdin=True), ALICE)
@@ -166,8 +166,55 @@ async def test_a_feed_waiting_when_the_job_ends_is_answered(
             await process_of(job).close_output()
 
         nursery.start_soon(end_job)
+        assert await supervisor.feed(job, slow_client()) == 0
+
+
+async def test_a_job_that_reads_its_input_and_exits_before_the_input_ends_was_fed(
+    supervisor: Supervisor, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The race of ``client input`` into ``sh -c 'read line; ...'``: the job
+    takes the line and ends before the end of the Input stream arrives."""
+    job = await supervisor.start(JobSpec(argv=("sh",), stdin=True), ALICE)
+    fd = process_of(job).stdin_fd
+    assert fd is not None
+    took: list[bytes] = []
+
+    async def end_arriving_late() -> AsyncIterator[bytes]:
+        yield b"hello\n"
+        await trio.sleep(1)  # the end of the stream is still on its way
+
+    async def the_job() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        took.append(os.read(fd, 1024))
+        process_of(job).exit(0)
+        await process_of(job).close_output()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(the_job)
+        assert await supervisor.feed(job, end_arriving_late()) == 6
+        assert trio.current_time() < 1
+    assert took == [b"hello\n"]
+
+
+async def test_a_job_that_ends_without_taking_a_chunk_fails_its_feed(
+    supervisor: Supervisor, autojump_clock: trio.testing.MockClock
+) -> None:
+    job = await supervisor.start(JobSpec(argv=("sleep",), stdin=True), ALICE)
+    fd = process_of(job).stdin_fd
+    assert fd is not None
+
+    async def more_than_the_pipe_holds() -> AsyncIterator[bytes]:
+        yield b"x" * (_pipe_size(fd) + 1)
+
+    async def end_job() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        process_of(job).exit(0)
+        await process_of(job).close_output()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(end_job)
         with pytest.raises(FailedPrecondition, match="ended"):
-            await supervisor.feed(job, slow_client())
+            await supervisor.feed(job, more_than_the_pipe_holds())
 
 
 async def test_a_terminal_job_gets_the_slave_and_its_output_is_stdout(

@@ -12,9 +12,10 @@ import trio
 import trio.testing
 
 from rund_trio.logs.follower import follow
+from rund_trio.logs.index import read_entries
 from rund_trio.logs.journal import Stream
 from rund_trio.logs.journal_file import JournalFile
-from rund_trio.logs.recorder import record, record_streams
+from rund_trio.logs.recorder import QUIET, record, record_streams
 from rund_trio.process.pipes import open_output_pipe
 
 
@@ -31,6 +32,17 @@ def pipe() -> Iterator[tuple[int, int]]:
 async def recorded(journal: JournalFile) -> list[tuple[Stream, bytes]]:
     journal.close()
     return [(piece.stream, bytes(piece.data)) async for piece in follow(journal)]
+
+
+def records(journal: JournalFile) -> list[tuple[Stream, bytes]]:
+    """Each record as written, through the index (``follow`` joins records)."""
+    payload = journal.path.read_bytes()
+    index_fd = os.open(journal.index_path, os.O_RDONLY)
+    try:
+        entries = read_entries(index_fd, 0, journal.records)
+    finally:
+        os.close(index_fd)
+    return [(e.stream, payload[e.payload_offset : e.end]) for e in entries]
 
 
 async def test_bytes_spliced_from_a_pipe_are_read_back_as_written(
@@ -146,3 +158,100 @@ async def test_recording_both_streams_goes_on_after_one_of_them_ends(
         os.write(err, b"still here")
         os.close(err)
     assert await recorded(journal) == [(Stream.STDERR, b"still here")]
+
+
+async def test_output_written_while_a_pipe_is_left_to_fill_is_recorded_as_one_batch(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    two_pipes: dict[Stream, tuple[int, int]],
+) -> None:
+    journal = JournalFile(tmp_path / "job.log", cap=None)
+    streams = {s: trio.lowlevel.FdStream(os.dup(r)) for s, (r, _) in two_pipes.items()}
+    out, err = two_pipes[Stream.STDOUT][1], two_pipes[Stream.STDERR][1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(record_streams, streams, journal)
+        os.write(out, b"a")
+        await journal.wait_for_records(0)
+        first_drain = trio.current_time()
+        os.write(out, b"b")
+        os.write(out, b"c")
+        await journal.wait_for_records(1)
+        assert trio.current_time() == pytest.approx(first_drain + QUIET)
+        os.close(out)
+        os.close(err)
+    assert records(journal) == [(Stream.STDOUT, b"a"), (Stream.STDOUT, b"bc")]
+
+
+async def test_output_after_a_pause_is_recorded_at_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, pipe: tuple[int, int]
+) -> None:
+    read_end, write_end = pipe
+    journal = JournalFile(tmp_path / "job.log", cap=None)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(record, trio.lowlevel.FdStream(os.dup(read_end)), Stream.STDOUT, journal)
+        os.write(write_end, b"first")
+        await journal.wait_for_records(0)
+        await trio.sleep(QUIET)
+        written_at = trio.current_time()
+        os.write(write_end, b"second")
+        await journal.wait_for_records(1)
+        assert trio.current_time() == written_at
+        os.close(write_end)
+    assert records(journal) == [(Stream.STDOUT, b"first"), (Stream.STDOUT, b"second")]
+
+
+async def test_a_write_to_the_other_stream_is_recorded_at_once_after_what_the_first_held(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    two_pipes: dict[Stream, tuple[int, int]],
+) -> None:
+    """Batching keeps the order exact between streams: the other stream's
+    write wakes a drain of both at once."""
+    journal = JournalFile(tmp_path / "job.log", cap=None)
+    streams = {s: trio.lowlevel.FdStream(os.dup(r)) for s, (r, _) in two_pipes.items()}
+    out, err = two_pipes[Stream.STDOUT][1], two_pipes[Stream.STDERR][1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(record_streams, streams, journal)
+        os.write(out, b"o1\n")
+        await journal.wait_for_records(0)
+        first_drain = trio.current_time()
+        os.write(out, b"o2\n")  # stdout is left to fill for QUIET
+        await trio.testing.wait_all_tasks_blocked()
+        os.write(err, b"e1\n")
+        await journal.wait_for_records(2)
+        assert trio.current_time() == first_drain
+        os.close(out)
+        os.close(err)
+    assert records(journal) == [
+        (Stream.STDOUT, b"o1\n"),
+        (Stream.STDOUT, b"o2\n"),
+        (Stream.STDERR, b"e1\n"),
+    ]
+
+
+async def test_only_one_stream_at_a_time_is_left_to_fill(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    two_pipes: dict[Stream, tuple[int, int]],
+) -> None:
+    """While stdout fills, every write to stderr is drained at once, so a job
+    alternating between the streams keeps its order."""
+    journal = JournalFile(tmp_path / "job.log", cap=None)
+    streams = {s: trio.lowlevel.FdStream(os.dup(r)) for s, (r, _) in two_pipes.items()}
+    out, err = two_pipes[Stream.STDOUT][1], two_pipes[Stream.STDERR][1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(record_streams, streams, journal)
+        os.write(out, b"o1\n")
+        await journal.wait_for_records(0)
+        first_drain = trio.current_time()
+        for number, line in enumerate([b"e1\n", b"e2\n"], start=1):
+            os.write(err, line)
+            await journal.wait_for_records(number)
+            assert trio.current_time() == first_drain
+        os.close(out)
+        os.close(err)
+    assert records(journal) == [
+        (Stream.STDOUT, b"o1\n"),
+        (Stream.STDERR, b"e1\n"),
+        (Stream.STDERR, b"e2\n"),
+    ]

@@ -1,0 +1,62 @@
+"""The server's TLS stream (``rpc._server_tls.ServerTls``): what
+``trio.SSLStream`` did, with every record at hand decrypted per read."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from rund_trio.rpc._server_tls import ServerTls
+from tests.conftest import Pki
+
+RECORD = 16 * 1024
+
+
+async def connected(pki: Pki) -> tuple[trio.SSLStream[trio.abc.Stream], ServerTls]:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    server = ServerTls(server_stream, pki.server_tls().server_context())
+    client = trio.SSLStream(
+        client_stream, pki.client_tls("alice").client_context(), server_hostname="localhost"
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        nursery.start_soon(client.do_handshake)
+    return client, server
+
+
+async def test_a_read_takes_every_record_already_received(pki: Pki) -> None:
+    client, server = await connected(pki)
+    await client.send_all(b"x" * (8 * RECORD))  # eight records, all delivered
+    assert len(await server.receive_some()) == 8 * RECORD
+
+
+async def test_a_read_takes_at_most_max_bytes(pki: Pki) -> None:
+    client, server = await connected(pki)
+    await client.send_all(b"abcdef")
+    assert await server.receive_some(4) == b"abcd"
+    assert await server.receive_some() == b"ef"
+
+
+async def test_bytes_go_both_ways_and_the_peer_certificate_is_known(pki: Pki) -> None:
+    client, server = await connected(pki)
+    await server.send_all(b"from the server")
+    assert await client.receive_some() == b"from the server"
+    assert server.getpeercert(binary_form=True)
+
+
+async def test_the_clients_close_is_the_end_of_the_stream(pki: Pki) -> None:
+    client, server = await connected(pki)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.aclose)
+        assert await server.receive_some() == b""
+
+
+async def test_a_client_refused_in_the_handshake_is_a_broken_resource(pki: Pki) -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    server = ServerTls(server_stream, pki.server_tls().server_context())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client_stream.send_all, b"GET / HTTP/1.1\r\n\r\n")
+        with pytest.raises(trio.BrokenResourceError) as caught:
+            await server.do_handshake()
+    assert caught.value.__cause__ is not None
