@@ -23,17 +23,24 @@ MAX_WINDOW = 2**31 - 1
 
 
 def raw_call(
-    method: str, message: Message, *, window: int | None = None
+    method: str,
+    message: Message,
+    *,
+    window: int | None = None,
+    header_table_size: int | None = None,
 ) -> tuple[h2.connection.H2Connection, bytes]:
     """What a gRPC client sends for one call of ``method`` on a new HTTP/2
     connection (the preface, the request headers, the message, ending the
     stream), and the client's HTTP/2 state to read the answer with. With
-    ``window``, the client lets the daemon send that many bytes unread."""
+    ``window``, the client lets the daemon send that many bytes unread; with
+    ``header_table_size``, it announces that HPACK table size."""
     connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     connection.initiate_connection()
     if window is not None:
         connection.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
         connection.increment_flow_control_window(window - connection.inbound_flow_control_window)
+    if header_table_size is not None:
+        connection.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: header_table_size})
     connection.send_headers(
         1,
         [
