@@ -28,6 +28,7 @@ def raw_call(
     *,
     window: int | None = None,
     header_table_size: int | None = None,
+    service: str = "rund.JobController",
 ) -> tuple[h2.connection.H2Connection, bytes]:
     """What a gRPC client sends for one call of ``method`` on a new HTTP/2
     connection (the preface, the request headers, the message, ending the
@@ -46,7 +47,7 @@ def raw_call(
         [
             (":method", "POST"),
             (":scheme", "https"),
-            (":path", f"/rund.JobController/{method}"),
+            (":path", f"/{service}/{method}"),
             (":authority", "localhost"),
             ("content-type", "application/grpc"),
             ("te", "trailers"),
@@ -138,3 +139,19 @@ def _messages(body: bytes) -> list[bytes]:
         messages.append(body[offset + 5 : offset + 5 + length])
         offset += 5 + length
     return messages
+
+
+def frames_received(connection: h2.connection.H2Connection, data: bytes) -> list[str]:
+    """What ``data`` told the client, as names: ``Data``, ``Reset:<error code>``,
+    ``GoAway:<error code>``, ``Ended`` (the rest is left out)."""
+    seen = []
+    for event in connection.receive_data(data):
+        if isinstance(event, h2.events.DataReceived):
+            seen.append("Data")
+        elif isinstance(event, h2.events.StreamReset):
+            seen.append(f"Reset:{int(event.error_code)}")
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            seen.append(f"GoAway:{int(event.error_code)}")
+        elif isinstance(event, h2.events.StreamEnded):
+            seen.append("Ended")
+    return seen

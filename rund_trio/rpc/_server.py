@@ -195,9 +195,10 @@ class _Request:
 class _Connection:
     """One connection's core, stream and writer task."""
 
-    def __init__(self, core: GrpcConnection, stream: trio.abc.Stream) -> None:
+    def __init__(self, core: GrpcConnection, stream: trio.abc.Stream, peer: PeerContext) -> None:
         self.core = core
         self.stream = stream
+        self.peer = peer
         self._queued = 0
         self._written = 0
         self._wake = trio.Event()
@@ -205,6 +206,11 @@ class _Connection:
         self.broken = False
         self.on_broken: Callable[[], object] = lambda: None
         """Called once the stream broke while writing (the connection is over)."""
+        self.requests: dict[int, _Request] = {}
+        """The calls the reader has seen and not yet seen end, by stream id."""
+        self.closing = False
+        """The server said goodbye (GOAWAY): the reader drains what the peer
+        still sends, until it closes its side."""
 
     def wake(self) -> None:
         """Tell the writer that the core has (or may have) bytes to send."""
@@ -288,6 +294,46 @@ class GrpcServer:
         self.requests = 0
         """Request tasks currently running (for tests and diagnostics)."""
         self._counts_changed = trio.lowlevel.ParkingLot()
+        self._live: set[_Connection] = set()
+        self._closing = False
+
+    async def shut_down(self, timeout: float) -> None:
+        """Say goodbye on every connection, and return once they have all
+        closed, or after ``timeout`` seconds (the caller then cancels what is left).
+
+        On each connection, in this order: every call still open ends (its
+        handler is cancelled, its stream reset with CANCEL), a GOAWAY is
+        written after everything queued before it (so a message a handler
+        sent, such as a health watcher's NOT_SERVING, reaches the peer first),
+        then what the peer still sends is read and dropped until it closes
+        its side, and only then is the connection closed: closing a TCP
+        socket with unread bytes would reset it, and the peer could lose
+        what it had not read yet. A connection that opens meanwhile is told
+        goodbye as soon as its handshake is done.
+
+        **Cancellation:** safe; the connections are then closed by whoever
+        cancels the server (``serve_on``)."""
+        self._closing = True
+        for connection in list(self._live):
+            self._say_goodbye(connection)
+        with trio.move_on_after(timeout):
+            while self.connections:
+                await self._counts_changed.park()
+
+    def _say_goodbye(self, connection: _Connection) -> None:
+        if connection.closing:
+            return
+        connection.closing = True
+        cancelled = Status(StatusCode.CANCELLED, "the daemon is shutting down")
+        for stream_id, request in list(connection.requests.items()):
+            if request.answer is not None:  # no task: the reader would have answered it
+                del connection.requests[stream_id]
+                request.answer = None
+                self._finish(request, cancelled, connection.peer, trio.current_time(), time.time())
+            request.scope.cancel()
+            connection.core.reset_stream(stream_id)
+        connection.core.close("the daemon is shutting down")
+        connection.wake()
 
     async def wait_until_idle(self) -> None:
         """Return once no connection is open and no request task runs."""
@@ -487,21 +533,27 @@ class GrpcServer:
             max_receive_message=self._config.max_request_size,
             max_concurrent_streams=self._config.max_streams_per_connection,
         )
-        connection = _Connection(core, stream)
-        requests: dict[int, _Request] = {}
-        async with trio.open_nursery() as nursery:
-            connection.on_broken = nursery.cancel_scope.cancel
-            nursery.start_soon(connection.writer)
-            connection.wake()
-            try:
-                await self._read(connection, requests, nursery, peer)
-            finally:
-                # The client is gone: nobody will read what the handlers still have to say.
-                for request in requests.values():
-                    request.scope.cancel()
-            with trio.move_on_after(1.0):  # a GOAWAY, if one is queued
-                await connection.flush()
-            nursery.cancel_scope.cancel()
+        connection = _Connection(core, stream, peer)
+        requests = connection.requests
+        self._live.add(connection)
+        try:
+            async with trio.open_nursery() as nursery:
+                connection.on_broken = nursery.cancel_scope.cancel
+                nursery.start_soon(connection.writer)
+                connection.wake()
+                if self._closing:
+                    self._say_goodbye(connection)
+                try:
+                    await self._read(connection, requests, nursery, peer)
+                finally:
+                    # The client is gone: nobody will read what the handlers still have to say.
+                    for request in requests.values():
+                        request.scope.cancel()
+                with trio.move_on_after(1.0):  # a GOAWAY, if one is queued
+                    await connection.flush()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._live.discard(connection)
 
     async def _read(
         self,
@@ -594,6 +646,8 @@ class GrpcServer:
                     )
                 )
             elif isinstance(event, ConnectionClosed):
+                if connection.closing:
+                    await _drain(connection)
                 return
 
     def _nonblocking(self, event: RequestReceived) -> NonBlockingUnary | None:
@@ -739,6 +793,20 @@ class GrpcServer:
                 await _send(connection, stream_id, response)
         finally:
             await responses.aclose()
+
+
+async def _drain(connection: _Connection) -> None:
+    """Once the GOAWAY is written, read and drop what the peer still sends
+    until it closes its side (or the stream breaks).
+
+    **Cancellation:** safe; nothing more is read."""
+    await connection.flush()
+    while not connection.broken:
+        try:
+            if not await connection.stream.receive_some():
+                return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
 
 
 async def _send(connection: _Connection, stream_id: int, response: Any) -> None:

@@ -32,6 +32,7 @@ from rund_trio.rpc import (
 from rund_trio.server.calls import CallRecord, HandshakeOutcome
 from rund_trio.tls.identity import Identity
 from tests.conftest import Pki
+from tests.raw_grpc import frames_received, raw_call
 
 
 def text(value: str) -> StringValue:
@@ -430,3 +431,65 @@ def test_only_a_unary_method_can_be_registered_as_nonblocking() -> None:
     signature = RPCSignature(Cardinality.UNARY_STREAM, StringValue, StringValue)
     with pytest.raises(ValueError, match="only a unary-unary method"):
         nonblocking_unary(Service("test.X"), "Many", lambda message: message, signature)
+
+
+# ------------------------------------------------------------------ shutdown
+
+
+PING = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678"
+"""An HTTP/2 PING frame, as a client may send one any time."""
+
+
+def holding_service() -> Service:
+    service = Service("test.Hold")
+
+    async def hold(message: StringValue) -> AsyncIterator[StringValue]:
+        yield text("first")
+        await trio.sleep_forever()
+
+    service.add_method(
+        "Hold", hold, RPCSignature(Cardinality.UNARY_STREAM, StringValue, StringValue)
+    )
+    return service
+
+
+async def test_shutting_down_says_goodbye_after_what_was_sent_and_closes_only_once_the_peer_has(
+    nursery: trio.Nursery,
+) -> None:
+    recorder = Recorder()
+    server = GrpcServer([holding_service()], None, observer=recorder)
+    [listener] = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(server.serve_on, listener)
+    client = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
+    h2_client, request = raw_call("Hold", text("x"), service="test.Hold")
+    await client.send_all(request)
+    seen: list[str] = []
+    while "Data" not in seen:
+        seen += frames_received(h2_client, await client.receive_some())
+    await server.wait_for_requests(1)
+
+    done = trio.Event()
+
+    async def shut_down() -> None:
+        await server.shut_down(timeout=30)
+        done.set()
+
+    nursery.start_soon(shut_down)
+    seen = []
+    while "GoAway:0" not in seen:
+        seen += frames_received(h2_client, await client.receive_some())
+    assert seen == ["Reset:8", "GoAway:0"]  # the open call ended (CANCEL), then goodbye
+    # What the client sends after the goodbye is read: closing with it unread
+    # would reset the connection, and a client could lose what it had not read.
+    await client.send_all(PING)
+    assert not done.is_set() and server.connections == 1
+    await client.send_eof()
+    rest = b""
+    while data := await client.receive_some():  # no ECONNRESET: a clean end
+        rest += data
+    with trio.fail_after(5):
+        await done.wait()
+    assert server.connections == 0
+    [record] = recorder.calls
+    assert (record.method, record.code) == ("/test.Hold/Hold", "CANCELLED")
+    await client.aclose()
