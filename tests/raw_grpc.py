@@ -8,7 +8,7 @@ import contextlib
 import socket
 import ssl
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
@@ -141,17 +141,38 @@ def _messages(body: bytes) -> list[bytes]:
     return messages
 
 
-def frames_received(connection: h2.connection.H2Connection, data: bytes) -> list[str]:
-    """What ``data`` told the client, as names: ``Data``, ``Reset:<error code>``,
-    ``GoAway:<error code>``, ``Ended`` (the rest is left out)."""
-    seen = []
-    for event in connection.receive_data(data):
-        if isinstance(event, h2.events.DataReceived):
-            seen.append("Data")
-        elif isinstance(event, h2.events.StreamReset):
-            seen.append(f"Reset:{int(event.error_code)}")
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            seen.append(f"GoAway:{int(event.error_code)}")
-        elif isinstance(event, h2.events.StreamEnded):
-            seen.append("Ended")
-    return seen
+@dataclass
+class FrameReader:
+    """The frames of a server's bytes, split by hand (no HTTP/2 state that
+    could object to what a server may send after a GOAWAY), as names:
+    ``HEADERS``, ``DATA``, ``RST_STREAM:<code>``, ``GOAWAY:<code>``..."""
+
+    buffer: bytearray = field(default_factory=bytearray)
+
+    def feed(self, data: bytes) -> list[str]:
+        self.buffer += data
+        names = []
+        while len(self.buffer) >= 9:
+            length = int.from_bytes(self.buffer[:3], "big")
+            if len(self.buffer) < 9 + length:
+                break
+            kind, payload = self.buffer[3], bytes(self.buffer[9 : 9 + length])
+            del self.buffer[: 9 + length]
+            name = _FRAME_NAMES.get(kind, str(kind))
+            if kind == 0x3:  # RST_STREAM: the error code
+                name += f":{int.from_bytes(payload[:4], 'big')}"
+            elif kind == 0x7:  # GOAWAY: last stream id, then the error code
+                name += f":{int.from_bytes(payload[4:8], 'big')}"
+            names.append(name)
+        return names
+
+
+_FRAME_NAMES = {
+    0x0: "DATA",
+    0x1: "HEADERS",
+    0x3: "RST_STREAM",
+    0x4: "SETTINGS",
+    0x6: "PING",
+    0x7: "GOAWAY",
+    0x8: "WINDOW_UPDATE",
+}

@@ -90,6 +90,7 @@ _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1
 _END_OF_REQUEST: list[tuple[str, str]] = []
 """The client's "end" marker: END_STREAM, no trailers."""
 _HEADERS = 0x1
+_RST_STREAM = 0x3
 _END_HEADERS = 0x4
 _DEFAULT_HEADER_TABLE_SIZE = 4096
 _END_STREAM = 0x1
@@ -853,11 +854,23 @@ class GrpcConnection:
         self._take_h2_bytes()
         return bool(self._outgoing)
 
-    def close(self, reason: str = "") -> None:
-        """Queue a GOAWAY (NO_ERROR): this side is done with the connection."""
-        if self._state is _ConnectionState.OPEN:
-            self._h2.close_connection()
-            self._fail(reason or "closed by this side", error=False)
+    def close(self, reason: str = "", *, reset_calls: bool = False) -> None:
+        """Queue a GOAWAY (NO_ERROR): this side is done with the connection.
+        ``reset_calls``: then reset every call still open (RST_STREAM CANCEL,
+        the core's own frames, after the GOAWAY), so that the peer learns
+        first that the connection ends, then that its calls do (a client
+        with no call left may close its side at once)."""
+        if self._state is not _ConnectionState.OPEN:
+            return
+        calls = list(self._streams) if reset_calls else []
+        self._h2.close_connection()
+        self._take_h2_bytes()
+        for stream_id in calls:
+            self._outgoing.append(
+                _frame_header(4, _RST_STREAM, 0, stream_id)
+                + int(h2.errors.ErrorCodes.CANCEL).to_bytes(4, "big")
+            )
+        self._fail(reason or "closed by this side", error=False)
 
     def _check_open(self) -> None:
         if self._state is not _ConnectionState.OPEN:

@@ -301,12 +301,14 @@ class GrpcServer:
         """Say goodbye on every connection, and return once they have all
         closed, or after ``timeout`` seconds (the caller then cancels what is left).
 
-        On each connection, in this order: every call still open ends (its
-        handler is cancelled, its stream reset with CANCEL), a GOAWAY is
-        written after everything queued before it (so a message a handler
-        sent, such as a health watcher's NOT_SERVING, reaches the peer first),
-        then what the peer still sends is read and dropped until it closes
-        its side, and only then is the connection closed: closing a TCP
+        On each connection, in this order: the handlers of the calls still
+        open are cancelled; a GOAWAY is written after everything queued
+        before it (so a message a handler sent, such as a health watcher's
+        NOT_SERVING, reaches the peer first), then a RST_STREAM (CANCEL) for
+        each of those calls (the peer learns first that the connection ends,
+        and a client with no call left closes its side); then what the peer
+        still sends is read and dropped until it closes its side, and only
+        then is the connection closed: closing a TCP
         socket with unread bytes would reset it, and the peer could lose
         what it had not read yet. A connection that opens meanwhile is told
         goodbye as soon as its handshake is done.
@@ -324,15 +326,15 @@ class GrpcServer:
         if connection.closing:
             return
         connection.closing = True
-        cancelled = Status(StatusCode.CANCELLED, "the daemon is shutting down")
         for stream_id, request in list(connection.requests.items()):
             if request.answer is not None:  # no task: the reader would have answered it
                 del connection.requests[stream_id]
                 request.answer = None
-                self._finish(request, cancelled, connection.peer, trio.current_time(), time.time())
+                self._finish(
+                    request, _SHUTTING_DOWN, connection.peer, trio.current_time(), time.time()
+                )
             request.scope.cancel()
-            connection.core.reset_stream(stream_id)
-        connection.core.close("the daemon is shutting down")
+        connection.core.close("the daemon is shutting down", reset_calls=True)
         connection.wake()
 
     async def wait_until_idle(self) -> None:
@@ -721,6 +723,8 @@ class GrpcServer:
                 connection.wake()
         finally:
             if request.scope.cancelled_caught:
+                if connection.closing:
+                    status = _SHUTTING_DOWN
                 self._finish(request, status, peer, started, started_at)
             requests.pop(event.stream_id, None)
             self.requests -= 1
@@ -875,6 +879,7 @@ def _status_for(error: Exception) -> Status:
 
 
 _DEADLINE_EXCEEDED = Status(StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+_SHUTTING_DOWN = Status(StatusCode.CANCELLED, "the daemon is shutting down")
 
 _NO_CAPS = AdmissionLimits(
     max_handshakes=None,

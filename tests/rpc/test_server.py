@@ -32,7 +32,7 @@ from rund_trio.rpc import (
 from rund_trio.server.calls import CallRecord, HandshakeOutcome
 from rund_trio.tls.identity import Identity
 from tests.conftest import Pki
-from tests.raw_grpc import frames_received, raw_call
+from tests.raw_grpc import FrameReader, raw_call
 
 
 def text(value: str) -> StringValue:
@@ -461,11 +461,12 @@ async def test_shutting_down_says_goodbye_after_what_was_sent_and_closes_only_on
     [listener] = await trio.open_tcp_listeners(0, host="127.0.0.1")
     nursery.start_soon(server.serve_on, listener)
     client = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
-    h2_client, request = raw_call("Hold", text("x"), service="test.Hold")
+    _, request = raw_call("Hold", text("x"), service="test.Hold")
     await client.send_all(request)
+    frames = FrameReader()
     seen: list[str] = []
-    while "Data" not in seen:
-        seen += frames_received(h2_client, await client.receive_some())
+    while "DATA" not in seen:
+        seen += frames.feed(await client.receive_some())
     await server.wait_for_requests(1)
 
     done = trio.Event()
@@ -476,9 +477,10 @@ async def test_shutting_down_says_goodbye_after_what_was_sent_and_closes_only_on
 
     nursery.start_soon(shut_down)
     seen = []
-    while "GoAway:0" not in seen:
-        seen += frames_received(h2_client, await client.receive_some())
-    assert seen == ["Reset:8", "GoAway:0"]  # the open call ended (CANCEL), then goodbye
+    while "RST_STREAM:8" not in seen:
+        seen += frames.feed(await client.receive_some())
+    # goodbye (NO_ERROR), then the open call ends (CANCEL)
+    assert [name for name in seen if name != "WINDOW_UPDATE"] == ["GOAWAY:0", "RST_STREAM:8"]
     # What the client sends after the goodbye is read: closing with it unread
     # would reset the connection, and a client could lose what it had not read.
     await client.send_all(PING)
@@ -491,5 +493,9 @@ async def test_shutting_down_says_goodbye_after_what_was_sent_and_closes_only_on
         await done.wait()
     assert server.connections == 0
     [record] = recorder.calls
-    assert (record.method, record.code) == ("/test.Hold/Hold", "CANCELLED")
+    assert (record.method, record.code, record.message) == (
+        "/test.Hold/Hold",
+        "CANCELLED",
+        "the daemon is shutting down",
+    )
     await client.aclose()
