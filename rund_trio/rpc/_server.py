@@ -13,11 +13,12 @@ holds back its own stream and nothing piles up in the daemon's memory.
 
 The unary path: a method registered with ``nonblocking_unary`` (a plain
 function that answers at once, never awaiting) is answered by the reader
-itself, without a task, when the whole request (headers, message, end) came
-in the bytes of one read: its status, deadline and call record are those the
-task would have given. A request still incomplete when the reader must wait
-for bytes again is handed to a task as any other, so a slow client, a reset
-stream and a deadline are handled where they always are.
+itself, without a task, once its headers and message came in the bytes of
+one read (at its end of stream, or before the reader waits for more bytes):
+its status, deadline and call record are those the task would have given. A
+call whose message is still missing when the reader must wait for bytes
+again is handed to a task as any other, so a slow client, a reset stream and
+a deadline are handled where they always are.
 """
 
 from __future__ import annotations
@@ -140,8 +141,8 @@ class TransportConfig:
 class NonBlockingUnary:
     """A unary-unary handler that answers at once: a plain function of the
     request message, which never awaits (it may raise, as any handler). The
-    server answers it on the connection's reader, without a task, whenever
-    the whole request is at hand (see the module's docstring); called as a
+    server answers it on the connection's reader, without a task, when its
+    message is at hand (see the module's docstring); called as a
     coroutine function it behaves as any other handler."""
 
     __slots__ = ("answer", "request_type")
