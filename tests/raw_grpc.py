@@ -8,7 +8,7 @@ import contextlib
 import socket
 import ssl
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
@@ -23,23 +23,31 @@ MAX_WINDOW = 2**31 - 1
 
 
 def raw_call(
-    method: str, message: Message, *, window: int | None = None
+    method: str,
+    message: Message,
+    *,
+    window: int | None = None,
+    header_table_size: int | None = None,
+    service: str = "rund.JobController",
 ) -> tuple[h2.connection.H2Connection, bytes]:
     """What a gRPC client sends for one call of ``method`` on a new HTTP/2
     connection (the preface, the request headers, the message, ending the
     stream), and the client's HTTP/2 state to read the answer with. With
-    ``window``, the client lets the daemon send that many bytes unread."""
+    ``window``, the client lets the daemon send that many bytes unread; with
+    ``header_table_size``, it announces that HPACK table size."""
     connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     connection.initiate_connection()
     if window is not None:
         connection.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
         connection.increment_flow_control_window(window - connection.inbound_flow_control_window)
+    if header_table_size is not None:
+        connection.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: header_table_size})
     connection.send_headers(
         1,
         [
             (":method", "POST"),
             (":scheme", "https"),
-            (":path", f"/rund.JobController/{method}"),
+            (":path", f"/{service}/{method}"),
             (":authority", "localhost"),
             ("content-type", "application/grpc"),
             ("te", "trailers"),
@@ -131,3 +139,40 @@ def _messages(body: bytes) -> list[bytes]:
         messages.append(body[offset + 5 : offset + 5 + length])
         offset += 5 + length
     return messages
+
+
+@dataclass
+class FrameReader:
+    """The frames of a server's bytes, split by hand (no HTTP/2 state that
+    could object to what a server may send after a GOAWAY), as names:
+    ``HEADERS``, ``DATA``, ``RST_STREAM:<code>``, ``GOAWAY:<code>``..."""
+
+    buffer: bytearray = field(default_factory=bytearray)
+
+    def feed(self, data: bytes) -> list[str]:
+        self.buffer += data
+        names = []
+        while len(self.buffer) >= 9:
+            length = int.from_bytes(self.buffer[:3], "big")
+            if len(self.buffer) < 9 + length:
+                break
+            kind, payload = self.buffer[3], bytes(self.buffer[9 : 9 + length])
+            del self.buffer[: 9 + length]
+            name = _FRAME_NAMES.get(kind, str(kind))
+            if kind == 0x3:  # RST_STREAM: the error code
+                name += f":{int.from_bytes(payload[:4], 'big')}"
+            elif kind == 0x7:  # GOAWAY: last stream id, then the error code
+                name += f":{int.from_bytes(payload[4:8], 'big')}"
+            names.append(name)
+        return names
+
+
+_FRAME_NAMES = {
+    0x0: "DATA",
+    0x1: "HEADERS",
+    0x3: "RST_STREAM",
+    0x4: "SETTINGS",
+    0x6: "PING",
+    0x7: "GOAWAY",
+    0x8: "WINDOW_UPDATE",
+}

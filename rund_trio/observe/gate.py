@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
-from rund_trio.rpc import Cardinality, Service
+from rund_trio.rpc import Cardinality, NonBlockingUnary, Service
 
 
 def gated(service: Service, check: Callable[[], None]) -> Service:
@@ -20,6 +20,15 @@ def gated(service: Service, check: Callable[[], None]) -> Service:
 
 
 def _guard(method_fn: Callable[..., Any], signature: Any, check: Callable[[], None]) -> Any:
+    if isinstance(method_fn, NonBlockingUnary):
+        answer = method_fn.answer
+
+        def at_once(message: Any) -> Any:
+            check()
+            return answer(message)
+
+        return NonBlockingUnary(at_once, method_fn.request_type)
+
     if signature.cardinality in (Cardinality.UNARY_STREAM, Cardinality.STREAM_STREAM):
 
         async def streaming(message: Any, request: Any) -> AsyncIterator[Any]:

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         MAX_REQUEST_SIZE_LIMIT,
         Cardinality,
         GrpcServer,
+        NonBlockingUnary,
         PeerContext,
         RPCSignature,
         Service,
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
         TransportConfig,
         current_identity,
         current_peer,
+        nonblocking_unary,
     )
 
 _SERVER_NAMES = frozenset(
@@ -68,11 +70,13 @@ _SERVER_NAMES = frozenset(
         "Service",
         "Servicer",
         "GrpcServer",
+        "NonBlockingUnary",
         "PeerContext",
         "TransportConfig",
         "current_identity",
         "bounded_message",
         "current_peer",
+        "nonblocking_unary",
     }
 )
 
@@ -104,6 +108,7 @@ __all__ = [
     "LocalProtocolError",
     "MessageReceived",
     "NeedData",
+    "NonBlockingUnary",
     "PeerContext",
     "ProtocolError",
     "RPCSignature",
@@ -129,6 +134,7 @@ __all__ = [
     "current_peer",
     "describe_connection_error",
     "map_exceptions",
+    "nonblocking_unary",
     "open_channel",
     "open_stream_channel",
     "parse_timeout",

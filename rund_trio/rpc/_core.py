@@ -89,6 +89,18 @@ _TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _END_OF_REQUEST: list[tuple[str, str]] = []
 """The client's "end" marker: END_STREAM, no trailers."""
+_HEADERS = 0x1
+_RST_STREAM = 0x3
+_END_HEADERS = 0x4
+_DEFAULT_HEADER_TABLE_SIZE = 4096
+_END_STREAM = 0x1
+_RESPONSE_HEADERS_BLOCK = b"\x88\x0f\x10\x10application/grpc"
+"""``:status: 200`` (static table entry 8) and ``content-type: application/grpc``
+(a literal without indexing, its name static entry 31), HPACK-encoded: the
+same bytes for every response, and not touching either side's dynamic table."""
+_MAX_OWN_BLOCK = 16_384
+"""The largest header block the core sends itself: one frame of the smallest
+size a peer may allow (a larger one is h2's, with CONTINUATION frames)."""
 
 
 class Role(enum.Enum):
@@ -258,6 +270,8 @@ class GrpcConnection:
         self._sending: dict[int, _Stream] = {}
         """Streams with bytes or an end waiting for flow-control credit, in order."""
         self._authority = "localhost"
+        self._own_headers = True
+        """(server) Whether response headers may be the core's constant block."""
 
     # ------------------------------------------------------------ receiving
 
@@ -415,6 +429,11 @@ class GrpcConnection:
             self._stream_reset(event.stream_id, event.error_code)
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             self._initial_window_changed(event)
+            table = event.changed_settings.get(h2.settings.SettingCodes.HEADER_TABLE_SIZE)
+            if table is not None and table.new_value != _DEFAULT_HEADER_TABLE_SIZE:
+                # h2's next header block must tell of the new size first: every
+                # block is h2's from now on.
+                self._own_headers = False
         elif isinstance(event, h2.events.ConnectionTerminated):
             why = f"the peer sent GOAWAY ({_error_name(event.error_code)})"
             self._fail(why, error=False)
@@ -691,10 +710,17 @@ class GrpcConnection:
             self._send_response_headers(stream)
 
     def _send_response_headers(self, stream: _Stream) -> None:
+        """The response headers, the core's own HEADERS frame of a constant
+        block when it can (h2 never learns of them: it sends the trailers as
+        the stream's first and last headers, which is all its state needs)."""
         stream.headers_sent = True
-        self._h2.send_headers(
-            stream.stream_id, [(":status", "200"), ("content-type", "application/grpc")]
-        )
+        if not self._own_headers:
+            self._h2.send_headers(
+                stream.stream_id, [(":status", "200"), ("content-type", "application/grpc")]
+            )
+            return
+        self._take_h2_bytes()  # what h2 queued goes first
+        self._outgoing.append(_response_headers_frame(stream.stream_id))
 
     def pending(self, stream_id: int) -> int:
         """Bytes queued on the stream that flow control has not yet let go
@@ -742,9 +768,22 @@ class GrpcConnection:
                 del self._sending[stream_id]
                 return
             if stream.end is not _END_OF_REQUEST:
-                h2c.send_headers(stream_id, stream.end, end_stream=True)
-                if stream.state is not StreamState.REMOTE_DONE:
-                    self._stop_reading(stream_id)
+                block = self._own_block(stream)
+                if block is not None:
+                    self._take_h2_bytes()  # what h2 queued goes first
+                    self._outgoing.append(
+                        _frame_header(len(block), _HEADERS, _END_HEADERS | _END_STREAM, stream_id)
+                        + block
+                    )
+                    # h2's stream ends too, as the RST_STREAM it queues for
+                    # that, which is not sent: the request has ended, the
+                    # trailers end the response, the stream is closed.
+                    h2c.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+                    h2c.data_to_send()
+                else:
+                    h2c.send_headers(stream_id, stream.end, end_stream=True)
+                    if stream.state is not StreamState.REMOTE_DONE:
+                        self._stop_reading(stream_id)
             elif not stream.end_sent:
                 h2c.end_stream(stream_id)
                 stream.end_sent = True
@@ -756,6 +795,17 @@ class GrpcConnection:
             self._streams.pop(
                 stream_id, None
             )  # answered: whatever else the client sends is dropped
+
+    def _own_block(self, stream: _Stream) -> bytes | None:
+        """(server) The trailers of ``stream`` as the core's own header block,
+        when the core may send them itself: the request has ended (nothing
+        more will come on the stream), and the peer keeps HPACK's default
+        table size. None when h2 is to send them."""
+        if not self._own_headers or stream.state is not StreamState.REMOTE_DONE:
+            return None
+        assert stream.end is not None
+        block = _literal_block(stream.end)
+        return block if len(block) <= _MAX_OWN_BLOCK else None
 
     def _take_h2_bytes(self) -> None:
         data: bytes = self._h2.data_to_send()
@@ -804,11 +854,23 @@ class GrpcConnection:
         self._take_h2_bytes()
         return bool(self._outgoing)
 
-    def close(self, reason: str = "") -> None:
-        """Queue a GOAWAY (NO_ERROR): this side is done with the connection."""
-        if self._state is _ConnectionState.OPEN:
-            self._h2.close_connection()
-            self._fail(reason or "closed by this side", error=False)
+    def close(self, reason: str = "", *, reset_calls: bool = False) -> None:
+        """Queue a GOAWAY (NO_ERROR): this side is done with the connection.
+        ``reset_calls``: then reset every call still open (RST_STREAM CANCEL,
+        the core's own frames, after the GOAWAY), so that the peer learns
+        first that the connection ends, then that its calls do (a client
+        with no call left may close its side at once)."""
+        if self._state is not _ConnectionState.OPEN:
+            return
+        calls = list(self._streams) if reset_calls else []
+        self._h2.close_connection()
+        self._take_h2_bytes()
+        for stream_id in calls:
+            self._outgoing.append(
+                _frame_header(4, _RST_STREAM, 0, stream_id)
+                + int(h2.errors.ErrorCodes.CANCEL).to_bytes(4, "big")
+            )
+        self._fail(reason or "closed by this side", error=False)
 
     def _check_open(self) -> None:
         if self._state is not _ConnectionState.OPEN:
@@ -829,6 +891,50 @@ class GrpcConnection:
 def _data_frame_header(stream_id: int, length: int) -> bytes:
     """A DATA frame's 9-byte header: no flags (END_STREAM is h2's to send)."""
     return _DATA_FRAME_HEADER.pack(length >> 8, length & 0xFF, _DATA, 0, stream_id)
+
+
+def _frame_header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
+    return _DATA_FRAME_HEADER.pack(length >> 8, length & 0xFF, kind, flags, stream_id)
+
+
+def _response_headers_frame(stream_id: int) -> bytes:
+    """A HEADERS frame (END_HEADERS) carrying ``_RESPONSE_HEADERS_BLOCK``."""
+    block = _RESPONSE_HEADERS_BLOCK
+    return _frame_header(len(block), _HEADERS, _END_HEADERS, stream_id) + block
+
+
+def _literal_block(headers: list[tuple[str, str]]) -> bytes:
+    """An HPACK header block of ``headers`` that leaves every dynamic table
+    as it was: literals without indexing (RFC 7541 6.2.2), not Huffman-coded;
+    ``:status: 200`` and ``content-type`` from the static table."""
+    parts: list[bytes] = []
+    for name, value in headers:
+        if name == ":status" and value == "200":
+            parts.append(b"\x88")
+            continue
+        encoded = value.encode()
+        if name == "content-type":
+            parts.append(b"\x0f\x10")  # without indexing, name: static entry 31
+        else:
+            raw = name.encode()
+            parts.append(b"\x00" + _hpack_integer(len(raw), 7) + raw)
+        parts.append(_hpack_integer(len(encoded), 7) + encoded)
+    return b"".join(parts)
+
+
+def _hpack_integer(value: int, prefix_bits: int) -> bytes:
+    """``value`` in HPACK's integer encoding (RFC 7541 5.1), the prefix's
+    other bits zero (a string's length: not Huffman-coded)."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((value,))
+    out = bytearray((limit,))
+    value -= limit
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _parse_request_headers(headers: dict[str, str]) -> tuple[str, str, float | None]:

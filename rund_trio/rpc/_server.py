@@ -10,6 +10,15 @@ client resets the stream, when the connection ends, or (with
 DEADLINE_EXCEEDED) when its grpc-timeout passes. A handler's next message
 goes out only once the previous ones reached the stream, so a slow reader
 holds back its own stream and nothing piles up in the daemon's memory.
+
+The unary path: a method registered with ``nonblocking_unary`` (a plain
+function that answers at once, never awaiting) is answered by the reader
+itself, without a task, once its headers and message came in the bytes of
+one read (at its end of stream, or before the reader waits for more bytes):
+its status, deadline and call record are those the task would have given. A
+call whose message is still missing when the reader must wait for bytes
+again is handed to a task as any other, so a slow client, a reset stream and
+a deadline are handled where they always are.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import ssl
 import struct
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -57,6 +66,7 @@ __all__ = [
     "MAX_REQUEST_SIZE_LIMIT",
     "Cardinality",
     "GrpcServer",
+    "NonBlockingUnary",
     "PeerContext",
     "RPCSignature",
     "Service",
@@ -64,6 +74,7 @@ __all__ = [
     "TransportConfig",
     "current_identity",
     "current_peer",
+    "nonblocking_unary",
 ]
 
 log = logging.getLogger("rund_trio.rpc")
@@ -128,26 +139,68 @@ class TransportConfig:
             )
 
 
+class NonBlockingUnary:
+    """A unary-unary handler that answers at once: a plain function of the
+    request message, which never awaits (it may raise, as any handler). The
+    server answers it on the connection's reader, without a task, when its
+    message is at hand (see the module's docstring); called as a
+    coroutine function it behaves as any other handler."""
+
+    __slots__ = ("answer", "request_type")
+
+    def __init__(self, answer: Callable[[Any], Message], request_type: type[Message]) -> None:
+        self.answer = answer
+        self.request_type = request_type
+
+    async def __call__(self, message: Any, request: RequestReceived) -> Message:
+        return self.answer(message)
+
+
+def nonblocking_unary(
+    service: Service,
+    name: str,
+    answer: Callable[[Any], Message],
+    signature: RPCSignature,
+) -> None:
+    """Register (or replace) ``name`` on ``service`` as a ``NonBlockingUnary``
+    handler: ``answer(message)`` returns the response and must not block.
+
+    Raises:
+        ValueError: ``signature`` is not unary-unary.
+    """
+    if signature.cardinality is not Cardinality.UNARY_UNARY:
+        raise ValueError(f"{name}: only a unary-unary method can be answered without a task")
+    service.add_method(name, NonBlockingUnary(answer, signature.request_type), signature)
+
+
 class _Rejected(Exception):
     def __init__(self, status: Status) -> None:
         self.status = status
 
 
-@dataclass
 class _Request:
-    event: RequestReceived
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    inbox: list[MessageReceived | StreamRejected | None] = field(default_factory=list)
-    arrived: trio.Event = field(default_factory=trio.Event)
-    first: Message | None = None
+    """A call the reader has seen the headers of: served by its own task, or
+    (``answer`` set) waiting to be answered by the reader."""
+
+    __slots__ = ("answer", "arrived", "event", "first", "inbox", "scope")
+
+    def __init__(self, event: RequestReceived, answer: NonBlockingUnary | None = None) -> None:
+        self.event = event
+        self.answer = answer
+        """The handler that will answer the call on the reader, while no task serves it."""
+        self.scope = trio.CancelScope()
+        self.inbox: list[MessageReceived | StreamRejected | None] = []
+        self.arrived = trio.Event()
+        self.first: Message | None = None
 
 
 class _Connection:
     """One connection's core, stream and writer task."""
 
-    def __init__(self, core: GrpcConnection, stream: trio.abc.Stream) -> None:
+    def __init__(self, core: GrpcConnection, stream: trio.abc.Stream, peer: PeerContext) -> None:
         self.core = core
         self.stream = stream
+        self.peer = peer
         self._queued = 0
         self._written = 0
         self._wake = trio.Event()
@@ -155,6 +208,11 @@ class _Connection:
         self.broken = False
         self.on_broken: Callable[[], object] = lambda: None
         """Called once the stream broke while writing (the connection is over)."""
+        self.requests: dict[int, _Request] = {}
+        """The calls the reader has seen and not yet seen end, by stream id."""
+        self.closing = False
+        """The server said goodbye (GOAWAY): the reader drains what the peer
+        still sends, until it closes its side."""
 
     def wake(self) -> None:
         """Tell the writer that the core has (or may have) bytes to send."""
@@ -238,6 +296,48 @@ class GrpcServer:
         self.requests = 0
         """Request tasks currently running (for tests and diagnostics)."""
         self._counts_changed = trio.lowlevel.ParkingLot()
+        self._live: set[_Connection] = set()
+        self._closing = False
+
+    async def shut_down(self, timeout: float) -> None:
+        """Say goodbye on every connection, and return once they have all
+        closed, or after ``timeout`` seconds (the caller then cancels what is left).
+
+        On each connection, in this order: the handlers of the calls still
+        open are cancelled; a GOAWAY is written after everything queued
+        before it (so a message a handler sent, such as a health watcher's
+        NOT_SERVING, reaches the peer first), then a RST_STREAM (CANCEL) for
+        each of those calls (the peer learns first that the connection ends,
+        and a client with no call left closes its side); then what the peer
+        still sends is read and dropped until it closes its side, and only
+        then is the connection closed: closing a TCP
+        socket with unread bytes would reset it, and the peer could lose
+        what it had not read yet. A connection that opens meanwhile is told
+        goodbye as soon as its handshake is done.
+
+        **Cancellation:** safe; the connections are then closed by whoever
+        cancels the server (``serve_on``)."""
+        self._closing = True
+        for connection in list(self._live):
+            self._say_goodbye(connection)
+        with trio.move_on_after(timeout):
+            while self.connections:
+                await self._counts_changed.park()
+
+    def _say_goodbye(self, connection: _Connection) -> None:
+        if connection.closing:
+            return
+        connection.closing = True
+        for stream_id, request in list(connection.requests.items()):
+            if request.answer is not None:  # no task: the reader would have answered it
+                del connection.requests[stream_id]
+                request.answer = None
+                self._finish(
+                    request, _SHUTTING_DOWN, connection.peer, trio.current_time(), time.time()
+                )
+            request.scope.cancel()
+        connection.core.close("the daemon is shutting down", reset_calls=True)
+        connection.wake()
 
     async def wait_until_idle(self) -> None:
         """Return once no connection is open and no request task runs."""
@@ -437,21 +537,27 @@ class GrpcServer:
             max_receive_message=self._config.max_request_size,
             max_concurrent_streams=self._config.max_streams_per_connection,
         )
-        connection = _Connection(core, stream)
-        requests: dict[int, _Request] = {}
-        async with trio.open_nursery() as nursery:
-            connection.on_broken = nursery.cancel_scope.cancel
-            nursery.start_soon(connection.writer)
-            connection.wake()
-            try:
-                await self._read(connection, requests, nursery, peer)
-            finally:
-                # The client is gone: nobody will read what the handlers still have to say.
-                for request in requests.values():
-                    request.scope.cancel()
-            with trio.move_on_after(1.0):  # a GOAWAY, if one is queued
-                await connection.flush()
-            nursery.cancel_scope.cancel()
+        connection = _Connection(core, stream, peer)
+        requests = connection.requests
+        self._live.add(connection)
+        try:
+            async with trio.open_nursery() as nursery:
+                connection.on_broken = nursery.cancel_scope.cancel
+                nursery.start_soon(connection.writer)
+                connection.wake()
+                if self._closing:
+                    self._say_goodbye(connection)
+                try:
+                    await self._read(connection, requests, nursery, peer)
+                finally:
+                    # The client is gone: nobody will read what the handlers still have to say.
+                    for request in requests.values():
+                        request.scope.cancel()
+                with trio.move_on_after(1.0):  # a GOAWAY, if one is queued
+                    await connection.flush()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._live.discard(connection)
 
     async def _read(
         self,
@@ -461,8 +567,12 @@ class GrpcServer:
         peer: PeerContext,
     ) -> None:
         """The connection's one reader: bytes in, events dispatched, until the
-        peer leaves or breaks HTTP/2."""
+        peer leaves or breaks HTTP/2. Answers the non-blocking unary calls
+        whose whole request came in one read; hands those still incomplete to
+        tasks before it waits for more bytes."""
         core = connection.core
+        waiting: list[_Request] = []
+        """Calls to answer here, seen since the last read."""
         while True:
             try:
                 event = core.next_event()
@@ -471,6 +581,15 @@ class GrpcServer:
                 connection.wake()
                 return
             if event is NEED_DATA:
+                for pending in waiting:
+                    if pending.answer is None:  # answered, or reset
+                        continue
+                    if pending.inbox:  # its message is in: what a task would answer at once
+                        self._answer_now(connection, pending, requests, peer)
+                    else:  # a task waits for the rest
+                        pending.answer = None
+                        nursery.start_soon(self._run_request, connection, pending, requests, peer)
+                waiting.clear()
                 connection.poke()
                 if connection.broken:
                     return
@@ -481,8 +600,12 @@ class GrpcServer:
                 core.receive_data(bytes(data))
                 continue
             if isinstance(event, RequestReceived):
-                new = requests[event.stream_id] = _Request(event)
-                nursery.start_soon(self._run_request, connection, new, requests, peer)
+                answer = self._nonblocking(event)
+                new = requests[event.stream_id] = _Request(event, answer)
+                if answer is None:
+                    nursery.start_soon(self._run_request, connection, new, requests, peer)
+                else:
+                    waiting.append(new)
             elif isinstance(event, MessageReceived | StreamRejected):
                 request = requests.get(event.stream_id)
                 if request is not None:
@@ -494,10 +617,23 @@ class GrpcServer:
                 request = requests.get(event.stream_id)
                 if request is not None:
                     request.inbox.append(None)
-                    request.arrived.set()
+                    if request.answer is not None:
+                        self._answer_now(connection, request, requests, peer)
+                    else:
+                        request.arrived.set()
             elif isinstance(event, StreamReset):
                 request = requests.get(event.stream_id)
                 if request is not None:
+                    if request.answer is not None:  # reset before its request was whole
+                        del requests[event.stream_id]
+                        request.answer = None
+                        self._finish(
+                            request,
+                            Status(StatusCode.CANCELLED, "the client cancelled the call"),
+                            peer,
+                            trio.current_time(),
+                            time.time(),
+                        )
                     request.scope.cancel()
             elif isinstance(event, RequestRefused):
                 self._observer.call_finished(
@@ -514,7 +650,59 @@ class GrpcServer:
                     )
                 )
             elif isinstance(event, ConnectionClosed):
+                if connection.closing:
+                    await _drain(connection)
                 return
+
+    def _nonblocking(self, event: RequestReceived) -> NonBlockingUnary | None:
+        """The handler that answers ``event``'s call without a task, if it has one."""
+        service = self._services.get(event.service)
+        if service is None:
+            return None
+        method = service.methods.get(event.method)
+        if method is None:
+            return None
+        handler = method.method_fn
+        return handler if isinstance(handler, NonBlockingUnary) else None
+
+    def _answer_now(
+        self,
+        connection: _Connection,
+        request: _Request,
+        requests: dict[int, _Request],
+        peer: PeerContext,
+    ) -> None:
+        """Answer a call on the reader, once its message (or its end) is in:
+        the status (and the response) are queued and the call recorded, as
+        ``_run_request`` would have. The reader wakes the writer before it
+        waits for bytes again."""
+        event = request.event
+        handler = request.answer
+        assert handler is not None
+        request.answer = None
+        del requests[event.stream_id]
+        started_at = time.time()
+        started = trio.current_time()
+        status = Status(StatusCode.OK)
+        if event.timeout is not None and event.timeout <= 0:
+            status = _DEADLINE_EXCEEDED
+        else:
+            try:
+                message = _take_message(connection, request, handler.request_type)
+                if message is None:
+                    raise InvalidRequest("the request has no message")
+                response = handler.answer(message)
+            except _Rejected as rejected:
+                status = rejected.status
+            except Exception as error:
+                status = _status_for(error)
+            else:
+                if event.timeout is not None and trio.current_time() >= started + event.timeout:
+                    status = _DEADLINE_EXCEEDED
+                else:
+                    connection.core.send_message(event.stream_id, response.SerializeToString())
+        self._finish(request, status, peer, started, started_at)
+        connection.core.send_status(event.stream_id, status)
 
     async def _run_request(
         self,
@@ -532,19 +720,20 @@ class GrpcServer:
         try:
             with request.scope:
                 status = await self._dispatch(connection, request)
-                self._finish(connection, request, status, peer, started, started_at)
+                self._finish(request, status, peer, started, started_at)
                 connection.core.send_status(event.stream_id, status)
                 connection.wake()
         finally:
             if request.scope.cancelled_caught:
-                self._finish(connection, request, status, peer, started, started_at)
+                if connection.closing:
+                    status = _SHUTTING_DOWN
+                self._finish(request, status, peer, started, started_at)
             requests.pop(event.stream_id, None)
             self.requests -= 1
             self._counts_changed.unpark_all()
 
     def _finish(
         self,
-        connection: _Connection,
         request: _Request,
         status: Status,
         peer: PeerContext,
@@ -582,7 +771,7 @@ class GrpcServer:
                 return _status_for(error)
             return Status(StatusCode.OK)
         assert deadline_scope.cancelled_caught
-        return Status(StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+        return _DEADLINE_EXCEEDED
 
     async def _call(
         self,
@@ -612,6 +801,20 @@ class GrpcServer:
             await responses.aclose()
 
 
+async def _drain(connection: _Connection) -> None:
+    """Once the GOAWAY is written, read and drop what the peer still sends
+    until it closes its side (or the stream breaks).
+
+    **Cancellation:** safe; nothing more is read."""
+    await connection.flush()
+    while not connection.broken:
+        try:
+            if not await connection.stream.receive_some():
+                return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+
 async def _send(connection: _Connection, stream_id: int, response: Any) -> None:
     """Queue one response and return once it reached the stream.
 
@@ -632,6 +835,15 @@ async def _next_message(
     while not request.inbox:
         request.arrived = trio.Event()
         await request.arrived.wait()
+    message = _take_message(connection, request, message_type)
+    connection.poke()  # a WINDOW_UPDATE may be due
+    return message
+
+
+def _take_message(connection: _Connection, request: _Request, message_type: Any) -> Message | None:
+    """The first request message of the inbox (not empty), decoded, or None
+    at the end of the request; its flow-control credit is given back (the
+    caller wakes the writer)."""
     item = request.inbox.pop(0)
     if item is None:
         request.inbox.append(None)  # the end stays the end
@@ -639,7 +851,6 @@ async def _next_message(
     if isinstance(item, StreamRejected):
         raise _Rejected(item.status)
     connection.core.acknowledge(item.stream_id, item.flow_controlled_length)
-    connection.poke()
     try:
         message: Message = message_type.FromString(item.data)
     except DecodeError:
@@ -668,6 +879,9 @@ async def _messages(
 def _status_for(error: Exception) -> Status:
     return status_for_exception(error)  # the one class-to-code table
 
+
+_DEADLINE_EXCEEDED = Status(StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+_SHUTTING_DOWN = Status(StatusCode.CANCELLED, "the daemon is shutting down")
 
 _NO_CAPS = AdmissionLimits(
     max_handshakes=None,

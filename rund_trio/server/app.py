@@ -47,6 +47,10 @@ from rund_trio.tls.context import TlsFiles
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_GOODBYE = 1.0
+"""Seconds connections have at shutdown to take their GOAWAY and close
+(``GrpcServer.shut_down``) before they are closed anyway."""
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -343,6 +347,7 @@ async def serve_on(
                 finally:
                     with trio.CancelScope(shield=True):
                         await health.shutting_down()
+                        await server.shut_down(SHUTDOWN_GOODBYE)
                     server_scope.cancel()
 
 

@@ -21,7 +21,7 @@ from rund_trio.jobs.spec import (
     parse_terminal,
 )
 from rund_trio.jobs.supervisor import AnyJob, Supervisor
-from rund_trio.rpc import current_identity
+from rund_trio.rpc import Service, current_identity, nonblocking_unary
 from rund_trio.server.convert import (
     grace_from_request,
     isolation_from_request,
@@ -48,6 +48,14 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
         self._log_streams = Quota(
             "log streams open", total=None, per_client=max_log_streams_per_client
         )
+
+    @property
+    def service(self) -> Service:
+        """The service, with Status answered without a task (it never awaits)."""
+        service: Service = super().service
+        signature = service.methods["Status"].signature
+        nonblocking_unary(service, "Status", self.answer_status, signature)
+        return service
 
     @property
     def log_subscribers(self) -> int:
@@ -81,6 +89,10 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
         return stdio_to_proto(job, status_to_proto(await self._supervisor.stop(job, grace)))
 
     async def Status(self, request: pb.JobIdentifier) -> pb.JobStatus:
+        return self.answer_status(request)
+
+    def answer_status(self, request: pb.JobIdentifier) -> pb.JobStatus:
+        """Status, at once: it reads the job's state and never awaits."""
         job = self._find(request.ulid)
         return stdio_to_proto(job, status_to_proto(job.snapshot()))
 

@@ -192,6 +192,31 @@ async def test_a_grpc_timeout_of_zero_or_under_a_microsecond_is_already_past(
         assert trio.current_time() == pytest.approx(asked_at + timeout, abs=1e-12)
 
 
+async def test_status_with_a_grpc_timeout_of_zero_is_deadline_exceeded_and_without_one_answers(
+    autojump_clock: MockClock, daemon: MemoryDaemon
+) -> None:
+    async with daemon.client() as rund, daemon.channel() as channel:
+        job_id = await rund.start(START)
+        request = pb.JobIdentifier(ulid=job_id)
+        with pytest.raises(RpcError) as error:
+            await channel.unary_unary(
+                "rund.JobController", "Status", request, pb.JobStatus.FromString, timeout=0.0
+            )
+        assert error.value.code == "DEADLINE_EXCEEDED"
+        status = await channel.unary_unary(
+            "rund.JobController", "Status", request, pb.JobStatus.FromString, timeout=1.0
+        )
+        assert status.state == pb.JOB_STATE_RUNNING
+        with pytest.raises(RpcError) as error:
+            await channel.unary_unary(
+                "rund.JobController",
+                "Status",
+                pb.JobIdentifier(ulid="01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+                pb.JobStatus.FromString,
+            )
+        assert error.value.code == "NOT_FOUND"
+
+
 async def test_stop_answers_when_the_grace_period_ends_with_sigkill(
     autojump_clock: MockClock,
     daemon: MemoryDaemon,

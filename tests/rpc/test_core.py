@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from rund_trio.api import rund_pb2 as pb
 from rund_trio.rpc import (
     NEED_DATA,
     ConnectionClosed,
@@ -28,6 +29,7 @@ from rund_trio.rpc import (
     _core,
     parse_timeout,
 )
+from tests.raw_grpc import raw_call
 
 
 def pump(source: GrpcConnection, sink: GrpcConnection, rng: random.Random | None = None) -> None:
@@ -230,3 +232,57 @@ def test_the_end_of_the_bytes_closes_the_connection() -> None:
     server = GrpcConnection(Role.SERVER)
     server.receive_data(b"")
     assert server.next_event() == ConnectionClosed("the peer closed the connection")
+
+
+def answer_unary(client: GrpcConnection, server: GrpcConnection, status: Status) -> list[Event]:
+    """One whole call: its request, then the server's message and ``status``."""
+    stream_id = client.start_request("pkg.Svc", "Echo")
+    client.send_message(stream_id, b"ask")
+    client.end_request(stream_id)
+    exchange(client, server)
+    server.send_message(stream_id, b"answer")
+    server.send_status(stream_id, status)
+    answers, _ = exchange(client, server)
+    return answers
+
+
+def test_unary_calls_on_one_connection_are_not_held_to_the_cap_on_concurrent_streams() -> None:
+    client, server = pair(max_concurrent_streams=2)
+    for _ in range(50):  # each stream ends with its answer, in h2 too
+        answers = answer_unary(client, server, Status(StatusCode.OK))
+        assert answers[-1] == ResponseEnded(answers[-1].stream_id, Status(StatusCode.OK))
+
+
+@pytest.mark.parametrize("size", [0, 1, 126, 127, 128, 300, 1000])
+def test_a_status_message_of_any_length_is_read_back_whole(size: int) -> None:
+    client, server = pair()
+    status = Status(StatusCode.NOT_FOUND, ("no-job-é%\n" * 100)[:size])
+    for _ in range(2):  # (nothing of the first answer stays in an HPACK table)
+        answers = answer_unary(client, server, status)
+        assert answers[1:] == [
+            MessageReceived(answers[0].stream_id, b"answer", 11),
+            ResponseEnded(answers[0].stream_id, status),
+        ]
+
+
+@pytest.mark.parametrize("table_size", [None, 0, 256, 8192])
+def test_a_plain_h2_client_reads_the_answer_whatever_hpack_table_size_it_announces(
+    table_size: int | None,
+) -> None:
+    h2_client, request = raw_call(
+        "Status", pb.JobIdentifier(ulid="x"), header_table_size=table_size
+    )
+    server = GrpcConnection(Role.SERVER)
+    server.receive_data(request)
+    assert isinstance(events(server)[-1], RequestEnded)
+    server.send_message(1, b"answer")
+    server.send_status(1, Status(StatusCode.NOT_FOUND, "no job x"))
+    received = h2_client.receive_data(server.data_to_send())  # h2 checks every header block
+    headers = {
+        type(event).__name__: dict(event.headers)
+        for event in received
+        if hasattr(event, "headers") and event.headers
+    }
+    assert headers["ResponseReceived"] == {b":status": b"200", b"content-type": b"application/grpc"}
+    assert headers["TrailersReceived"] == {b"grpc-status": b"5", b"grpc-message": b"no job x"}
+    assert "StreamEnded" in {type(event).__name__ for event in received}

@@ -25,12 +25,14 @@ from rund_trio.rpc import (
     Service,
     TransportConfig,
     current_peer,
+    nonblocking_unary,
     open_channel,
     open_stream_channel,
 )
 from rund_trio.server.calls import CallRecord, HandshakeOutcome
 from rund_trio.tls.identity import Identity
 from tests.conftest import Pki
+from tests.raw_grpc import FrameReader, raw_call
 
 
 def text(value: str) -> StringValue:
@@ -78,6 +80,28 @@ def peer_service() -> Service:
 
 
 @dataclass
+class AtOnce:
+    """A non-blocking unary handler that notes which task answered it."""
+
+    tasks: list[str] = field(default_factory=list)
+    clock: MockClock | None = None
+
+    def shout(self, message: StringValue) -> StringValue:
+        self.tasks.append(trio.lowlevel.current_task().name)
+        if message.value == "fail":
+            raise InvalidRequest("asked to fail")
+        if message.value == "slow" and self.clock is not None:
+            self.clock.jump(2.0)  # a handler that took 2 s of the call's deadline
+        return text(message.value.upper() + "!")
+
+    def service(self) -> Service:
+        service = Service("test.AtOnce")
+        signature = RPCSignature(Cardinality.UNARY_UNARY, StringValue, StringValue)
+        nonblocking_unary(service, "Shout", self.shout, signature)
+        return service
+
+
+@dataclass
 class Recorder:
     """An observer that keeps what it is told."""
 
@@ -102,9 +126,10 @@ class Recorder:
 
 @asynccontextmanager
 async def connected(
-    recorder: Recorder | None = None,
+    recorder: Recorder | None = None, at_once: AtOnce | None = None
 ) -> AsyncIterator[tuple[Channel, GrpcServer]]:
-    server = GrpcServer([echo_service(), peer_service()], None, observer=recorder)
+    services = [echo_service(), peer_service(), (at_once or AtOnce()).service()]
+    server = GrpcServer(services, None, observer=recorder)
     client_stream, server_stream = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.serve_connection, server_stream, "memory:1")
@@ -268,3 +293,209 @@ async def test_a_status_quoting_a_huge_method_name_is_bounded() -> None:
     assert error.value.code == "UNIMPLEMENTED"
     assert len(error.value.message) <= MAX_MESSAGE_CHARS
     assert error.value.message.startswith("unknown method /test.Echo/MMM")
+
+
+# ------------------------------------------------- the non-blocking unary path
+
+
+async def test_a_whole_nonblocking_unary_request_is_answered_without_a_task_of_its_own() -> None:
+    at_once, recorder = AtOnce(), Recorder()
+    async with connected(recorder, at_once) as (channel, _):
+        for word in ("hi", "ho"):
+            assert await channel.unary_unary("test.AtOnce", "Shout", text(word), decode) == (
+                word.upper() + "!"
+            )
+    assert not any("_run_request" in task for task in at_once.tasks), at_once.tasks
+    first, second = recorder.calls
+    assert (first.method, first.code, first.message, first.request) == (
+        "/test.AtOnce/Shout",
+        "OK",
+        "",
+        text("hi"),
+    )
+    assert second.request == text("ho") and second.duration >= 0
+
+
+async def test_a_nonblocking_handler_that_raises_ends_the_call_with_its_status() -> None:
+    recorder = Recorder()
+    async with connected(recorder) as (channel, _):
+        with pytest.raises(RpcError) as error:
+            await channel.unary_unary("test.AtOnce", "Shout", text("fail"), decode)
+        # the connection serves on
+        assert await channel.unary_unary("test.AtOnce", "Shout", text("a"), decode) == "A!"
+    assert (error.value.code, error.value.message) == ("INVALID_ARGUMENT", "asked to fail")
+    assert [(call.code, call.message) for call in recorder.calls] == [
+        ("INVALID_ARGUMENT", "asked to fail"),
+        ("OK", ""),
+    ]
+
+
+async def test_a_nonblocking_call_with_a_deadline_already_past_is_not_answered(
+    autojump_clock: MockClock,
+) -> None:
+    at_once, recorder = AtOnce(), Recorder()
+    async with connected(recorder, at_once) as (channel, _):
+        with pytest.raises(RpcError) as error:
+            await channel.unary_unary("test.AtOnce", "Shout", text("a"), decode, timeout=0.0)
+    assert error.value.code == "DEADLINE_EXCEEDED"
+    assert at_once.tasks == []  # the handler never ran
+    assert [call.code for call in recorder.calls] == ["DEADLINE_EXCEEDED"]
+
+
+async def test_a_nonblocking_handler_that_outlasts_the_deadline_ends_the_call_with_it(
+    autojump_clock: MockClock,
+) -> None:
+    at_once = AtOnce(clock=autojump_clock)
+    async with connected(None, at_once) as (channel, _):
+        with pytest.raises(RpcError) as error:
+            await channel.unary_unary("test.AtOnce", "Shout", text("slow"), decode, timeout=1.0)
+        assert error.value.code == "DEADLINE_EXCEEDED"
+        # within its deadline, the same call is answered
+        assert (
+            await channel.unary_unary("test.AtOnce", "Shout", text("slow"), decode, timeout=3.0)
+            == "SLOW!"
+        )
+
+
+async def test_a_nonblocking_request_whose_message_comes_later_is_answered_by_a_task(
+    autojump_clock: MockClock,
+) -> None:
+    at_once, recorder = AtOnce(), Recorder()
+    async with connected(recorder, at_once) as (channel, server):
+        call = channel.start("test.AtOnce", "Shout", decode, timeout=5.0)  # headers alone
+        await server.wait_for_requests(1)
+        await trio.sleep(1.0)
+        await call.send(text("late"))
+        call.end()
+        assert await call.receive() == "LATE!"
+        assert await call.receive() is None
+    [task] = at_once.tasks
+    assert "_run_request" in task
+    [record] = recorder.calls
+    assert (record.code, record.request, record.duration) == ("OK", text("late"), 1.0)
+
+
+async def test_an_incomplete_nonblocking_request_still_has_its_deadline(
+    autojump_clock: MockClock,
+) -> None:
+    async with connected() as (channel, _):
+        call = channel.start("test.AtOnce", "Shout", decode, timeout=0.5)  # and no message
+        asked_at = trio.current_time()
+        with pytest.raises(RpcError) as error:
+            await call.receive()
+        assert error.value.code == "DEADLINE_EXCEEDED"
+        assert trio.current_time() == asked_at + 0.5
+
+
+async def test_a_nonblocking_request_without_a_message_is_invalid() -> None:
+    async with connected() as (channel, _):
+        call = channel.start("test.AtOnce", "Shout", decode, wake=False)
+        call.end()  # headers and end in one write
+        with pytest.raises(RpcError) as error:
+            await call.receive()
+    assert error.value.code == "INVALID_ARGUMENT"
+
+
+async def test_a_nonblocking_request_reset_with_its_headers_is_recorded_as_cancelled() -> None:
+    at_once, recorder = AtOnce(), Recorder()
+    async with connected(recorder, at_once) as (channel, server):
+        call = channel.start("test.AtOnce", "Shout", decode, wake=False)
+        call.abandon()  # RST_STREAM, in the same write as the headers
+        # the connection serves on, and has forgotten the reset call
+        assert await channel.unary_unary("test.AtOnce", "Shout", text("b"), decode) == "B!"
+        assert server.requests == 0
+    assert at_once.tasks and len(at_once.tasks) == 1
+    cancelled, ok = recorder.calls
+    assert (cancelled.method, cancelled.code, cancelled.request) == (
+        "/test.AtOnce/Shout",
+        "CANCELLED",
+        None,
+    )
+    assert ok.code == "OK"
+
+
+async def test_a_nonblocking_request_reset_while_its_task_waits_is_recorded_as_cancelled() -> None:
+    recorder = Recorder()
+    async with connected(recorder) as (channel, server):
+        call = channel.start("test.AtOnce", "Shout", decode)  # headers alone: a task waits
+        await server.wait_for_requests(1)
+        call.abandon()  # RST_STREAM
+        with trio.fail_after(5):
+            while server.requests:
+                await server.wait_until_requests_change()
+    [record] = recorder.calls
+    assert (record.method, record.code) == ("/test.AtOnce/Shout", "CANCELLED")
+
+
+def test_only_a_unary_method_can_be_registered_as_nonblocking() -> None:
+    signature = RPCSignature(Cardinality.UNARY_STREAM, StringValue, StringValue)
+    with pytest.raises(ValueError, match="only a unary-unary method"):
+        nonblocking_unary(Service("test.X"), "Many", lambda message: message, signature)
+
+
+# ------------------------------------------------------------------ shutdown
+
+
+PING = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678"
+"""An HTTP/2 PING frame, as a client may send one any time."""
+
+
+def holding_service() -> Service:
+    service = Service("test.Hold")
+
+    async def hold(message: StringValue) -> AsyncIterator[StringValue]:
+        yield text("first")
+        await trio.sleep_forever()
+
+    service.add_method(
+        "Hold", hold, RPCSignature(Cardinality.UNARY_STREAM, StringValue, StringValue)
+    )
+    return service
+
+
+async def test_shutting_down_says_goodbye_after_what_was_sent_and_closes_only_once_the_peer_has(
+    nursery: trio.Nursery,
+) -> None:
+    recorder = Recorder()
+    server = GrpcServer([holding_service()], None, observer=recorder)
+    [listener] = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(server.serve_on, listener)
+    client = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
+    _, request = raw_call("Hold", text("x"), service="test.Hold")
+    await client.send_all(request)
+    frames = FrameReader()
+    seen: list[str] = []
+    while "DATA" not in seen:
+        seen += frames.feed(await client.receive_some())
+    await server.wait_for_requests(1)
+
+    done = trio.Event()
+
+    async def shut_down() -> None:
+        await server.shut_down(timeout=30)
+        done.set()
+
+    nursery.start_soon(shut_down)
+    seen = []
+    while "RST_STREAM:8" not in seen:
+        seen += frames.feed(await client.receive_some())
+    # goodbye (NO_ERROR), then the open call ends (CANCEL)
+    assert [name for name in seen if name != "WINDOW_UPDATE"] == ["GOAWAY:0", "RST_STREAM:8"]
+    # What the client sends after the goodbye is read: closing with it unread
+    # would reset the connection, and a client could lose what it had not read.
+    await client.send_all(PING)
+    assert not done.is_set() and server.connections == 1
+    await client.send_eof()
+    rest = b""
+    while data := await client.receive_some():  # no ECONNRESET: a clean end
+        rest += data
+    with trio.fail_after(5):
+        await done.wait()
+    assert server.connections == 0
+    [record] = recorder.calls
+    assert (record.method, record.code, record.message) == (
+        "/test.Hold/Hold",
+        "CANCELLED",
+        "the daemon is shutting down",
+    )
+    await client.aclose()
