@@ -42,9 +42,9 @@ async def metrics_daemon(
 
 
 async def wait_ended(rund: RundClient, job_id: str) -> pb.JobStatus:
-    async for _chunk in rund.log(job_id):
-        pass
-    return await rund.status(job_id)
+    """Once nothing of the job is left (Wait): its end is counted by then; a
+    Log that ended, or a Status that says exited, can come before."""
+    return await rund.wait(job_id)
 
 
 async def test_metrics_are_off_by_default(daemon: Daemon) -> None:
