@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from rund_trio.errors import RundError, sole_exception
 
@@ -21,6 +22,24 @@ def package_version() -> str:
         return "unknown (not installed: run `just setup`)"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the version is read from the package's metadata only when
+    asked for (importing ``importlib.metadata`` costs every command a little)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **_: Any) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="show program's version number and exit",
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"rund-trio {package_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rund_trio.cli import certs_cmd, client_cmd, execute_cmd, serve_cmd
 
@@ -28,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rund-trio",
         description="Run commands on this machine for remote clients, over gRPC with mutual TLS.",
     )
-    parser.add_argument("--version", action="version", version=f"rund-trio {package_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_cmd.add_parser(subparsers)
     client_cmd.add_parser(subparsers)

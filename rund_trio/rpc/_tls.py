@@ -11,33 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-import sys
 from typing import Protocol
 
 import anyio
+
+from rund_trio.rpc._failures import io_errors
 
 __all__ = ["RECORD_SIZE", "ByteStream", "ClientTls", "io_errors"]
 
 RECORD_SIZE = 16 * 1024
 """The largest TLS record's plaintext."""
-
-
-_IO_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,  # ssl.SSLError included
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-)
-
-
-def io_errors() -> tuple[type[BaseException], ...]:
-    """The I/O errors of the transports in use: anyio's, and trio's when the
-    channel runs on a trio stream (trio is not imported for it: a client on
-    asyncio never pays for importing it)."""
-    trio = sys.modules.get("trio")
-    if trio is None:
-        return _IO_ERRORS
-    return (*_IO_ERRORS, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class ByteStream(Protocol):
