@@ -331,7 +331,7 @@ class Channel:
                     self.wake()
                     data = await self._transport.receive_some()
                     self._heard = self._heard or bool(data)
-                    core.receive_data(bytes(data))
+                    core.receive_data(data)
                     continue
                 if isinstance(event, MessageReceived | ResponseEnded):
                     self._answered = True
