@@ -209,7 +209,10 @@ def open_blocking_channel(
         ) from None
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        tls = ssl_context.wrap_socket(sock, server_hostname=host)
+        # An ASCII name given as bytes is used as it is; as str, ssl runs it
+        # through the IDNA codec, whose import costs more than this whole call.
+        hostname: str | bytes = host.encode("ascii") if host.isascii() else host
+        tls = ssl_context.wrap_socket(sock, server_hostname=hostname)
     except ssl.SSLCertVerificationError as error:
         sock.close()
         raise TransportFailed(
