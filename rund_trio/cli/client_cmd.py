@@ -320,8 +320,9 @@ def _run_one_shot(args: argparse.Namespace, tls: FoundTls, ssl_context: ssl.SSLC
     def interrupted(signum: int, frame: object) -> None:
         raise _Signalled(signum)
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, interrupted)
+    previous = {
+        signum: signal.signal(signum, interrupted) for signum in (signal.SIGTERM, signal.SIGHUP)
+    }
     try:
         with RundClient.connect_blocking(args.addr, ssl_context) as client:
             result: int = run_without_loop(args.action_fn(client, args))
@@ -332,6 +333,9 @@ def _run_one_shot(args: argparse.Namespace, tls: FoundTls, ssl_context: ssl.SSLC
         return 128 + signal.SIGINT
     except _Signalled as signalled:
         return 128 + signalled.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _run_on_asyncio(args: argparse.Namespace, tls: FoundTls, ssl_context: ssl.SSLContext) -> int:
