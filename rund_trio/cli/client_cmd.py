@@ -416,8 +416,8 @@ def _start_request(args: argparse.Namespace) -> pb.JobStartRequest:
     import os
 
     from rund_trio.api import rund_pb2 as pb
-    from rund_trio.cli.interactive import window_size
     from rund_trio.cli.job_env import job_env
+    from rund_trio.cli.local_stdin import window_size
 
     request = pb.JobStartRequest(name=args.command[0], args=args.command[1:])
     request.env.extend(job_env(args.env, args.env_file, os.environ))
@@ -452,7 +452,7 @@ def _print_status(status: pb.JobStatus) -> None:
 
 
 async def _start(client: RundClient, args: argparse.Namespace) -> int:
-    from rund_trio.cli.interactive import note_stdin_not_sent
+    from rund_trio.cli.local_stdin import note_stdin_not_sent
 
     request = _start_request(args)
     if not args.interactive:
@@ -528,7 +528,8 @@ def exit_code_of(status: pb.JobStatus) -> int:
 async def _run(client: RundClient, args: argparse.Namespace) -> int:
     import signal
 
-    from rund_trio.cli.interactive import check_terminal_input, interact, note_stdin_not_sent
+    from rund_trio.cli.interactive import check_terminal_input, interact
+    from rund_trio.cli.local_stdin import note_stdin_not_sent
     from rund_trio.errors import RpcError
 
     check_terminal_input(args.interactive, args.tty)
