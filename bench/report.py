@@ -282,13 +282,15 @@ class Report:
     def cli_row(self, action: str, samples: list[float], failures: int) -> None:
         s = summary(samples)
         self.raw[f"cli.{action}"] = {**s, "failures": failures}
+        shown = "status ID" if action == "status" else f"{action} -- true"
         self.add(
             f"cli.{action}",
             "client CLI",
-            f"`rund-trio client {action} -- true`, median",
+            f"`rund-trio client {shown}`, median",
             s["p50"],
             "ms",
             target=150 if action == "start" else None,
+            target_ratio=0.35 if action == "status" else None,
             counterpart="ssh_true_ms",
             note=f"n={s['n']}" + (f", {failures} failed" if failures else ""),
         )

@@ -27,6 +27,7 @@ Phases, in order (each bounded in count and time, loopback only):
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import json
 import os
@@ -44,6 +45,7 @@ from typing import Any
 
 import trio
 
+import rund_trio
 from bench import baselines, contained, grpc_aio, job_io, not_found, retained, rund_load
 from bench.daemon import Daemon, Pki, clean_env, rund_executable, spawn_daemon
 from bench.report import Report
@@ -332,13 +334,26 @@ def bench_default(report: Report, pki: Pki, work: Path, sz: Sizes, prof: Profile
         except Exception as error:
             report.notes.append(f"log replay failed: {error!r}")
 
-        # The CLI, whole process
+        # The CLI, whole process, as installed: its modules compiled (an
+        # editable install run with PYTHONDONTWRITEBYTECODE would compile
+        # every module from source in every run, which no installed copy does)
+        compileall.compile_dir(Path(rund_trio.__file__).parent, quiet=1)
         rund = rund_executable()
         common = ["--addr", addr, *pki.client_args()]
         for action in ("start", "run"):
             argv = [rund, "client", action, *common, "--", "true"]
             samples, failures = baselines.wall_times(argv, sz.cli_runs, env=clean_env())
             report.cli_row(action, samples, failures)
+        job_id = subprocess.run(
+            [rund, "client", "start", *common, "--", "true"],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=30,
+        ).stdout.strip()
+        argv = [rund, "client", "status", *common, job_id]
+        samples, failures = baselines.wall_times(argv, sz.cli_runs, env=clean_env())
+        report.cli_row("status", samples, failures)
     finally:
         report.daemon_exit("default", daemon.stop())
 

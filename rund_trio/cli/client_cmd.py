@@ -15,9 +15,12 @@ from rund_trio.cli.sizes import parse_size
 from rund_trio.cli.tls_discovery import add_client_tls_options
 
 if TYPE_CHECKING:
+    import ssl
+
     from google.protobuf.wrappers_pb2 import UInt32Value, UInt64Value
 
     from rund_trio.api import rund_pb2 as pb
+    from rund_trio.cli.tls_discovery import FoundTls
     from rund_trio.client.api import RundClient
 
 
@@ -140,7 +143,11 @@ def add_parser(subparsers: Any) -> None:
             metavar="CMD",
             help="the program and its arguments; put -- before it",
         )
-        parser.set_defaults(handler=run_action, action_fn=_start if name == "start" else _run)
+        parser.set_defaults(
+            handler=run_action,
+            action_fn=_start if name == "start" else _run,
+            one_shot=name == "start",
+        )
 
     stop = command_parser("stop", "stop a job (its whole process tree) and print its final status")
     stop.add_argument("job_id", metavar="ID")
@@ -151,11 +158,11 @@ def add_parser(subparsers: Any) -> None:
         metavar="SECONDS",
         help="send SIGTERM first and SIGKILL only after SECONDS (default: SIGKILL)",
     )
-    stop.set_defaults(handler=run_action, action_fn=_stop)
+    stop.set_defaults(handler=run_action, action_fn=_stop, one_shot=True)
 
     status = command_parser("status", "print a job's status as JSON")
     status.add_argument("job_id", metavar="ID")
-    status.set_defaults(handler=run_action, action_fn=_status)
+    status.set_defaults(handler=run_action, action_fn=_status, one_shot=True)
 
     log = command_parser(
         "log",
@@ -173,7 +180,7 @@ def add_parser(subparsers: Any) -> None:
     shown.add_argument(
         "--json", action="store_true", help="one JSON object per job and line (as status)"
     )
-    ps.set_defaults(handler=run_action, action_fn=_ps)
+    ps.set_defaults(handler=run_action, action_fn=_ps, one_shot=True)
 
     wait = command_parser(
         "wait",
@@ -181,12 +188,12 @@ def add_parser(subparsers: Any) -> None:
         "exit with the last one's",
     )
     wait.add_argument("job_ids", nargs="+", metavar="ID")
-    wait.set_defaults(handler=run_action, action_fn=_wait)
+    wait.set_defaults(handler=run_action, action_fn=_wait, one_shot=True)
 
     rm = command_parser("rm", "forget ended jobs: their record and their output")
     rm.add_argument("job_ids", nargs="+", metavar="ID")
     rm.add_argument("-f", "--force", action="store_true", help="stop running jobs first (SIGKILL)")
-    rm.set_defaults(handler=run_action, action_fn=_rm)
+    rm.set_defaults(handler=run_action, action_fn=_rm, one_shot=True)
 
     prune = command_parser("prune", "forget all your ended jobs (record and output)")
     prune.add_argument(
@@ -196,7 +203,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="DURATION",
         help="only jobs that ended longer ago than this, e.g. 1h or 7d",
     )
-    prune.set_defaults(handler=run_action, action_fn=_prune)
+    prune.set_defaults(handler=run_action, action_fn=_prune, one_shot=True)
 
     feed = command_parser(
         "input", "send this command's stdin to a job started with -i, until end of file"
@@ -278,22 +285,68 @@ def add_job_io_options(parser: argparse.ArgumentParser, action: str) -> None:
 def run_action(args: argparse.Namespace) -> int:
     """Run one client action; SIGINT, SIGTERM or SIGHUP end it quietly with 128 + signal.
 
-    The client runs on asyncio through anyio: a one-shot command starts faster
-    without importing trio (the daemon's event loop), and the client library
-    works under either."""
-    import signal
-
-    import anyio
-
+    A unary action (``one_shot``: its calls each get one answer) runs on a
+    blocking connection without an event loop: the command's whole life is a
+    few round trips, and importing and starting one would cost more than
+    they take. Any other runs on asyncio through anyio: the client library
+    works under either, and the command never imports trio (the daemon's
+    event loop)."""
     from rund_trio.cli.tls_discovery import client_tls
-    from rund_trio.client.api import RundClient
-    from rund_trio.client.diagnose import Diagnosed
-    from rund_trio.errors import RundError
 
     if getattr(args, "command", None):
         check_text_command(args.command)
     tls = client_tls(args)
     ssl_context = tls.files.client_context()
+    if getattr(args, "one_shot", False):
+        return _run_one_shot(args, tls, ssl_context)
+    return _run_on_asyncio(args, tls, ssl_context)
+
+
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP arrived during a one-shot action."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _run_one_shot(args: argparse.Namespace, tls: FoundTls, ssl_context: ssl.SSLContext) -> int:
+    import signal
+
+    from rund_trio.client.api import RundClient
+    from rund_trio.client.diagnose import Diagnosed
+    from rund_trio.rpc._blocking import run_without_loop
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise _Signalled(signum)
+
+    previous = {
+        signum: signal.signal(signum, interrupted) for signum in (signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        with RundClient.connect_blocking(args.addr, ssl_context) as client:
+            result: int = run_without_loop(args.action_fn(client, args))
+            return result
+    except Diagnosed as error:
+        raise tls.explain(error) from None
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except _Signalled as signalled:
+        return 128 + signalled.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_on_asyncio(args: argparse.Namespace, tls: FoundTls, ssl_context: ssl.SSLContext) -> int:
+    import signal
+
+    import anyio
+
+    from rund_trio.client.api import RundClient
+    from rund_trio.client.diagnose import Diagnosed
+    from rund_trio.errors import RundError
+
     # What the next signals do instead of ending the command, popped from the
     # end (``run``: stop the job, then kill it). One receiver for the whole
     # command: on asyncio a nested one takes the signals from this one, and a
@@ -363,8 +416,8 @@ def _start_request(args: argparse.Namespace) -> pb.JobStartRequest:
     import os
 
     from rund_trio.api import rund_pb2 as pb
-    from rund_trio.cli.interactive import window_size
     from rund_trio.cli.job_env import job_env
+    from rund_trio.cli.local_stdin import window_size
 
     request = pb.JobStartRequest(name=args.command[0], args=args.command[1:])
     request.env.extend(job_env(args.env, args.env_file, os.environ))
@@ -399,7 +452,7 @@ def _print_status(status: pb.JobStatus) -> None:
 
 
 async def _start(client: RundClient, args: argparse.Namespace) -> int:
-    from rund_trio.cli.interactive import note_stdin_not_sent
+    from rund_trio.cli.local_stdin import note_stdin_not_sent
 
     request = _start_request(args)
     if not args.interactive:
@@ -475,7 +528,8 @@ def exit_code_of(status: pb.JobStatus) -> int:
 async def _run(client: RundClient, args: argparse.Namespace) -> int:
     import signal
 
-    from rund_trio.cli.interactive import check_terminal_input, interact, note_stdin_not_sent
+    from rund_trio.cli.interactive import check_terminal_input, interact
+    from rund_trio.cli.local_stdin import note_stdin_not_sent
     from rund_trio.errors import RpcError
 
     check_terminal_input(args.interactive, args.tty)

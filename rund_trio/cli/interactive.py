@@ -9,8 +9,6 @@ import contextlib
 import fcntl
 import os
 import signal
-import stat
-import sys
 import termios
 import tty
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from rund_trio.cli.local_stdin import STDIN_FD, stdin_kind, window_size
 from rund_trio.errors import ConfigError, RpcError, sole_exception
 
 if TYPE_CHECKING:
@@ -28,34 +27,6 @@ STDIN_CHUNK = 1024 * 1024
 few large messages cost the client and the daemon far less than many small."""
 STDIN_PIPE_SIZE = 1024 * 1024
 """A pipe on stdin is enlarged to this (best effort), so one read takes more."""
-STDIN_FD = 0
-
-
-def stdin_kind(fd: int = STDIN_FD) -> str:
-    """``"tty"``, ``"pipe"`` (a FIFO or socket), ``"file"`` (a regular
-    file), or ``"other"`` (e.g. /dev/null, or closed)."""
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        return "other"
-    if os.isatty(fd):
-        return "tty"
-    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-        return "pipe"
-    if stat.S_ISREG(mode):
-        return "file"
-    return "other"
-
-
-def note_stdin_not_sent(fd: int = STDIN_FD) -> None:
-    """Say on stderr that stdin is not sent when it is a pipe or a file, so
-    that ``echo hi | rund-trio client run -- cat`` does not drop it silently."""
-    if stdin_kind(fd) in ("pipe", "file"):
-        print(
-            "rund-trio: note: your stdin is not sent to the job (its stdin is /dev/null); "
-            "add -i to send it",
-            file=sys.stderr,
-        )
 
 
 async def stdin_chunks(fd: int = STDIN_FD) -> AsyncIterator[bytes]:
@@ -80,16 +51,6 @@ async def stdin_chunks(fd: int = STDIN_FD) -> AsyncIterator[bytes]:
         if not data:
             return
         yield data
-
-
-def window_size() -> tuple[int, int] | None:
-    """(rows, columns) of the client's terminal (stdin's, else stdout's), or
-    None when neither is a terminal."""
-    for fd in (STDIN_FD, 1):
-        with contextlib.suppress(OSError):
-            size = os.get_terminal_size(fd)
-            return size.lines, size.columns
-    return None
 
 
 @contextlib.contextmanager

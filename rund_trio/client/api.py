@@ -14,9 +14,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import aclosing, asynccontextmanager, contextmanager
-from datetime import datetime, timedelta
-
-import anyio
+from typing import TYPE_CHECKING
 
 from rund_trio.address import parse_address
 from rund_trio.api import rund_pb2 as pb
@@ -28,9 +26,19 @@ from rund_trio.client.diagnose import (
     diagnose_not_grpc,
 )
 from rund_trio.errors import RpcError, sole_exception
-from rund_trio.rpc import Channel, Stage, TransportFailed, open_channel
-from rund_trio.rpc._tls import ByteStream
+from rund_trio.rpc._failures import Stage, TransportFailed
 from rund_trio.wire.job_log import LogChunk, framed_input_message
+
+if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
+    from rund_trio.rpc._blocking import BlockingChannel
+    from rund_trio.rpc._client import Channel
+    from rund_trio.rpc._tls import ByteStream
+
+# anyio (and asyncio under it) is imported by the calls that need an event
+# loop: a one-shot command on a blocking channel (``connect_blocking``) never
+# pays for it.
 
 SERVICE = "rund.JobController"
 
@@ -42,9 +50,10 @@ def _log_chunk(data: bytes) -> LogChunk:
 
 
 class RundClient:
-    """A connection to one daemon. Use ``RundClient.connect`` to make one."""
+    """A connection to one daemon. Use ``RundClient.connect`` (or, for a
+    process that makes a few unary calls and exits, ``connect_blocking``)."""
 
-    def __init__(self, channel: Channel, addr: str) -> None:
+    def __init__(self, channel: Channel | BlockingChannel, addr: str) -> None:
         self._channel = channel
         self._addr = addr
 
@@ -62,13 +71,33 @@ class RundClient:
             ConfigError: ``addr`` is a URL, not ``host:port``.
             Diagnosed: the connection could not be made, or it ended.
         """
-        check_dial_address(addr)
-        host, port = parse_address(addr, default_host="localhost")
-        assert host is not None
-        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        from rund_trio.rpc._client import open_channel
+
+        host, port, shown = _dial_address(addr)
         with _diagnosed(shown, host):
             async with open_channel(host, port, ssl_context, transport=transport) as channel:
                 yield cls(channel, shown)
+
+    @classmethod
+    @contextmanager
+    def connect_blocking(cls, addr: str, ssl_context: ssl.SSLContext) -> Iterator[RundClient]:
+        """``connect`` with blocking I/O and no event loop, for a process that
+        makes a few unary calls and exits: the unary methods never suspend
+        (run them with ``rund_trio.rpc.run_without_loop``); ``log`` and
+        ``input`` need ``connect``. Raises as ``connect`` does."""
+        from rund_trio.rpc._blocking import open_blocking_channel
+
+        host, port, shown = _dial_address(addr)
+        with _diagnosed(shown, host), open_blocking_channel(host, port, ssl_context) as channel:
+            yield cls(channel, shown)
+
+    def _streaming(self) -> Channel:
+        """The channel, for a call that streams (it needs an event loop)."""
+        from rund_trio.rpc._client import Channel
+
+        if not isinstance(self._channel, Channel):
+            raise TypeError("streaming calls need RundClient.connect, not connect_blocking")
+        return self._channel
 
     async def start(self, request: pb.JobStartRequest) -> str:
         """Start a job; returns its id."""
@@ -156,7 +185,7 @@ class RundClient:
         if since is not None:
             request.since.FromDatetime(since)
         # Log responses are decoded by hand (see rund_trio.wire.job_log).
-        responses = self._channel.unary_stream(SERVICE, "Log", request, _log_chunk)
+        responses = self._streaming().unary_stream(SERVICE, "Log", request, _log_chunk)
         with _diagnosed(self._addr):
             async with aclosing(responses):
                 async for chunk in responses:
@@ -179,7 +208,9 @@ class RundClient:
             return await self._input(job_id, chunks)
 
     async def _input(self, job_id: str, chunks: AsyncIterable[bytes]) -> int:
-        call = self._channel.start(SERVICE, "Input", pb.JobInputReply.FromString, wake=False)
+        import anyio
+
+        call = self._streaming().start(SERVICE, "Input", pb.JobInputReply.FromString, wake=False)
         reply: pb.JobInputReply | None = None
         sent = 0
         left_over = False
@@ -240,6 +271,14 @@ class RundClient:
                 pb.JobResizeRequest(ulid=job_id, rows=rows, cols=cols),
                 pb.JobResizeReply.FromString,
             )
+
+
+def _dial_address(addr: str) -> tuple[str, int, str]:
+    """(host, port, the address as messages show it) of ``--addr``; ``ConfigError`` for a URL."""
+    check_dial_address(addr)
+    host, port = parse_address(addr, default_host="localhost")
+    assert host is not None
+    return host, port, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @contextmanager

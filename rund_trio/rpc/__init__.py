@@ -5,7 +5,9 @@
 * the server on trio (``GrpcServer``: ``serve_on`` any listener,
   ``serve_connection`` any byte stream);
 * the client on anyio (``Channel``), so that the CLI runs on asyncio and
-  starts fast, while tests drive it under trio over memory streams.
+  starts fast, while tests drive it under trio over memory streams;
+* a blocking client for unary calls (``BlockingChannel``), for a command
+  that makes one call and exits: no event loop to import or start.
 
 purerpc stays for what it is good at: service definitions and generated
 stubs; this package re-exports ``Service``, ``Servicer``, ``RPCSignature``
@@ -16,16 +18,7 @@ hyperframe (tests/test_fence.py).
 
 from typing import TYPE_CHECKING, Any
 
-from rund_trio.rpc._client import (
-    Call,
-    Channel,
-    Stage,
-    TransportFailed,
-    describe_connection_error,
-    map_exceptions,
-    open_channel,
-    open_stream_channel,
-)
+from rund_trio.rpc._blocking import BlockingChannel, open_blocking_channel, run_without_loop
 from rund_trio.rpc._core import MAX_FRAME_SIZE, GrpcConnection, Role, parse_timeout
 from rund_trio.rpc._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from rund_trio.rpc._events import (
@@ -42,11 +35,17 @@ from rund_trio.rpc._events import (
     StreamRejected,
     StreamReset,
 )
+from rund_trio.rpc._failures import (
+    Stage,
+    TransportFailed,
+    describe_connection_error,
+    map_exceptions,
+)
 from rund_trio.rpc._state import CallEvent, StreamState, transition
 from rund_trio.rpc._status import MAX_MESSAGE_CHARS, Status, StatusCode, bounded_message
-from rund_trio.rpc._tls import ClientTls
 
 if TYPE_CHECKING:
+    from rund_trio.rpc._client import Call, Channel, open_channel, open_stream_channel
     from rund_trio.rpc._server import (
         MAX_REQUEST_SIZE_LIMIT,
         Cardinality,
@@ -61,6 +60,7 @@ if TYPE_CHECKING:
         current_peer,
         nonblocking_unary,
     )
+    from rund_trio.rpc._tls import ClientTls
 
 _SERVER_NAMES = frozenset(
     {
@@ -81,13 +81,23 @@ _SERVER_NAMES = frozenset(
 )
 
 
+_ANYIO_CLIENT_NAMES = frozenset(
+    {"Call", "Channel", "ClientTls", "open_channel", "open_stream_channel"}
+)
+
+
 def __getattr__(name: str) -> Any:
     # The server side (and purerpc's service definitions) import trio and
-    # purerpc: a client (the CLI, on asyncio) does not pay for them.
+    # purerpc, the client on anyio imports anyio: a one-shot client (the CLI's
+    # unary commands, on ``BlockingChannel``) pays for none of them.
     if name in _SERVER_NAMES:
         from rund_trio.rpc import _server
 
         return getattr(_server, name)
+    if name in _ANYIO_CLIENT_NAMES:
+        from rund_trio.rpc import _client, _tls
+
+        return getattr(_tls if name == "ClientTls" else _client, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -96,6 +106,7 @@ __all__ = [
     "MAX_MESSAGE_CHARS",
     "MAX_REQUEST_SIZE_LIMIT",
     "NEED_DATA",
+    "BlockingChannel",
     "Call",
     "CallEvent",
     "Cardinality",
@@ -135,8 +146,10 @@ __all__ = [
     "describe_connection_error",
     "map_exceptions",
     "nonblocking_unary",
+    "open_blocking_channel",
     "open_channel",
     "open_stream_channel",
     "parse_timeout",
+    "run_without_loop",
     "transition",
 ]

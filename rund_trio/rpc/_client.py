@@ -14,18 +14,16 @@ boundary (``map_exceptions``).
 
 from __future__ import annotations
 
-import enum
-import os
 import ssl
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.abc
 
-from rund_trio.errors import ConnectionFailed, ResourceExhausted, RpcError, sole_exception
+from rund_trio.errors import ResourceExhausted, RpcError, sole_exception
 from rund_trio.rpc._core import GrpcConnection, Role
 from rund_trio.rpc._errors import LocalProtocolError, RemoteProtocolError
 from rund_trio.rpc._events import (
@@ -34,9 +32,16 @@ from rund_trio.rpc._events import (
     MessageReceived,
     ResponseEnded,
 )
+from rund_trio.rpc._failures import (
+    REFUSED_AT_ONCE,
+    Stage,
+    TransportFailed,
+    describe_connection_error,
+    map_exceptions,
+)
+from rund_trio.rpc._failures import io_errors as _io_errors
 from rund_trio.rpc._status import Status, StatusCode
 from rund_trio.rpc._tls import ByteStream, ClientTls
-from rund_trio.rpc._tls import io_errors as _io_errors
 
 __all__ = [
     "Call",
@@ -52,75 +57,6 @@ __all__ = [
 T = TypeVar("T")
 
 MAX_RESPONSE_MESSAGE = 4 * 1024 * 1024
-REFUSED_AT_ONCE = (
-    "the daemon closed the connection (at once, it means the daemon refused this "
-    "client's certificate: check --cert and --key against the daemon's --ca)"
-)
-
-
-class Stage(enum.Enum):
-    """Where a connection failed."""
-
-    CONNECT = "connect"
-    """Reaching the peer: name resolution, TCP, the TLS handshake."""
-    PROTOCOL = "protocol"
-    """The TLS handshake succeeded but the peer did not agree to HTTP/2 (ALPN)."""
-    CONNECTION = "connection"
-    """The established connection ended (or broke) while calls were open or being made."""
-
-
-class TransportFailed(ConnectionFailed):
-    """A ``ConnectionFailed`` with the facts behind it, for a caller that
-    explains them: where it failed (``stage``), the I/O or TLS error the
-    transport raised (``cause``; None when the peer just closed), whether the
-    peer had sent anything on the connection after the TLS handshake
-    (``peer_answered``: its HTTP/2 settings at least), and the ALPN protocol
-    it agreed to (``alpn``). The message is this layer's own short account."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        stage: Stage,
-        cause: BaseException | None = None,
-        peer_answered: bool = False,
-        alpn: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.stage = stage
-        self.cause = cause
-        self.peer_answered = peer_answered
-        self.alpn = alpn
-
-
-@contextmanager
-def map_exceptions(what: str) -> Iterator[None]:
-    """The one table from I/O errors to ``ConnectionFailed``: "``what``: reason"."""
-    try:
-        yield
-    except _io_errors() as error:
-        raise TransportFailed(
-            f"{what}: {describe_connection_error(error)}", stage=Stage.CONNECT, cause=error
-        ) from error
-
-
-def describe_connection_error(error: BaseException) -> str:
-    """A short human reason for a connection error: the TLS alert, the OS
-    error, or the error itself."""
-    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
-        return str(error.verify_message)
-    if isinstance(error, ssl.SSLError):
-        return str(error.reason or error).lower().replace("_", " ")
-    if isinstance(error, OSError) and error.errno:
-        return os.strerror(error.errno)  # asyncio words it "Connect call failed (...)"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    if isinstance(error, anyio.EndOfStream):
-        return "the daemon closed the connection"
-    cause = error.__cause__ or error.__context__
-    if cause is not None and cause is not error:
-        return describe_connection_error(cause)
-    return str(error) or type(error).__name__
 
 
 class _AnyioTransport:
@@ -395,7 +331,7 @@ class Channel:
                     self.wake()
                     data = await self._transport.receive_some()
                     self._heard = self._heard or bool(data)
-                    core.receive_data(bytes(data))
+                    core.receive_data(data)
                     continue
                 if isinstance(event, MessageReceived | ResponseEnded):
                     self._answered = True

@@ -77,7 +77,12 @@ _FRAME_HEADER = 9
 _DATA = 0x0
 _WINDOW_UPDATE = 0x8
 _DEFAULT_WINDOW = 65_535
-_DATA_FRAME_HEADER = struct.Struct(">HBBBL")  # length (24 bits), type, flags, stream id
+_FRAME_HEADER_FORMAT = struct.Struct(">HBBBL")  # length (24 bits), type, flags, stream id
+_WINDOW_UPDATE_FRAME = struct.Struct(">xHBBLL")  # length (< 2**16), type, flags, stream, increment
+_END_STREAM = 0x1
+_PADDED = 0x8
+_CONNECTION_RECEIVE_WINDOW = _DEFAULT_WINDOW + 2**30
+"""What the connection lets the peer send (raised by 2**30 at its start)."""
 LARGE_WRITE = 64 * 1024
 """Buffers this large are written on their own (uncopied), not joined."""
 MAX_FRAME_SIZE = 2**24 - 1
@@ -93,7 +98,6 @@ _HEADERS = 0x1
 _RST_STREAM = 0x3
 _END_HEADERS = 0x4
 _DEFAULT_HEADER_TABLE_SIZE = 4096
-_END_STREAM = 0x1
 _RESPONSE_HEADERS_BLOCK = b"\x88\x0f\x10\x10application/grpc"
 """``:status: 200`` (static table entry 8) and ``content-type: application/grpc``
 (a literal without indexing, its name static entry 31), HPACK-encoded: the
@@ -101,6 +105,10 @@ same bytes for every response, and not touching either side's dynamic table."""
 _MAX_OWN_BLOCK = 16_384
 """The largest header block the core sends itself: one frame of the smallest
 size a peer may allow (a larger one is h2's, with CONTINUATION frames)."""
+
+
+_READING = (StreamState.OPEN, StreamState.LOCAL_DONE)
+"""The states of a stream whose DATA the core reads (the peer may still send)."""
 
 
 class Role(enum.Enum):
@@ -120,69 +128,148 @@ class _MessageError(Exception):
 
 
 class _MessageReader:
-    """gRPC's length-prefixed messages out of one stream's DATA, and the
-    flow-control credit each message accounts for."""
+    """gRPC's length-prefixed messages out of one stream's DATA payloads, and
+    the flow-control credit each message accounts for.
+
+    Payloads come as views of the bytes received (``_Inbound``); a message is
+    copied out of them once, into its own ``bytes``, however many frames and
+    reads it was split across."""
 
     def __init__(self, max_length: int, too_large: str) -> None:
         self._max_length = max_length
         self._too_large = too_large
-        self._buffer = bytearray()
+        self._prefix = bytearray()
+        """The start of a 5-byte prefix split across payloads."""
+        self._parts: list[memoryview] = []
+        """The parts of the message being received, once its prefix is known."""
+        self._missing = 0
+        """Bytes of that message still to come."""
+        self._length = -1
+        """Its length, or -1 between messages."""
         self.credit = 0
         """Flow-controlled bytes received and not yet attributed to a message."""
 
-    def feed(self, data: bytes, flow_controlled_length: int) -> list[tuple[bytes, int]]:
-        """Whole messages completed by ``data``, each with its credit; raises
+    def feed(
+        self, payload: list[memoryview], flow_controlled_length: int
+    ) -> list[tuple[bytes, int]]:
+        """Whole messages completed by ``payload``, each with its credit; raises
         ``_MessageError`` for a message that is compressed or too large (seen
-        from its prefix, before its body is buffered)."""
+        from its prefix, before its body is kept). ``payload``'s views are
+        kept until their message is complete: their bytes must not change."""
         self.credit += flow_controlled_length
-        if self._buffer:
-            self._buffer += data
-            source: bytes | bytearray = self._buffer
-        else:
-            source = data  # the usual case: whole messages, taken out with one copy
-        messages: list[tuple[bytes, int]] = []
-        at = 0
-        with memoryview(source) as view:
-            while len(source) - at >= 5:
-                flag = source[at]
-                length = int.from_bytes(view[at + 1 : at + 5], "big")
-                if flag:
-                    raise _MessageError(
-                        Status(
-                            StatusCode.INVALID_ARGUMENT,
-                            "a message is flagged compressed but the request names no "
-                            "grpc-encoding",
-                        )
-                    )
-                if length > self._max_length:
-                    raise _MessageError(
-                        Status(
-                            StatusCode.RESOURCE_EXHAUSTED,
-                            self._too_large.format(length=length, limit=self._max_length),
-                        )
-                    )
-                if len(source) - at - 5 < length:
-                    break
-                messages.append((bytes(view[at + 5 : at + 5 + length]), 0))
-                at += 5 + length
-        if source is self._buffer:
-            del self._buffer[:at]
-        elif at < len(source):
-            self._buffer += memoryview(source)[at:]
-        if messages:
-            last, _ = messages[-1]
-            messages[-1] = (last, self.credit)
-            self.credit = 0
-        return messages
+        messages: list[bytes] = []
+        for piece in payload:
+            at, size = 0, len(piece)
+            while at < size:
+                if self._length < 0:
+                    if not self._prefix and size - at >= 5:
+                        prefix: bytes | bytearray | memoryview = piece[at : at + 5]
+                        at += 5
+                    else:
+                        take = min(5 - len(self._prefix), size - at)
+                        self._prefix += piece[at : at + take]
+                        at += take
+                        if len(self._prefix) < 5:
+                            break
+                        prefix, self._prefix = self._prefix, bytearray()
+                    self._start(prefix[0], int.from_bytes(prefix[1:5], "big"))
+                    if self._missing == 0:
+                        messages.append(b"")
+                        self._length = -1
+                    continue
+                take = min(self._missing, size - at)
+                if take == self._length:  # the whole message in this piece: one copy
+                    messages.append(bytes(piece[at : at + take]))
+                    self._length = -1
+                    at += take
+                    continue
+                self._parts.append(piece[at : at + take])
+                self._missing -= take
+                at += take
+                if self._missing == 0:
+                    messages.append(b"".join(self._parts))
+                    self._parts.clear()
+                    self._length = -1
+        if not messages:
+            return []
+        credited = [(message, 0) for message in messages]
+        credited[-1] = (messages[-1], self.credit)
+        self.credit = 0
+        return credited
+
+    def _start(self, flag: int, length: int) -> None:
+        if flag:
+            raise _MessageError(
+                Status(
+                    StatusCode.INVALID_ARGUMENT,
+                    "a message is flagged compressed but the request names no grpc-encoding",
+                )
+            )
+        if length > self._max_length:
+            raise _MessageError(
+                Status(
+                    StatusCode.RESOURCE_EXHAUSTED,
+                    self._too_large.format(length=length, limit=self._max_length),
+                )
+            )
+        self._length = self._missing = length
 
     def truncation(self) -> str | None:
         """What is missing when the stream ends here, or None if nothing is."""
-        if not self._buffer:
+        if self._prefix:
+            return f"{len(self._prefix)} of 5 (header) bytes arrived"
+        if self._length < 0:
             return None
-        if len(self._buffer) < 5:
-            return f"{len(self._buffer)} of 5 (header) bytes arrived"
-        length = int.from_bytes(self._buffer[1:5], "big")
-        return f"{len(self._buffer) - 5} of {length} bytes arrived"
+        return f"{self._length - self._missing} of {self._length} bytes arrived"
+
+
+class _Inbound:
+    """The bytes received and not yet parsed, kept as the buffers they came
+    in (no copy): a frame is taken out as views of them, so reading is linear
+    in the bytes however a frame was split across reads."""
+
+    def __init__(self) -> None:
+        self._pieces: deque[memoryview] = deque()
+        self.size = 0
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        if view.nbytes:
+            self._pieces.append(view.cast("B") if view.format != "B" else view)
+            self.size += view.nbytes
+
+    def peek(self, count: int) -> bytes:
+        """The first ``count`` bytes (fewer if fewer arrived), left in place."""
+        first = self._pieces[0] if self._pieces else b""
+        if len(first) >= count:
+            return bytes(first[:count])
+        joined = bytearray()
+        for piece in self._pieces:
+            joined += piece[: count - len(joined)]
+            if len(joined) == count:
+                break
+        return bytes(joined)
+
+    def take(self, count: int) -> list[memoryview]:
+        """The first ``count`` bytes (there must be as many), removed, as views."""
+        out: list[memoryview] = []
+        pieces = self._pieces
+        self.size -= count
+        while count:
+            piece = pieces[0]
+            if len(piece) <= count:
+                out.append(pieces.popleft())
+                count -= len(piece)
+            else:
+                out.append(piece[:count])
+                pieces[0] = piece[count:]
+                count = 0
+        return out
+
+    def take_bytes(self, count: int) -> bytes:
+        """``take``, as one ``bytes``."""
+        parts = self.take(count)
+        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
 
 
 @dataclass
@@ -202,6 +289,11 @@ class _Stream:
     end_sent: bool = False
     window: int = _DEFAULT_WINDOW
     """What the peer lets this stream send (its flow-control window), in bytes."""
+    received: int = 0
+    """DATA bytes the peer sent on it whose credit has not gone back (what its
+    receive window lacks)."""
+    credit: int = 0
+    """Of those, bytes consumed whose credit waits to go back in one WINDOW_UPDATE."""
 
 
 class GrpcConnection:
@@ -255,7 +347,13 @@ class GrpcConnection:
         self._h2.max_inbound_frame_size = MAX_FRAME_SIZE
         self._h2.initiate_connection()
         self._h2.increment_flow_control_window(2**30)
-        self._inbound = bytearray()
+        self._receive_window = min(2 * max_receive_message, _MAX_WINDOW)
+        """Each stream's receive window (advertised in SETTINGS)."""
+        self._received = 0
+        """DATA bytes the core read on the connection whose credit has not gone back."""
+        self._credit = 0
+        """Of those, bytes consumed whose credit waits for one WINDOW_UPDATE."""
+        self._inbound = _Inbound()
         self._outgoing: list[bytes | memoryview] = []
         """Buffers to hand over, in order: h2's bytes and the core's DATA frames."""
         self._window = _DEFAULT_WINDOW
@@ -275,11 +373,13 @@ class GrpcConnection:
 
     # ------------------------------------------------------------ receiving
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Buffer bytes received from the peer; ``b""`` means the peer closed
-        its side (end of file). Never parses: ``next_event`` does."""
-        if data:
-            self._inbound += data
+        its side (end of file). Never parses: ``next_event`` does. ``data`` is
+        kept as it is, not copied, until it is parsed (and a message's bytes
+        are copied out of it): the caller must not change it afterwards."""
+        if len(data):
+            self._inbound.append(data)
         else:
             self._eof = True
 
@@ -294,52 +394,95 @@ class GrpcConnection:
         while not self._events:
             if self._state is _ConnectionState.ERROR:
                 return ConnectionClosed(self._closed_reason, error=self._closed_by_error)
-            frame = self._next_frame()
-            if frame is None:
+            if not self._next_frame():
                 if self._eof:
                     self._fail("the peer closed the connection", error=False)
                     continue
                 return NEED_DATA
-            # (the client's preface, handed over as one piece, has a space there)
-            if frame[3] == _WINDOW_UPDATE:
-                self._window_update(frame)
-                self._flush_all()
-                continue
-            try:
-                h2_events = self._h2.receive_data(frame)
-            except h2.exceptions.ProtocolError as error:
-                raise self._protocol_error(error) from None
-            for h2_event in h2_events:
-                self._handle(h2_event)
             self._flush_all()
         return self._events.popleft()
 
-    def _next_frame(self) -> bytes | None:
-        buffer = self._inbound
+    def _next_frame(self) -> bool:
+        """Handle the next frame if it has arrived whole (False if not yet).
+
+        DATA for a stream that reads it is the core's own (``_data_frame``), so
+        are WINDOW_UPDATEs; every other frame goes to h2, as one ``bytes``."""
+        inbound = self._inbound
         if self._preface_pending:
-            if not _PREFACE.startswith(bytes(buffer[: len(_PREFACE)])):
+            if not _PREFACE.startswith(inbound.peek(len(_PREFACE))):
                 self._h2.close_connection(error_code=h2.errors.ErrorCodes.PROTOCOL_ERROR)
                 self._fail("the peer broke HTTP/2: no HTTP/2 preface", error=True)
                 raise RemoteProtocolError(
                     "the client did not start with the HTTP/2 preface", StatusCode.UNAVAILABLE
                 )
-            if len(buffer) < len(_PREFACE):
-                return None
+            if inbound.size < len(_PREFACE):
+                return False
             self._preface_pending = False
-            preface = bytes(buffer[: len(_PREFACE)])
-            del buffer[: len(_PREFACE)]
-            return preface
-        if len(buffer) < _FRAME_HEADER:
-            return None
+            self._to_h2(inbound.take_bytes(len(_PREFACE)))
+            return True
+        if inbound.size < _FRAME_HEADER:
+            return False
+        header = inbound.peek(_FRAME_HEADER)
         # (24 bits: never above MAX_FRAME_SIZE, which is what this side advertises)
-        length = int.from_bytes(buffer[:3], "big")
-        end = _FRAME_HEADER + length
-        if len(buffer) < end:
-            return None
-        with memoryview(buffer) as view, view[:end] as whole:
-            frame = bytes(whole)  # one copy (a bytearray slice would be a second)
-        del buffer[:end]
-        return frame
+        length = int.from_bytes(header[:3], "big")
+        if inbound.size < _FRAME_HEADER + length:
+            return False
+        kind = header[3]
+        if kind == _DATA:
+            stream = self._streams.get(int.from_bytes(header[5:9], "big") & _MAX_WINDOW)
+            if stream is not None and stream.state in _READING:
+                inbound.take(_FRAME_HEADER)
+                self._data_frame(stream, header[4], inbound.take(length), length)
+                return True
+        elif kind == _WINDOW_UPDATE:
+            self._window_update(inbound.take_bytes(_FRAME_HEADER + length))
+            return True
+        self._to_h2(inbound.take_bytes(_FRAME_HEADER + length))
+        return True
+
+    def _to_h2(self, data: bytes) -> None:
+        try:
+            h2_events = self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError as error:
+            raise self._protocol_error(error) from None
+        for h2_event in h2_events:
+            self._handle(h2_event)
+
+    def _data_frame(
+        self, stream: _Stream, flags: int, payload: list[memoryview], length: int
+    ) -> None:
+        """A DATA frame (RFC 9113 6.1) on a stream that reads: checked and
+        counted against the receive windows as h2 would, its payload given to
+        the stream's reader as views (no copy), its END_STREAM to h2 (as an
+        empty DATA frame: h2's stream states stay the truth)."""
+        if flags & _PADDED:
+            pad = payload[0][0] if length else 0
+            if not length or pad >= length:
+                raise self._connection_error(
+                    h2.errors.ErrorCodes.PROTOCOL_ERROR,
+                    "a DATA frame's padding is not shorter than the frame",
+                )
+            payload = _trimmed(payload, 1, pad)
+        if self._received + length > _CONNECTION_RECEIVE_WINDOW:
+            raise self._connection_error(
+                h2.errors.ErrorCodes.FLOW_CONTROL_ERROR,
+                "DATA beyond the connection's flow-control window",
+            )
+        self._received += length
+        if stream.received + length > self._receive_window:
+            self._credit_connection(length)
+            self._stream_error(stream, h2.errors.ErrorCodes.FLOW_CONTROL_ERROR)
+            return
+        stream.received += length
+        try:
+            messages = stream.reader.feed(payload, length)
+        except _MessageError as error:
+            self._reject(stream, error.status)
+        else:
+            for message, credit in messages:
+                self._events.append(MessageReceived(stream.stream_id, message, credit))
+        if flags & _END_STREAM and stream.stream_id in self._streams:
+            self._to_h2(_data_frame_header(stream.stream_id, 0, flags=_END_STREAM))
 
     def _protocol_error(self, error: h2.exceptions.ProtocolError) -> RemoteProtocolError:
         if isinstance(error, h2.exceptions.TooManyStreamsError):
@@ -523,23 +666,16 @@ class GrpcConnection:
         self._events.append(ResponseReceived(event.stream_id))
 
     def _data_received(self, event: h2.events.DataReceived) -> None:
-        stream = self._streams.get(event.stream_id)
+        # h2 sees DATA only on streams that no longer read it (refused,
+        # rejected, reset, ended: dropped, its credit given back at once), and
+        # the empty END_STREAM frames of ``_data_frame``.
         length = event.flow_controlled_length
-        if stream is None or stream.state in (StreamState.REJECTED, StreamState.CLOSED):
-            # Refused, rejected or reset: drop the data, give its credit back.
+        if length:
             self._h2.acknowledge_received_data(length, event.stream_id)
-            return
-        try:
-            messages = stream.reader.feed(event.data, length)
-        except _MessageError as error:
-            self._reject(stream, error.status)
-            return
-        for message, credit in messages:
-            self._events.append(MessageReceived(stream.stream_id, message, credit))
 
     def _reject(self, stream: _Stream, status: Status) -> None:
         credit, stream.reader.credit = stream.reader.credit, 0
-        self._h2.acknowledge_received_data(credit, stream.stream_id)
+        self._credit_connection(credit)
         if self._client:
             # A response the client cannot take: end the call here, stop the server.
             self._streams.pop(stream.stream_id, None)
@@ -593,9 +729,30 @@ class GrpcConnection:
 
     def acknowledge(self, stream_id: int, flow_controlled_length: int) -> None:
         """Give back the receive-window credit of a consumed message, so that
-        the peer may send more; a slow consumer holds back its own stream."""
-        if flow_controlled_length and self._state is _ConnectionState.OPEN:
-            self._h2.acknowledge_received_data(flow_controlled_length, stream_id)
+        the peer may send more; a slow consumer holds back its own stream.
+        The credit goes back in WINDOW_UPDATEs of a quarter of a window or more."""
+        if not flow_controlled_length or self._state is not _ConnectionState.OPEN:
+            return
+        self._credit_connection(flow_controlled_length)
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.state not in _READING:
+            return  # it reads no more: its window no longer matters
+        stream.credit += flow_controlled_length
+        if stream.credit >= self._receive_window // 4:
+            self._send_window_update(stream_id, stream.credit)
+            stream.received -= stream.credit
+            stream.credit = 0
+
+    def _credit_connection(self, length: int) -> None:
+        self._credit += length
+        if self._credit >= _CONNECTION_RECEIVE_WINDOW // 4 and self._state is _ConnectionState.OPEN:
+            self._send_window_update(0, self._credit)
+            self._received -= self._credit
+            self._credit = 0
+
+    def _send_window_update(self, stream_id: int, increment: int) -> None:
+        self._take_h2_bytes()  # what h2 queued goes first
+        self._outgoing.append(_WINDOW_UPDATE_FRAME.pack(4, _WINDOW_UPDATE, 0, stream_id, increment))
 
     # -------------------------------------------------------------- sending
 
@@ -888,13 +1045,33 @@ class GrpcConnection:
         return int(self._h2.remote_settings.max_concurrent_streams)
 
 
-def _data_frame_header(stream_id: int, length: int) -> bytes:
-    """A DATA frame's 9-byte header: no flags (END_STREAM is h2's to send)."""
-    return _DATA_FRAME_HEADER.pack(length >> 8, length & 0xFF, _DATA, 0, stream_id)
+def _data_frame_header(stream_id: int, length: int, *, flags: int = 0) -> bytes:
+    """A DATA frame's 9-byte header."""
+    return _frame_header(length, _DATA, flags, stream_id)
+
+
+def _trimmed(views: list[memoryview], head: int, tail: int) -> list[memoryview]:
+    """``views`` without their first ``head`` and last ``tail`` bytes (a DATA
+    frame's padding)."""
+    out: list[memoryview] = []
+    for view in views:
+        skip = min(head, len(view))
+        head -= skip
+        if skip < len(view):
+            out.append(view[skip:])
+    while tail and out:
+        last = out.pop()
+        if len(last) > tail:
+            out.append(last[: len(last) - tail])
+            tail = 0
+        else:
+            tail -= len(last)
+    return out
 
 
 def _frame_header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
-    return _DATA_FRAME_HEADER.pack(length >> 8, length & 0xFF, kind, flags, stream_id)
+    """A frame's 9-byte header."""
+    return _FRAME_HEADER_FORMAT.pack(length >> 8, length & 0xFF, kind, flags, stream_id)
 
 
 def _response_headers_frame(stream_id: int) -> bytes:

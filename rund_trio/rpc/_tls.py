@@ -2,42 +2,24 @@
 memory BIOs (the standard library's public API; no I/O library's internals).
 
 Each ``receive_some`` decrypts every record the bytes already received
-contain, one record-sized buffer at a time: ``SSLObject.read(n)`` allocates
-``n`` bytes before shrinking them, so asking for a whole message's size would
-cost an allocation of that size per 16 KiB record.
+contain straight into one buffer sized for them (``SSLObject.read(n,
+buffer)``: no buffer per record, no join), handed over to the caller.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ssl
-import sys
-from typing import Protocol
+from typing import Protocol, cast
 
 import anyio
+
+from rund_trio.rpc._failures import io_errors
 
 __all__ = ["RECORD_SIZE", "ByteStream", "ClientTls", "io_errors"]
 
 RECORD_SIZE = 16 * 1024
 """The largest TLS record's plaintext."""
-
-
-_IO_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,  # ssl.SSLError included
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-)
-
-
-def io_errors() -> tuple[type[BaseException], ...]:
-    """The I/O errors of the transports in use: anyio's, and trio's when the
-    channel runs on a trio stream (trio is not imported for it: a client on
-    asyncio never pays for importing it)."""
-    trio = sys.modules.get("trio")
-    if trio is None:
-        return _IO_ERRORS
-    return (*_IO_ERRORS, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class ByteStream(Protocol):
@@ -96,28 +78,36 @@ class ClientTls:
         self._ssl.write(data)
         await self._flush()
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        """Every complete record at hand (at least one), or ``b""`` at the end."""
-        pieces: list[bytes] = []
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """Every complete record at hand (at least one), or ``b""`` at the end:
+        decrypted into one new buffer, which is the caller's to keep."""
         while True:
+            # Room for every record the received bytes hold (each record's
+            # plaintext is shorter than the record), decrypted straight into it.
+            buffer = bytearray(max(self._incoming.pending, RECORD_SIZE))
+            filled = 0
             try:
-                piece = self._ssl.read(RECORD_SIZE)
+                with memoryview(buffer) as view:
+                    while filled < len(buffer):
+                        # (with a buffer, read() returns a count; typeshed says bytes)
+                        got = cast(int, self._ssl.read(RECORD_SIZE, view[filled:]))
+                        if not got:
+                            break
+                        filled += got
             except ssl.SSLWantReadError:
-                if pieces:
-                    return b"".join(pieces)
-                if self._outgoing.pending:  # e.g. a TLS 1.3 key update answered
-                    await self._flush()
-                data = await self._transport.receive_some()
-                if not data:
-                    self._incoming.write_eof()
-                else:
-                    self._incoming.write(data)
-                continue
+                if not filled:
+                    if self._outgoing.pending:  # e.g. a TLS 1.3 key update answered
+                        await self._flush()
+                    data = await self._transport.receive_some()
+                    if not data:
+                        self._incoming.write_eof()
+                    else:
+                        self._incoming.write(data)
+                    continue
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                return b"".join(pieces)
-            if not piece:
-                return b"".join(pieces)
-            pieces.append(piece)
+                pass
+            del buffer[filled:]
+            return buffer
 
     async def aclose(self) -> None:
         with contextlib.suppress(ssl.SSLError):

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
@@ -79,3 +80,41 @@ def test_a_second_ctrl_c_during_the_graceful_stop_of_run_kills_the_job_at_once(
     assert client.graces[0] is not None  # the first Ctrl-C: SIGTERM, then the grace
     assert client.graces[1] is None  # the second: kill now
     assert not client.grace_ran_out  # `run` did not wait for the grace period
+
+
+class WaitingClient:
+    """A job that never ends: ``wait`` blocks until a signal comes (sent by
+    the fake itself, as a person would while the command waits)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    async def wait(self, job_id: str) -> pb.JobStatus:
+        os.kill(os.getpid(), self.signum)
+        time.sleep(30)  # the signal's handler interrupts this at once
+        raise AssertionError("the signal did not end the command")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_ends_a_one_shot_command_quietly_with_128_plus_it(
+    monkeypatch: pytest.MonkeyPatch, signum: int
+) -> None:
+    """``client wait`` runs without an event loop, on a blocking connection."""
+
+    @contextmanager
+    def connect_blocking(addr: str, context: object) -> Iterator[WaitingClient]:
+        yield WaitingClient(signum)
+
+    class NoFiles:
+        def client_context(self) -> None:
+            return None
+
+    class NoTls:
+        files = NoFiles()
+
+    monkeypatch.setattr(RundClient, "connect_blocking", connect_blocking)
+    monkeypatch.setattr(tls_discovery, "client_tls", lambda args: NoTls())
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    args = build_parser().parse_args(["client", "wait", "--addr", "localhost:1", "job"])
+    assert client_cmd.run_action(args) == 128 + signum
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # put back as they were

@@ -216,8 +216,8 @@ def test_the_example_line_of_the_readme_is_a_real_line() -> None:
     start = readme.index("### Audit trail")
     example = next(line for line in readme[start:].splitlines() if line.startswith('{"time"'))
     assert set(json.loads(example)) == {
-        "time", "event", "peer", "sans", "certificate_sha256", "method", "job_id", "profile", "start",
-        "code", "duration_seconds",
+        "time", "event", "peer", "sans", "certificate_sha256", "method", "job_id", "profile",
+        "start", "code", "duration_seconds",
     }  # fmt: skip
 
 
