@@ -2,9 +2,12 @@
 pseudo-terminal, and the one Input stream at a time that feeds it.
 
 ``open_stdio`` makes both ends before the job is spawned: the job's end goes
-into its ``ProcessSpec`` (``child_stdin``/``child_terminal``) and is closed by
-``release_child_ends`` once the spawn returned; the daemon's end stays with
-the ``JobStdio`` until the job's task closes it.
+into its ``ProcessSpec`` (``stdin_fd``/``terminal_fd``) and is closed by
+``ChildEnds.close`` once the spawn returned; the daemon's end stays with
+the ``JobStdio`` until the job's task closes it. A contained job's terminal
+is made inside the job, in its own devpts, so that its name exists there
+(``tty`` says ``/dev/pts/0``): its end is then a socket the master comes
+back through (``TerminalMaster``).
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ class TerminalMaster(trio.abc.ReceiveStream):
                     try:
                         self._fd = await _receive_master(channel)
                     except (OSError, trio.ClosedResourceError):
-                        self._fd = None  # closed by ``aclose``, or the job's end is gone
+                        # Closed by ``aclose``, or reset: the job's side ended
+                        # before it read the window size.
+                        self._fd = None
                     finally:
                         self._channel = None
                         channel.close()
@@ -112,20 +117,19 @@ async def _receive_master(channel: trio.socket.SocketType) -> int | None:
     with one fd, received close-on-exec); None at end of file. Packets
     without an fd are skipped; extra fds are closed."""
     while True:
-        _, ancdata, _, _ = await channel.recvmsg(
+        data, ancdata, _, _ = await channel.recvmsg(
             64, socket.CMSG_SPACE(4 * _MAX_FDS), socket.MSG_CMSG_CLOEXEC
         )
         fds: list[int] = []
-        for level, kind, data in ancdata:
+        for level, kind, item in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                usable = len(data) - len(data) % 4
-                fds.extend(array.array("i", data[:usable]))
+                fds.extend(array.array("i", item[: len(item) - len(item) % 4]))
         if fds:
             for extra in fds[1:]:
                 os.close(extra)
             return fds[0]
-        if not ancdata:
-            return None  # a packet with neither data nor fds: end of file
+        if not data:
+            return None  # end of file (the job's side sends no empty packet)
 
 
 _MAX_FDS = 4
@@ -229,7 +233,8 @@ def _ended() -> FailedPrecondition:
 
 
 class ChildEnds:
-    """The job's ends of its stdio, to put in its ``ProcessSpec``."""
+    """The job's ends of its stdio, to put in its ``ProcessSpec``
+    (``terminal``: a pty's slave, or a contained job's terminal socket)."""
 
     def __init__(self, stdin: int | None = None, terminal: int | None = None) -> None:
         self.stdin = stdin

@@ -6,13 +6,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import termios
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pexpect
 import pytest
 
-from tests.cli.conftest import Client, clean_env
+from tests.cli.conftest import Client, Daemon, Pki, clean_env, running_daemon
 
 TIMEOUT = 20
 
@@ -146,15 +147,65 @@ def finish(child: pexpect.spawn) -> int:
     return int(child.exitstatus)
 
 
-def test_run_it_gives_an_interactive_shell(alice: Client) -> None:
-    child = spawn_client(alice, "-it", "--", "sh", "-i")
+PROFILES = pytest.mark.parametrize("profile", [[], ["--host"]], ids=["contained", "host"])
+"""A contained job (the default: its own /dev and devpts) and a host job."""
+
+
+@pytest.fixture(scope="module")
+def daemon(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """This module's daemon lets alice run host jobs too (``client --host``)."""
+    args = [*pki.server_args(), "--allow-host-jobs", "DNS:alice"]
+    with running_daemon(args, cwd=tmp_path_factory.mktemp("daemon")) as running:
+        yield running
+
+
+@PROFILES
+def test_run_it_gives_an_interactive_shell(alice: Client, profile: list[str]) -> None:
+    """The README's ``client run -it -- bash``: a shell on a terminal whose
+    name exists in the job (a contained job's is its own /dev/pts/0)."""
+    child = spawn_client(alice, *profile, "-it", "--", "sh", "-i")
     child.expect(r"[#$] ")
-    child.sendline("test -t 0 && test -t 1 && echo on-a-terminal; echo $((6 * 7))")
-    child.expect("on-a-terminal")
+    child.sendline('tty && test "$(tty)" -ef /dev/stdin && echo same-terminal; echo $((6 * 7))')
+    child.expect(r"/dev/pts/0" if not profile else r"/dev/pts/\d+")
+    child.expect("same-terminal")
     child.expect("42")
     child.expect(r"[#$] ")
     child.sendline("exit 7")
     assert finish(child) == 7
+
+
+@PROFILES
+def test_ctrl_c_in_an_interactive_shell_interrupts_its_foreground_command(
+    alice: Client, profile: list[str]
+) -> None:
+    child = spawn_client(alice, *profile, "-it", "--", "sh", "-i")
+    child.expect(r"[#$] ")
+    # Once it says so, the command is the terminal's foreground process group.
+    child.sendline("sh -c 'echo sleep-started; exec sleep 300'")
+    child.expect("sleep-started")
+    child.sendcontrol("c")
+    child.expect(r"[#$] ")  # the shell survived, with its prompt back
+    child.sendline("echo status-$?")
+    child.expect("status-130")
+    child.sendline("exit")
+    assert finish(child) == 0
+
+
+@PROFILES
+def test_an_interactive_shell_sees_the_new_window_size_after_a_resize(
+    alice: Client, profile: list[str]
+) -> None:
+    child = spawn_client(alice, *profile, "-it", "--", "sh", "-i", cols=80)
+    child.expect(r"[#$] ")
+    child.sendline("stty size")
+    child.expect("24 80")
+    child.expect(r"[#$] ")
+    child.setwinsize(30, 123)  # the client sends a Resize, apart from the input
+    # The next command may run before the Resize lands: it waits for it.
+    child.sendline('until [ "$(stty size)" = "30 123" ]; do :; done; echo cols-$(tput cols)')
+    child.expect("cols-123")
+    child.sendline("exit")
+    assert finish(child) == 0
 
 
 def test_ctrl_d_at_an_interactive_shells_prompt_ends_it(alice: Client) -> None:
