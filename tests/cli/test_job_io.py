@@ -165,9 +165,9 @@ def test_run_it_gives_an_interactive_shell(alice: Client, profile: list[str]) ->
     name exists in the job (a contained job's is its own /dev/pts/0)."""
     child = spawn_client(alice, *profile, "-it", "--", "sh", "-i")
     child.expect(r"[#$] ")
-    child.sendline('tty && test "$(tty)" -ef /dev/stdin && echo same-terminal; echo $((6 * 7))')
+    child.sendline('tty && test "$(tty)" -ef /dev/stdin && echo same-$((1 + 1)); echo $((6 * 7))')
     child.expect(r"/dev/pts/0" if not profile else r"/dev/pts/\d+")
-    child.expect("same-terminal")
+    child.expect("same-2")
     child.expect("42")
     child.expect(r"[#$] ")
     child.sendline("exit 7")
@@ -181,8 +181,8 @@ def test_ctrl_c_in_an_interactive_shell_interrupts_its_foreground_command(
     child = spawn_client(alice, *profile, "-it", "--", "sh", "-i")
     child.expect(r"[#$] ")
     # Once it says so, the command is the terminal's foreground process group.
-    child.sendline("sh -c 'echo sleep-started; exec sleep 300'")
-    child.expect("sleep-started")
+    child.sendline("sh -c 'echo sleep-$((1 + 1))-started; exec sleep 300'")
+    child.expect("sleep-2-started")  # not the command's echo
     child.sendcontrol("c")
     child.expect(r"[#$] ")  # the shell survived, with its prompt back
     child.sendline("echo status-$?")
