@@ -207,10 +207,32 @@ def add_parser(subparsers: Any) -> None:
     attach = command_parser(
         "attach",
         "follow a job's output from its start and send it this command's stdin (if it was "
-        "started with -i; a terminal in raw mode if with -t); exit with its exit code",
+        "started with -i; a terminal in raw mode if with -t); exit with its exit code. "
+        "With -it, Ctrl-P Ctrl-Q detaches (exit 0, the job runs on)",
+    )
+    attach.add_argument(
+        "--detach-keys",
+        type=_detach_keys,
+        default=None,
+        metavar="KEYS",
+        help="the keys that detach from a job with a terminal, docker's format: keys "
+        "separated by commas, each a character or ctrl-<key> (a-z, @, [, \\, ], ^, _); "
+        "default ctrl-p,ctrl-q; an empty string: none",
     )
     attach.add_argument("job_id", metavar="ID")
     attach.set_defaults(handler=run_action, action_fn=_attach)
+
+
+def _detach_keys(text: str) -> bytes:
+    """``--detach-keys``: the bytes they type (none for an empty string)."""
+    if not text:
+        return b""
+    from rund_trio.cli.interactive import parse_detach_keys
+
+    try:
+        return parse_detach_keys(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _grace_seconds(text: str) -> float:
@@ -416,17 +438,30 @@ async def _input(client: RundClient, args: argparse.Namespace) -> int:
 
 
 async def _attach(client: RundClient, args: argparse.Namespace) -> int:
-    from rund_trio.cli.interactive import check_terminal_input, interact
+    from rund_trio.cli.interactive import (
+        DEFAULT_DETACH_KEYS,
+        check_terminal_input,
+        interact,
+        parse_detach_keys,
+    )
 
     status = await client.status(args.job_id)
     check_terminal_input(status.stdin_open, status.tty)
-    await interact(
+    keys = args.detach_keys
+    detached = await interact(
         client,
         args.job_id,
         lambda: _copy_log(client, args.job_id),
         feed=status.stdin_open,
         terminal=status.tty,
+        detach_keys=parse_detach_keys(DEFAULT_DETACH_KEYS) if keys is None else keys,
     )
+    if detached:
+        _say(
+            f"detached from job {args.job_id}, which runs on "
+            f"(`client attach {args.job_id}` to come back)"
+        )
+        return 0
     return exit_code_of(await client.status(args.job_id))
 
 

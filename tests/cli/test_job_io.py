@@ -3,6 +3,7 @@ terminal tests drive the client through a real pseudo-terminal (pexpect)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import termios
@@ -286,6 +287,69 @@ def test_attach_feeds_a_terminal_job_started_with_it(alice: Client) -> None:
     child.sendline("hi")
     child.expect("got hi")
     assert finish(child) == 0
+
+
+def spawn_attach(client: Client, *args: str) -> pexpect.spawn:
+    argv = client.argv("attach", *args)
+    return pexpect.spawn(
+        argv[0], argv[1:], cwd=str(client.cwd), env=clean_env(TERM="xterm"), timeout=TIMEOUT
+    )
+
+
+def job_state(client: Client, job_id: str) -> str:
+    status = json.loads(client("status", job_id).stdout)
+    return str(status["state"])
+
+
+def test_ctrl_p_ctrl_q_detaches_from_attach_and_the_job_runs_on(alice: Client) -> None:
+    started = alice("start", "-it", "--", "sh", "-c", "echo ready; read line; echo got $line")
+    job_id = started.stdout.decode().strip()
+    child = spawn_attach(alice, job_id)
+    child.expect("ready")
+    child.send("typed-before")
+    child.sendcontrol("p")
+    child.sendcontrol("q")
+    child.expect(f"detached from job {job_id}")
+    assert finish(child) == 0
+    assert job_state(alice, job_id) == "JOB_STATE_RUNNING"
+    again = spawn_attach(alice, job_id)
+    again.expect("ready")  # replayed from the start
+    again.sendline("-and-after")
+    again.expect("got typed-before-and-after")  # the bytes before the keys were sent
+    assert finish(again) == 0
+
+
+def test_detach_keys_can_be_chosen_and_a_partial_sequence_is_typed(alice: Client) -> None:
+    started = alice("start", "-it", "--", "sh", "-c", "echo ready; read line; echo got $line")
+    job_id = started.stdout.decode().strip()
+    child = spawn_attach(alice, "--detach-keys", "ctrl-a,x", job_id)
+    child.expect("ready")
+    child.sendcontrol("p")  # docker's first key means nothing here: typed
+    child.send("z")
+    child.sendcontrol("a")
+    child.send("y")  # not the sequence: both keys are typed
+    child.sendcontrol("a")
+    child.send("x")
+    child.expect(f"detached from job {job_id}")
+    assert finish(child) == 0
+    again = spawn_attach(alice, "--detach-keys", "", job_id)
+    again.expect("ready")
+    again.sendline("")
+    again.expect("got \x10z\x01y")
+    assert finish(again) == 0
+
+
+def test_attach_help_documents_the_detach_keys(alice: Client) -> None:
+    result = alice("attach", "--help")
+    text = " ".join(result.stdout.decode().split())
+    assert "Ctrl-P Ctrl-Q detaches (exit 0, the job runs on)" in text
+    assert "--detach-keys KEYS" in text and "default ctrl-p,ctrl-q" in text
+
+
+def test_a_bad_detach_key_is_refused_before_connecting(alice: Client) -> None:
+    result = alice("attach", "--detach-keys", "ctrl-1", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    assert result.returncode == 2
+    assert b"'ctrl-1': ctrl- takes one of a-z" in result.stderr
 
 
 def test_attach_to_a_job_without_stdin_only_follows_it(alice: Client) -> None:
