@@ -175,6 +175,13 @@ def test_run_it_gives_an_interactive_shell(alice: Client, profile: list[str]) ->
     assert finish(child) == 7
 
 
+def test_run_it_tty_prints_the_contained_jobs_own_terminal(alice: Client) -> None:
+    """The README's ``client run -it -- tty``."""
+    child = spawn_client(alice, "-it", "--", "tty")
+    child.expect("/dev/pts/0\r\n")
+    assert finish(child) == 0
+
+
 @PROFILES
 def test_ctrl_c_in_an_interactive_shell_interrupts_its_foreground_command(
     alice: Client, profile: list[str]
