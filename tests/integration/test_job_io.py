@@ -235,13 +235,14 @@ async def test_a_contained_jobs_terminal_is_in_its_own_devpts_and_owned_by_its_u
             allowed_gids=frozenset({1000}),
         ),
     )
-    request = sh('tty; stat -c "%u %g %a" "$(tty)"; echo /dev/pts/*', tty=True)
+    script = 'tty; stat -c "%u %g %a" "$(tty)"; echo /dev/pts/*; echo via-dev-tty > /dev/tty'
+    request = sh(script, tty=True)
     request.uid.value = 1000
     async with daemon.client() as rund:
         job_id = await rund.start(request)
         output = await output_of(rund, job_id)
         status = await rund.status(job_id)
-    assert output == b"/dev/pts/0\r\n1000 1000 620\r\n/dev/pts/0 /dev/pts/ptmx\r\n"
+    assert output == (b"/dev/pts/0\r\n1000 1000 620\r\n/dev/pts/0 /dev/pts/ptmx\r\nvia-dev-tty\r\n")
     assert status.exit_code.value == 0
 
 
