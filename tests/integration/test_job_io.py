@@ -246,6 +246,25 @@ async def test_a_contained_jobs_terminal_is_in_its_own_devpts_and_owned_by_its_u
     assert status.exit_code.value == 0
 
 
+async def test_a_terminal_job_whose_program_is_missing_fails_and_leaves_no_descriptor(
+    daemon: Daemon,
+) -> None:
+    missing = pb.JobStartRequest(name="no-such-program", tty=True, stdin=True)
+    async with daemon.client() as rund:
+
+        async def refused() -> None:
+            with pytest.raises(RpcError) as caught:
+                await rund.start(missing)
+            assert caught.value.code == "FAILED_PRECONDITION"
+            assert "no-such-program" in caught.value.message
+
+        await refused()  # whatever the daemon opens once is open now
+        before = sorted(os.listdir("/proc/self/fd"))
+        for _ in range(3):
+            await refused()
+        assert sorted(os.listdir("/proc/self/fd")) == before
+
+
 async def test_resize_changes_a_terminal_jobs_window(daemon: Daemon) -> None:
     async with daemon.client() as rund:
         job_id = await rund.start(
