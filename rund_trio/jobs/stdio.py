@@ -53,6 +53,7 @@ class TerminalMaster(trio.abc.ReceiveStream):
         self._stream = None if master_fd is None else trio.lowlevel.FdStream(master_fd)
         self._size: tuple[int, int] | None = None
         """A resize that came before the master."""
+        self._closed = False
 
     async def _master(self) -> trio.lowlevel.FdStream | None:
         """The master's stream, once the job sent it; None if it never will."""
@@ -69,6 +70,9 @@ class TerminalMaster(trio.abc.ReceiveStream):
                     finally:
                         self._channel = None
                         channel.close()
+                    if self._fd is not None and self._closed:
+                        os.close(self._fd)  # ``aclose`` came while it was on its way
+                        self._fd = None
                     if self._fd is not None:
                         self._stream = trio.lowlevel.FdStream(self._fd)
                         if self._size is not None:
@@ -103,6 +107,7 @@ class TerminalMaster(trio.abc.ReceiveStream):
             set_window_size(self._fd, rows, cols)
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._channel is not None:
             self._channel.close()
             self._channel = None
