@@ -236,13 +236,16 @@ async def test_a_contained_jobs_terminal_is_in_its_own_devpts_and_owned_by_its_u
         ),
     )
     script = 'tty; stat -c "%u %g %a" "$(tty)"; echo /dev/pts/*; echo via-dev-tty > /dev/tty'
+    script += "; ls /proc/self/fd"  # the terminal and ls's directory: no socket left over
     request = sh(script, tty=True)
     request.uid.value = 1000
     async with daemon.client() as rund:
         job_id = await rund.start(request)
         output = await output_of(rund, job_id)
         status = await rund.status(job_id)
-    assert output == (b"/dev/pts/0\r\n1000 1000 620\r\n/dev/pts/0 /dev/pts/ptmx\r\nvia-dev-tty\r\n")
+    assert output == (
+        b"/dev/pts/0\r\n1000 1000 620\r\n/dev/pts/0 /dev/pts/ptmx\r\nvia-dev-tty\r\n0  1  2  3\r\n"
+    )
     assert status.exit_code.value == 0
 
 
