@@ -97,7 +97,11 @@ def add_parser(subparsers: Any) -> None:
 
     for name, help_text in [
         ("start", "start a job and print its id"),
-        ("run", "start a job, follow its output, exit with its exit code (128+signal if killed)"),
+        (
+            "run",
+            "start a job, follow its output, exit with its exit code (128+signal if killed); "
+            "with -it, Ctrl-P Ctrl-Q detaches (exit 0, the job runs on)",
+        ),
     ]:
         parser = command_parser(name, help_text)
         if name == "run":
@@ -110,6 +114,7 @@ def add_parser(subparsers: Any) -> None:
                 "SIGTERM, then SIGKILL after SECONDS; a second Ctrl-C kills it at once "
                 "(default: %(default)s)",
             )
+            _add_detach_keys(parser)
         limits = parser.add_argument_group("resource limits")
         for limit in LIMIT_FLAGS:
             limits.add_argument(
@@ -210,17 +215,22 @@ def add_parser(subparsers: Any) -> None:
         "started with -i; a terminal in raw mode if with -t); exit with its exit code. "
         "With -it, Ctrl-P Ctrl-Q detaches (exit 0, the job runs on)",
     )
-    attach.add_argument(
+    _add_detach_keys(attach)
+    attach.add_argument("job_id", metavar="ID")
+    attach.set_defaults(handler=run_action, action_fn=_attach)
+
+
+def _add_detach_keys(parser: argparse.ArgumentParser) -> None:
+    """``--detach-keys`` of ``run`` and ``attach``."""
+    parser.add_argument(
         "--detach-keys",
         type=_detach_keys,
         default=None,
         metavar="KEYS",
-        help="the keys that detach from a job with a terminal, docker's format: keys "
-        "separated by commas, each a character or ctrl-<key> (a-z, @, [, \\, ], ^, _); "
+        help="with a -it job, the keys that detach, leaving it running; docker's format: "
+        "keys separated by commas, each a character or ctrl-<key> (a-z, @, [, \\, ], ^, _); "
         "default ctrl-p,ctrl-q; an empty string: none",
     )
-    attach.add_argument("job_id", metavar="ID")
-    attach.set_defaults(handler=run_action, action_fn=_attach)
 
 
 def _detach_keys(text: str) -> bytes:
@@ -438,31 +448,33 @@ async def _input(client: RundClient, args: argparse.Namespace) -> int:
 
 
 async def _attach(client: RundClient, args: argparse.Namespace) -> int:
-    from rund_trio.cli.interactive import (
-        DEFAULT_DETACH_KEYS,
-        check_terminal_input,
-        interact,
-        parse_detach_keys,
-    )
+    from rund_trio.cli.interactive import check_terminal_input, interact
 
     status = await client.status(args.job_id)
     check_terminal_input(status.stdin_open, status.tty)
-    keys = args.detach_keys
     detached = await interact(
         client,
         args.job_id,
         lambda: _copy_log(client, args.job_id),
         feed=status.stdin_open,
         terminal=status.tty,
-        detach_keys=parse_detach_keys(DEFAULT_DETACH_KEYS) if keys is None else keys,
+        detach_keys=_chosen_detach_keys(args),
     )
     if detached:
-        _say(
-            f"detached from job {args.job_id}, which runs on "
-            f"(`client attach {args.job_id}` to come back)"
-        )
+        _say_detached(args.job_id)
         return 0
     return exit_code_of(await client.status(args.job_id))
+
+
+def _chosen_detach_keys(args: argparse.Namespace) -> bytes:
+    from rund_trio.cli.interactive import DEFAULT_DETACH_KEYS, parse_detach_keys
+
+    keys: bytes | None = args.detach_keys
+    return parse_detach_keys(DEFAULT_DETACH_KEYS) if keys is None else keys
+
+
+def _say_detached(job_id: str) -> None:
+    _say(f"detached from job {job_id}, which runs on (`client attach {job_id}` to come back)")
 
 
 async def _stop(client: RundClient, args: argparse.Namespace) -> int:
@@ -528,13 +540,17 @@ async def _run(client: RundClient, args: argparse.Namespace) -> int:
 
     args.first_signal[:] = [kill_now, stop_gracefully]  # popped from the end
     try:
-        await interact(
+        detached = await interact(
             client,
             job_id,
             lambda: _copy_log(client, job_id),
             feed=args.interactive,
             terminal=args.tty,
+            detach_keys=_chosen_detach_keys(args),
         )
+        if detached:
+            _say_detached(job_id)
+            return 0
     except RpcError as error:
         if error.code != "RESOURCE_EXHAUSTED":
             raise

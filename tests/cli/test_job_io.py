@@ -346,6 +346,23 @@ def test_detach_keys_can_be_chosen_and_a_partial_sequence_is_typed(alice: Client
     assert finish(again) == 0
 
 
+def test_ctrl_p_ctrl_q_detaches_from_run_it_and_the_job_runs_on(alice: Client) -> None:
+    child = spawn_client(alice, "-it", "--", "sh", "-c", "echo ready; read line; echo got $line")
+    child.expect("ready")
+    child.send("before")
+    child.sendcontrol("p")
+    child.sendcontrol("q")
+    child.expect(r"detached from job (\w+), which runs on")
+    job_id = child.match.group(1).decode()
+    assert finish(child) == 0
+    assert job_state(alice, job_id) == "JOB_STATE_RUNNING"
+    again = spawn_attach(alice, job_id)
+    again.expect("ready")
+    again.sendline("-after")
+    again.expect("got before-after")
+    assert finish(again) == 0
+
+
 def test_attach_help_documents_the_detach_keys(alice: Client) -> None:
     result = alice("attach", "--help")
     text = " ".join(result.stdout.decode().split())
