@@ -100,7 +100,11 @@ def add_parser(subparsers: Any) -> None:
 
     for name, help_text in [
         ("start", "start a job and print its id"),
-        ("run", "start a job, follow its output, exit with its exit code (128+signal if killed)"),
+        (
+            "run",
+            "start a job, follow its output, exit with its exit code (128+signal if killed); "
+            "with -it, Ctrl-P Ctrl-Q detaches (exit 0, the job runs on)",
+        ),
     ]:
         parser = command_parser(name, help_text)
         if name == "run":
@@ -113,6 +117,7 @@ def add_parser(subparsers: Any) -> None:
                 "SIGTERM, then SIGKILL after SECONDS; a second Ctrl-C kills it at once "
                 "(default: %(default)s)",
             )
+            _add_detach_keys(parser)
         limits = parser.add_argument_group("resource limits")
         for limit in LIMIT_FLAGS:
             limits.add_argument(
@@ -214,10 +219,37 @@ def add_parser(subparsers: Any) -> None:
     attach = command_parser(
         "attach",
         "follow a job's output from its start and send it this command's stdin (if it was "
-        "started with -i; a terminal in raw mode if with -t); exit with its exit code",
+        "started with -i; a terminal in raw mode if with -t); exit with its exit code. "
+        "With -it, Ctrl-P Ctrl-Q detaches (exit 0, the job runs on)",
     )
+    _add_detach_keys(attach)
     attach.add_argument("job_id", metavar="ID")
     attach.set_defaults(handler=run_action, action_fn=_attach)
+
+
+def _add_detach_keys(parser: argparse.ArgumentParser) -> None:
+    """``--detach-keys`` of ``run`` and ``attach``."""
+    parser.add_argument(
+        "--detach-keys",
+        type=_detach_keys,
+        default=None,
+        metavar="KEYS",
+        help="with a -it job, the keys that detach, leaving it running; docker's format: "
+        "keys separated by commas, each a character or ctrl-<key> (a-z, @, [, \\, ], ^, _); "
+        "default ctrl-p,ctrl-q; an empty string: none",
+    )
+
+
+def _detach_keys(text: str) -> bytes:
+    """``--detach-keys``: the bytes they type (none for an empty string)."""
+    if not text:
+        return b""
+    from rund_trio.cli.interactive import parse_detach_keys
+
+    try:
+        return parse_detach_keys(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _grace_seconds(text: str) -> float:
@@ -473,14 +505,29 @@ async def _attach(client: RundClient, args: argparse.Namespace) -> int:
 
     status = await client.status(args.job_id)
     check_terminal_input(status.stdin_open, status.tty)
-    await interact(
+    detached = await interact(
         client,
         args.job_id,
         lambda: _copy_log(client, args.job_id),
         feed=status.stdin_open,
         terminal=status.tty,
+        detach_keys=_chosen_detach_keys(args),
     )
+    if detached:
+        _say_detached(args.job_id)
+        return 0
     return exit_code_of(await client.status(args.job_id))
+
+
+def _chosen_detach_keys(args: argparse.Namespace) -> bytes:
+    from rund_trio.cli.interactive import DEFAULT_DETACH_KEYS, parse_detach_keys
+
+    keys: bytes | None = args.detach_keys
+    return parse_detach_keys(DEFAULT_DETACH_KEYS) if keys is None else keys
+
+
+def _say_detached(job_id: str) -> None:
+    _say(f"detached from job {job_id}, which runs on (`client attach {job_id}` to come back)")
 
 
 async def _stop(client: RundClient, args: argparse.Namespace) -> int:
@@ -547,13 +594,17 @@ async def _run(client: RundClient, args: argparse.Namespace) -> int:
 
     args.first_signal[:] = [kill_now, stop_gracefully]  # popped from the end
     try:
-        await interact(
+        detached = await interact(
             client,
             job_id,
             lambda: _copy_log(client, job_id),
             feed=args.interactive,
             terminal=args.tty,
+            detach_keys=_chosen_detach_keys(args),
         )
+        if detached:
+            _say_detached(job_id)
+            return 0
     except RpcError as error:
         if error.code != "RESOURCE_EXHAUSTED":
             raise

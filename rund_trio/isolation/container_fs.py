@@ -23,7 +23,8 @@ What the job gets:
   ``/sys/fs/cgroup`` a fresh read-only cgroup2 whose root is the job's cgroup
   (a new cgroup namespace);
 * ``/dev``: a read-only, nodev tmpfs holding only ``DEVICES`` (bind mounts of
-  the host's nodes), a private devpts with ``ptmx``, a tmpfs ``shm`` and the
+  the host's nodes), a private devpts with ``ptmx`` (where ``rund-init``
+  makes a ``-t`` job's terminal, ``/dev/pts/0``), a tmpfs ``shm`` and the
   ``fd``/``stdin``/``stdout``/``stderr`` links: no disk, and a node the job
   could make anywhere would not open (nodev everywhere);
 * ``/tmp``: a private tmpfs, owned by the job's root (charged to the job's

@@ -34,6 +34,17 @@ shell hands the terminal back to its original process group when it exits).
 The helper then relays what the daemon sends its process group to
 ``rund-init``'s.
 
+A contained job has its own devpts, where a terminal of the host's would
+not exist (``tty`` would say "not a tty"): the daemon gives it, in place of
+a terminal, one end of a unix socket (``SOCK_SEQPACKET``) whose first packet
+is the window size (a ``struct winsize``). ``rund-init``, as the job's root
+once its file system is built (step ``tty``), opens a terminal in the job's
+devpts (``/dev/pts/0``), sends its master back through the socket
+(``SCM_RIGHTS``) and makes the slave its stdin, stdout, stderr and its new
+session's controlling terminal, owned by the job's ``uid``/``gid``. This
+happens before the job's program is forked: the daemon has the master by the
+time the status fd says the program runs.
+
 Any failure before the exec writes ``<errno> <step> <message>`` to the status
 fd and exits with ``EXIT_SETUP_FAILED``; a successful exec closes the status fd
 (close-on-exec), which the daemon reads as "running".
@@ -443,6 +454,8 @@ def _run_init(
             _setup_contained(record, *userns_fds)
             # Becoming the namespace's root cleared the parent death signal.
             _die_with_parent(parent_alive)
+            if _terminal_socket():
+                _step("tty", _open_job_terminal, record)
         job = _step("fork", posix.fork)
         if job == 0:
             try:
@@ -476,7 +489,9 @@ def _start(record: dict[str, object], status_fd: int) -> None:
     if contained is not None:  # now: the job's file system puts them out of reach
         from rund_trio.isolation import capabilities, seccomp  # noqa: F401
     ns: dict[str, bool] = record["namespaces"]  # type: ignore[assignment]
-    terminal = posix.isatty(0)  # the daemon gave the job a terminal
+    # The daemon gave the job a terminal, or a contained job the socket to
+    # send the master of one back through.
+    terminal = posix.isatty(0) or (contained is not None and _terminal_socket())
     if terminal and not ns["pid"]:
         _step("tty", _take_terminal)
     if not any(ns.values()):
@@ -560,6 +575,47 @@ def _take_terminal(new_session: bool = False) -> None:
 
     if new_session:
         posix.setsid()
+    linux.set_controlling_terminal(0)
+
+
+def _terminal_socket() -> bool:
+    """Stdin is a socket: the daemon asks a contained job's ``rund-init`` for
+    a terminal of the job's own devpts (a job's stdin is otherwise a
+    terminal, a pipe or /dev/null)."""
+    return posix.fstat(0).st_mode & 0o170000 == 0o140000  # S_ISSOCK
+
+
+def _open_job_terminal(record: dict[str, object]) -> None:
+    """In a contained job's ``rund-init``, as the job's root with its file
+    system entered: a new terminal of the job's devpts, sized as the daemon's
+    first packet on the socket on stdin says; its master sent back through
+    that socket, its slave made stdin, stdout and stderr and the controlling
+    terminal of a new session led by this process."""
+    from rund_trio.isolation import linux
+
+    winsize = posix.read(0, 64)
+    if not winsize:
+        raise OSError(_EINVAL, "the daemon closed the terminal socket")
+    posix.setsid()
+    master, slave = linux.open_terminal()
+    try:
+        linux.set_window_size(master, winsize)
+        uid, gid = record["uid"], record["gid"]
+        if isinstance(uid, int) or isinstance(gid, int):
+            posix.fchown(
+                slave, uid if isinstance(uid, int) else -1, gid if isinstance(gid, int) else -1
+            )
+        channel = _socket.socket(fileno=posix.dup(0))
+        try:
+            rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, master.to_bytes(4, sys.byteorder))]
+            channel.sendmsg([b"t"], rights)
+        finally:
+            channel.close()
+    finally:
+        posix.close(master)
+    for fd in (0, 1, 2):
+        posix.dup2(slave, fd)
+    posix.close(slave)
     linux.set_controlling_terminal(0)
 
 

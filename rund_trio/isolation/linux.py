@@ -58,6 +58,15 @@ _AT_EMPTY_PATH = 0x1000
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
 _TIOCSCTTY = 0x540E
+_TIOCSWINSZ = 0x5414
+_TIOCGPTN = 0x80045430
+_TIOCSPTLCK = 0x40045431
+_TIOCGPTPEER = 0x5441
+_O_RDWR = 0o2
+_O_NOCTTY = 0o400
+_O_CLOEXEC = 0o2000000
+_ENOTTY = 25
+_EINVAL = 22
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
@@ -245,6 +254,36 @@ def set_controlling_terminal(fd: int) -> None:
     """Make the terminal on ``fd`` the controlling terminal of this process's
     session (``TIOCSCTTY``); the caller must lead a session without one."""
     _check(_ioctl(_Int(fd), _ULong(_TIOCSCTTY), _ULong(0)))
+
+
+def open_terminal(devpts: str = "/dev/pts") -> tuple[int, int]:
+    """A new pseudo-terminal of the devpts mounted at ``devpts``: (master,
+    slave), both close-on-exec, neither becoming a controlling terminal.
+    The slave is opened from the master (``TIOCGPTPEER``, Linux 4.13), not by
+    path, so it is the master's peer whatever is mounted over ``devpts``/N;
+    on older kernels by path."""
+    master = posix.open(devpts + "/ptmx", _O_RDWR | _O_NOCTTY | _O_CLOEXEC)
+    try:
+        _check(_ioctl(_Int(master), _ULong(_TIOCSPTLCK), bytes(4)))  # unlockpt
+        slave = _ioctl(_Int(master), _ULong(_TIOCGPTPEER), _ULong(_O_RDWR | _O_NOCTTY | _O_CLOEXEC))
+        if slave < 0 and _ctypes.get_errno() in (_ENOTTY, _EINVAL):
+            number = _Buffer()
+            _check(_ioctl(_Int(master), _ULong(_TIOCGPTN), number))
+            index = int.from_bytes(bytes(number)[:4], sys.byteorder)
+            slave = posix.open(f"{devpts}/{index}", _O_RDWR | _O_NOCTTY | _O_CLOEXEC)
+        _check(slave)
+    except BaseException:
+        posix.close(master)
+        raise
+    return master, int(slave)
+
+
+def set_window_size(fd: int, winsize: bytes) -> None:
+    """Set the window size of the terminal on ``fd`` (``TIOCSWINSZ``) from a
+    ``struct winsize`` (8 bytes: rows, cols, x pixels, y pixels)."""
+    if len(winsize) != 8:
+        raise OSError(_EINVAL, f"a window size is 8 bytes, not {len(winsize)}")
+    _check(_ioctl(_Int(fd), _ULong(_TIOCSWINSZ), winsize))
 
 
 def set_mount_attributes(tree_fd: int, attributes: int) -> None:

@@ -2,17 +2,22 @@
 pseudo-terminal, and the one Input stream at a time that feeds it.
 
 ``open_stdio`` makes both ends before the job is spawned: the job's end goes
-into its ``ProcessSpec`` (``child_stdin``/``child_terminal``) and is closed by
-``release_child_ends`` once the spawn returned; the daemon's end stays with
-the ``JobStdio`` until the job's task closes it.
+into its ``ProcessSpec`` (``stdin_fd``/``terminal_fd``) and is closed by
+``ChildEnds.close`` once the spawn returned; the daemon's end stays with
+the ``JobStdio`` until the job's task closes it. A contained job's terminal
+is made inside the job, in its own devpts, so that its name exists there
+(``tty`` says ``/dev/pts/0``): its end is then a socket the master comes
+back through (``TerminalMaster``).
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
 import fcntl
 import os
+import socket
 import struct
 import termios
 from collections.abc import AsyncIterable
@@ -29,15 +34,57 @@ class TerminalMaster(trio.abc.ReceiveStream):
     its terminal is read here, what is sent here is typed into it.
 
     Reading returns end of file once every process closed the terminal's
-    slave end (the kernel answers EIO there)."""
+    slave end (the kernel answers EIO there).
 
-    def __init__(self, master_fd: int) -> None:
+    A contained job's terminal is made inside the job (in its own devpts,
+    where its name exists): then this starts with ``channel``, the socket
+    the job's ``rund-init`` sends the master through before the job's
+    program starts (``rund_trio.isolation.execute``). The first read, write
+    or close takes it; a job that ended without sending one has a terminal
+    at end of file, which refuses input."""
+
+    def __init__(
+        self, master_fd: int | None = None, *, channel: socket.socket | None = None
+    ) -> None:
+        assert (master_fd is None) != (channel is None)
+        self._channel = None if channel is None else trio.socket.from_stdlib_socket(channel)
+        self._opening = trio.Lock()
         self._fd = master_fd
-        self._stream = trio.lowlevel.FdStream(master_fd)
+        self._stream = None if master_fd is None else trio.lowlevel.FdStream(master_fd)
+        self._size: tuple[int, int] | None = None
+        """A resize that came before the master."""
+        self._closed = False
+
+    async def _master(self) -> trio.lowlevel.FdStream | None:
+        """The master's stream, once the job sent it; None if it never will."""
+        if self._channel is not None:
+            async with self._opening:
+                channel = self._channel
+                if channel is not None:
+                    try:
+                        self._fd = await _receive_master(channel)
+                    except (OSError, trio.ClosedResourceError):
+                        # Closed by ``aclose``, or reset: the job's side ended
+                        # before it read the window size.
+                        self._fd = None
+                    finally:
+                        self._channel = None
+                        channel.close()
+                    if self._fd is not None and self._closed:
+                        os.close(self._fd)  # ``aclose`` came while it was on its way
+                        self._fd = None
+                    if self._fd is not None:
+                        self._stream = trio.lowlevel.FdStream(self._fd)
+                        if self._size is not None:
+                            set_window_size(self._fd, *self._size)
+        return self._stream
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        stream = await self._master()
+        if stream is None:
+            return b""
         try:
-            return await self._stream.receive_some(max_bytes)
+            return await stream.receive_some(max_bytes)
         except trio.BrokenResourceError as error:
             cause = error.__cause__
             if isinstance(cause, OSError) and cause.errno == errno.EIO:
@@ -45,19 +92,60 @@ class TerminalMaster(trio.abc.ReceiveStream):
             raise
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
+        stream = await self._master()
+        if stream is None:
+            raise trio.BrokenResourceError("the job ended without a terminal")
+        await stream.send_all(data)
 
     def resize(self, rows: int, cols: int) -> None:
         """Set the window size (TIOCSWINSZ); the kernel sends SIGWINCH to the
-        terminal's foreground process group. Never blocks."""
-        set_window_size(self._fd, rows, cols)
+        terminal's foreground process group. Never blocks: before a contained
+        job's master came, the size is set when it comes."""
+        if self._fd is None:
+            self._size = (rows, cols)
+        else:
+            set_window_size(self._fd, rows, cols)
 
     async def aclose(self) -> None:
-        await self._stream.aclose()
+        self._closed = True
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self._stream is not None:
+            await self._stream.aclose()
+        else:
+            await trio.lowlevel.checkpoint()
+
+
+async def _receive_master(channel: trio.socket.SocketType) -> int | None:
+    """The terminal master a contained job's ``rund-init`` sends (one packet
+    with one fd, received close-on-exec); None at end of file. Packets
+    without an fd are skipped; extra fds are closed."""
+    while True:
+        data, ancdata, _, _ = await channel.recvmsg(
+            64, socket.CMSG_SPACE(4 * _MAX_FDS), socket.MSG_CMSG_CLOEXEC
+        )
+        fds: list[int] = []
+        for level, kind, item in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.extend(array.array("i", item[: len(item) - len(item) % 4]))
+        if fds:
+            for extra in fds[1:]:
+                os.close(extra)
+            return fds[0]
+        if not data:
+            return None  # end of file (the job's side sends no empty packet)
+
+
+_MAX_FDS = 4
 
 
 def set_window_size(fd: int, rows: int, cols: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, _winsize(rows, cols))
+
+
+def _winsize(rows: int, cols: int) -> bytes:
+    return struct.pack("HHHH", rows, cols, 0, 0)
 
 
 class JobStdio:
@@ -163,7 +251,8 @@ def _ended() -> FailedPrecondition:
 
 
 class ChildEnds:
-    """The job's ends of its stdio, to put in its ``ProcessSpec``."""
+    """The job's ends of its stdio, to put in its ``ProcessSpec``
+    (``terminal``: a pty's slave, or a contained job's terminal socket)."""
 
     def __init__(self, stdin: int | None = None, terminal: int | None = None) -> None:
         self.stdin = stdin
@@ -179,9 +268,26 @@ class ChildEnds:
         self.stdin = self.terminal = None
 
 
-def open_stdio(stdin: bool, terminal: Terminal | None) -> tuple[JobStdio | None, ChildEnds]:
+def open_stdio(
+    stdin: bool, terminal: Terminal | None, *, own_devpts: bool = False
+) -> tuple[JobStdio | None, ChildEnds]:
     """The pipe or pseudo-terminal a job's stdio needs, both ends close-on-exec;
-    (None, no ends) for a job with neither (its stdin is /dev/null)."""
+    (None, no ends) for a job with neither (its stdin is /dev/null).
+
+    With ``own_devpts`` (a contained job, whose /dev/pts is its own) the
+    terminal is made inside the job: its end is a socket whose first packet
+    is the window size, over which the master comes back (``TerminalMaster``)."""
+    if terminal is not None and own_devpts:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            ours.send(_winsize(terminal.rows, terminal.cols))
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
+        return JobStdio(
+            stdin_pipe=None, terminal=TerminalMaster(channel=ours), feedable=stdin
+        ), ChildEnds(terminal=theirs.detach())
     if terminal is not None:
         master, slave = os.openpty()  # both non-inheritable
         try:

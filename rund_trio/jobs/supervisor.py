@@ -498,7 +498,9 @@ class Supervisor:
             raise FailedPrecondition(message + str(error.strerror)) from None
         stdio = None
         try:
-            stdio, child_ends = open_stdio(spec.stdin, spec.terminal)
+            stdio, child_ends = open_stdio(
+                spec.stdin, spec.terminal, own_devpts=isolation.contained
+            )
             try:
                 process = await self._spawner.spawn(
                     ProcessSpec(

@@ -43,7 +43,10 @@ class ProcessSpec:
     terminal_fd: int | None = None
     """A pseudo-terminal's slave: the job's stdin, stdout and stderr and its
     session's controlling terminal (its output pipes then stay empty); it
-    overrides ``stdin_fd``. The caller keeps it open until ``spawn`` returned."""
+    overrides ``stdin_fd``. The caller keeps it open until ``spawn`` returned.
+    For a contained job, a unix socket instead, over which the job's
+    ``rund-init`` sends the master of a terminal of the job's own devpts
+    (``rund_trio.isolation.execute``); it is passed on exactly the same way."""
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,18 @@ terminal tests drive the client through a real pseudo-terminal (pexpect)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import termios
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pexpect
 import pytest
 
-from tests.cli.conftest import Client, clean_env
+from tests.cli.conftest import Client, Daemon, Pki, clean_env, running_daemon
 
 TIMEOUT = 20
 
@@ -146,15 +148,72 @@ def finish(child: pexpect.spawn) -> int:
     return int(child.exitstatus)
 
 
-def test_run_it_gives_an_interactive_shell(alice: Client) -> None:
-    child = spawn_client(alice, "-it", "--", "sh", "-i")
+PROFILES = pytest.mark.parametrize("profile", [[], ["--host"]], ids=["contained", "host"])
+"""A contained job (the default: its own /dev and devpts) and a host job."""
+
+
+@pytest.fixture(scope="module")
+def daemon(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """This module's daemon lets alice run host jobs too (``client --host``)."""
+    args = [*pki.server_args(), "--allow-host-jobs", "DNS:alice"]
+    with running_daemon(args, cwd=tmp_path_factory.mktemp("daemon")) as running:
+        yield running
+
+
+@PROFILES
+def test_run_it_gives_an_interactive_shell(alice: Client, profile: list[str]) -> None:
+    """The README's ``client run -it -- bash``: a shell on a terminal whose
+    name exists in the job (a contained job's is its own /dev/pts/0)."""
+    child = spawn_client(alice, *profile, "-it", "--", "sh", "-i")
     child.expect(r"[#$] ")
-    child.sendline("test -t 0 && test -t 1 && echo on-a-terminal; echo $((6 * 7))")
-    child.expect("on-a-terminal")
+    child.sendline('tty && test "$(tty)" -ef /dev/stdin && echo same-$((1 + 1)); echo $((6 * 7))')
+    child.expect(r"/dev/pts/0" if not profile else r"/dev/pts/\d+")
+    child.expect("same-2")
     child.expect("42")
     child.expect(r"[#$] ")
     child.sendline("exit 7")
     assert finish(child) == 7
+
+
+def test_run_it_tty_prints_the_contained_jobs_own_terminal(alice: Client) -> None:
+    """The README's ``client run -it -- tty``."""
+    child = spawn_client(alice, "-it", "--", "tty")
+    child.expect("/dev/pts/0\r\n")
+    assert finish(child) == 0
+
+
+@PROFILES
+def test_ctrl_c_in_an_interactive_shell_interrupts_its_foreground_command(
+    alice: Client, profile: list[str]
+) -> None:
+    child = spawn_client(alice, *profile, "-it", "--", "sh", "-i")
+    child.expect(r"[#$] ")
+    # Once it says so, the command is the terminal's foreground process group.
+    child.sendline("sh -c 'echo sleep-$((1 + 1))-started; exec sleep 300'")
+    child.expect("sleep-2-started")  # not the command's echo
+    child.sendcontrol("c")
+    child.expect(r"[#$] ")  # the shell survived, with its prompt back
+    child.sendline("echo status-$?")
+    child.expect("status-130")
+    child.sendline("exit")
+    assert finish(child) == 0
+
+
+@PROFILES
+def test_an_interactive_shell_sees_the_new_window_size_after_a_resize(
+    alice: Client, profile: list[str]
+) -> None:
+    child = spawn_client(alice, *profile, "-it", "--", "sh", "-i", cols=80)
+    child.expect(r"[#$] ")
+    child.sendline("stty size")
+    child.expect("24 80")
+    child.expect(r"[#$] ")
+    child.setwinsize(30, 123)  # the client sends a Resize, apart from the input
+    # The next command may run before the Resize lands: it waits for it.
+    child.sendline('until [ "$(stty size)" = "30 123" ]; do :; done; echo cols-$(tput cols)')
+    child.expect("cols-123")
+    child.sendline("exit")
+    assert finish(child) == 0
 
 
 def test_ctrl_d_at_an_interactive_shells_prompt_ends_it(alice: Client) -> None:
@@ -235,6 +294,86 @@ def test_attach_feeds_a_terminal_job_started_with_it(alice: Client) -> None:
     child.sendline("hi")
     child.expect("got hi")
     assert finish(child) == 0
+
+
+def spawn_attach(client: Client, *args: str) -> pexpect.spawn:
+    argv = client.argv("attach", *args)
+    return pexpect.spawn(
+        argv[0], argv[1:], cwd=str(client.cwd), env=clean_env(TERM="xterm"), timeout=TIMEOUT
+    )
+
+
+def job_state(client: Client, job_id: str) -> str:
+    status = json.loads(client("status", job_id).stdout)
+    return str(status["state"])
+
+
+def test_ctrl_p_ctrl_q_detaches_from_attach_and_the_job_runs_on(alice: Client) -> None:
+    started = alice("start", "-it", "--", "sh", "-c", "echo ready; read line; echo got $line")
+    job_id = started.stdout.decode().strip()
+    child = spawn_attach(alice, job_id)
+    child.expect("ready")
+    child.send("typed-before")
+    child.sendcontrol("p")
+    child.sendcontrol("q")
+    child.expect(f"detached from job {job_id}")
+    assert finish(child) == 0
+    assert job_state(alice, job_id) == "JOB_STATE_RUNNING"
+    again = spawn_attach(alice, job_id)
+    again.expect("ready")  # replayed from the start
+    again.sendline("-and-after")
+    again.expect("got typed-before-and-after")  # the bytes before the keys were sent
+    assert finish(again) == 0
+
+
+def test_detach_keys_can_be_chosen_and_a_partial_sequence_is_typed(alice: Client) -> None:
+    started = alice("start", "-it", "--", "sh", "-c", "echo ready; read line; echo got $line")
+    job_id = started.stdout.decode().strip()
+    child = spawn_attach(alice, "--detach-keys", "ctrl-a,x", job_id)
+    child.expect("ready")
+    child.sendcontrol("p")  # docker's first key means nothing here: typed
+    child.send("z")
+    child.sendcontrol("a")
+    child.send("y")  # not the sequence: both keys are typed
+    child.sendcontrol("a")
+    child.send("x")
+    child.expect(f"detached from job {job_id}")
+    assert finish(child) == 0
+    again = spawn_attach(alice, "--detach-keys", "", job_id)
+    again.expect("ready")
+    again.sendline("")
+    again.expect("got \x10z\x01y")
+    assert finish(again) == 0
+
+
+def test_ctrl_p_ctrl_q_detaches_from_run_it_and_the_job_runs_on(alice: Client) -> None:
+    child = spawn_client(alice, "-it", "--", "sh", "-c", "echo ready; read line; echo got $line")
+    child.expect("ready")
+    child.send("before")
+    child.sendcontrol("p")
+    child.sendcontrol("q")
+    child.expect(r"detached from job (\w+), which runs on")
+    job_id = child.match.group(1).decode()
+    assert finish(child) == 0
+    assert job_state(alice, job_id) == "JOB_STATE_RUNNING"
+    again = spawn_attach(alice, job_id)
+    again.expect("ready")
+    again.sendline("-after")
+    again.expect("got before-after")
+    assert finish(again) == 0
+
+
+def test_attach_help_documents_the_detach_keys(alice: Client) -> None:
+    result = alice("attach", "--help")
+    text = " ".join(result.stdout.decode().split())
+    assert "Ctrl-P Ctrl-Q detaches (exit 0, the job runs on)" in text
+    assert "--detach-keys KEYS" in text and "default ctrl-p,ctrl-q" in text
+
+
+def test_a_bad_detach_key_is_refused_before_connecting(alice: Client) -> None:
+    result = alice("attach", "--detach-keys", "ctrl-1", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    assert result.returncode == 2
+    assert b"'ctrl-1': ctrl- takes one of a-z" in result.stderr
 
 
 def test_attach_to_a_job_without_stdin_only_follows_it(alice: Client) -> None:

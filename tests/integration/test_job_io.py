@@ -4,6 +4,7 @@ daemon over mTLS, with and without namespaces."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -210,6 +211,61 @@ async def test_a_terminal_job_sees_a_tty_of_the_size_asked_for(daemon: Daemon) -
         status = await rund.status(job_id)
     assert output == b"33 101\r\nxterm\r\n"
     assert (status.tty, status.exit_code.value) == (True, 0)
+
+
+async def test_a_terminal_job_names_its_terminal_and_the_name_is_its_stdin(
+    daemon: Daemon,
+) -> None:
+    async with daemon.client() as rund:
+        job_id = await rund.start(sh('tty && test "$(tty)" -ef /dev/stdin && echo same', tty=True))
+        output = await output_of(rund, job_id)
+    assert re.fullmatch(rb"/dev/pts/\d+\r\nsame\r\n", output), output
+
+
+async def test_a_contained_jobs_terminal_is_in_its_own_devpts_and_owned_by_its_user(
+    nursery: trio.Nursery, pki: Pki, tmp_path: Path
+) -> None:
+    daemon = await start_daemon(
+        nursery,
+        pki,
+        tmp_path,
+        isolation=IsolationPolicy(
+            default_profile=Profile.CONTAINED,
+            allowed_uids=frozenset({1000}),
+            allowed_gids=frozenset({1000}),
+        ),
+    )
+    script = 'tty; stat -c "%u %g %a" "$(tty)"; echo /dev/pts/*; echo via-dev-tty > /dev/tty'
+    script += "; ls /proc/self/fd"  # the terminal and ls's directory: no socket left over
+    request = sh(script, tty=True)
+    request.uid.value = 1000
+    async with daemon.client() as rund:
+        job_id = await rund.start(request)
+        output = await output_of(rund, job_id)
+        status = await rund.status(job_id)
+    assert output == (
+        b"/dev/pts/0\r\n1000 1000 620\r\n/dev/pts/0 /dev/pts/ptmx\r\nvia-dev-tty\r\n0  1  2  3\r\n"
+    )
+    assert status.exit_code.value == 0
+
+
+async def test_a_terminal_job_whose_program_is_missing_fails_and_leaves_no_descriptor(
+    daemon: Daemon,
+) -> None:
+    missing = pb.JobStartRequest(name="no-such-program", tty=True, stdin=True)
+    async with daemon.client() as rund:
+
+        async def refused() -> None:
+            with pytest.raises(RpcError) as caught:
+                await rund.start(missing)
+            assert caught.value.code == "FAILED_PRECONDITION"
+            assert "no-such-program" in caught.value.message
+
+        await refused()  # whatever the daemon opens once is open now
+        before = sorted(os.listdir("/proc/self/fd"))
+        for _ in range(3):
+            await refused()
+        assert sorted(os.listdir("/proc/self/fd")) == before
 
 
 async def test_resize_changes_a_terminal_jobs_window(daemon: Daemon) -> None:
