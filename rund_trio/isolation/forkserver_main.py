@@ -193,10 +193,14 @@ def _die_with_the_daemon() -> None:
         posix._exit(wire.EXIT_SETUP_FAILED)
 
 
-def _read_spec(spec_fd: int) -> tuple[dict[str, object] | SetupFailed, Template | None]:
+def _read_spec(
+    spec_fd: int, stdin_fd: int
+) -> tuple[dict[str, object] | SetupFailed, Template | None]:
     """The job's spec, read here rather than in every child, and the
     template mount namespace for its root tree if it is a contained job on
-    the host's root (``mount_template``; None if it cannot be built)."""
+    the host's root without a terminal (``mount_template``; None if it
+    cannot be built). A job with a terminal builds its tree itself, the
+    host's root at hand for its terminal's setup."""
     from rund_trio.isolation import execute
 
     try:
@@ -207,6 +211,7 @@ def _read_spec(spec_fd: int) -> tuple[dict[str, object] | SetupFailed, Template 
     namespaces: dict[str, bool] = spec["namespaces"]  # type: ignore[assignment]
     if (
         _templates is not None
+        and not posix.isatty(stdin_fd)
         and spec["contained"] is not None
         and spec["rootfs"] is None
         and namespaces["pid"]
@@ -266,7 +271,7 @@ def handle(data: bytes, fds: list[int]) -> bytes:
     else:
         return wire.encode_status(_EPROTO, "forkserver", f"bad request {data[:40]!r}")
     trace.mark("server request")
-    spec, template = _read_spec(fds[3])
+    spec, template = _read_spec(fds[3], fds[0])
     trace.mark("server spec-read")
     try:
         pid, joined = _fork_job(cgroup_fd)

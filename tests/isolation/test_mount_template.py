@@ -99,3 +99,15 @@ def test_a_template_is_reused_until_the_hosts_mount_table_changes(host_dir: Path
     second = templates.get(hidden)
     assert second is not None and second is not first
     second.close()
+
+
+async def test_a_job_built_from_a_template_can_use_its_devices(spawner: ForkServerSpawner) -> None:
+    """The template's tree is nodev: the job's /dev binds the host's nodes
+    from the template's stage, which is not."""
+    assert (await contained(spawner, "true")).status.exit_code == 0  # the template exists
+    script = (
+        "echo x > /dev/null && head -c 3 /dev/zero | wc -c && head -c 3 /dev/urandom | wc -c "
+        "&& ! echo x > /dev/full 2>/dev/null && echo ok"
+    )
+    done = await contained(spawner, script)
+    assert done.stdout.split() == ["3", "3", "ok"], done.stderr
