@@ -34,7 +34,9 @@ server was spawned by the daemon.)
 pick the job's template mount namespace (a contained job on the host's root
 gets a copy of the read-only tree with its covers, built once, instead of
 building it and unmounting the old root per job), and the child inherits the
-record with its memory. Between requests the server also drops templates
+record with its memory. Templates are built by children of the server after
+it answered, never while a request waits (until one is ready, jobs build
+their own tree); between requests the server collects them and drops those
 the host's mount changes made stale (``Templates.sweep``).
 
 The child then does what ``posix_spawn`` and the helper's interpreter did for
@@ -285,9 +287,9 @@ def handle(data: bytes, fds: list[int]) -> bytes:
 
 
 def _wait_for_request(sock: _socket.socket) -> None:
-    """Until the daemon's next request (or end of file): meanwhile, drop the
-    templates the host's mount changes made stale, so that none keeps a file
-    system the host unmounted."""
+    """Until the daemon's next request (or end of file): meanwhile, collect
+    the templates built and drop those the host's mount changes made stale,
+    so that none keeps a file system the host unmounted."""
     import select
 
     if _templates is None:
@@ -295,8 +297,8 @@ def _wait_for_request(sock: _socket.socket) -> None:
     while True:
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
-        for fd in _templates.watched_fds():
-            poller.register(fd, select.POLLPRI)
+        for fd, events in _templates.watched():
+            poller.register(fd, events)
         ready = [fd for fd, _ in poller.poll()]
         if len(ready) > ready.count(sock.fileno()):
             _templates.sweep(ready)  # this poll consumed their news: act on it now
@@ -322,6 +324,8 @@ def serve(sock: _socket.socket) -> int:
             for fd in fds:
                 posix.close(fd)
         sock.send(reply)
+        if _templates is not None:
+            _templates.start_builds()  # after the reply, with no job's fd open
 
 
 def main(fd: int = SERVER_FD) -> int:

@@ -43,7 +43,6 @@ import posix
 import select
 
 from rund_trio.isolation import container_fs, linux, wire
-from rund_trio.isolation.rootfs import SetupError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -110,52 +109,6 @@ class Template:
         """The namespace, for ``linux.setns``; close-on-exec."""
         self.mountinfo_fd = mountinfo_fd
 
-    @classmethod
-    def build(cls, hidden: tuple[str, ...], cover: Callable[[str], None]) -> Template:
-        """Fork a child that builds the namespace, keep it, reap the child.
-        Raises ``OSError`` or ``SetupError`` when it cannot be built."""
-        identities = tuple(identity(path) for path in hidden)  # before the covers: see valid
-        ready_r, ready_w = posix.pipe2(posix.O_CLOEXEC)
-        done_r, done_w = posix.pipe2(posix.O_CLOEXEC)
-        try:
-            child = posix.fork()
-            if child == 0:
-                code = wire.EXIT_SETUP_FAILED
-                try:
-                    posix.close(ready_r)
-                    posix.close(done_w)
-                    linux.unshare(linux.CLONE_NEWNS)
-                    container_fs.build_root(None, list(hidden), cover)
-                    _stage_devices()
-                    container_fs.enter()
-                    posix.write(ready_w, _READY)
-                    posix.read(done_r, 1)  # until the server has the namespace
-                    code = 0
-                finally:
-                    posix._exit(code)
-            posix.close(ready_w)
-            ready_w = -1
-            posix.close(done_r)
-            done_r = -1
-            try:
-                if posix.read(ready_r, 1) != _READY:
-                    raise OSError(5, "the template's builder failed")  # EIO
-                ns_fd = posix.open(f"/proc/{child}/ns/mnt", posix.O_RDONLY | posix.O_CLOEXEC)
-                try:
-                    info = posix.open(f"/proc/{child}/mountinfo", posix.O_RDONLY | posix.O_CLOEXEC)
-                except BaseException:
-                    posix.close(ns_fd)
-                    raise
-            finally:
-                posix.close(done_w)
-                done_w = -1
-                posix.waitpid(child, 0)
-        finally:
-            for fd in (ready_r, ready_w, done_r, done_w):
-                if fd >= 0:
-                    posix.close(fd)
-        return cls(hidden, identities, ns_fd, info)
-
     def valid(self) -> bool:
         """Whether jobs may still be built from this template: its own mount
         table unchanged and every hidden path naming what it did."""
@@ -171,43 +124,199 @@ class Template:
         posix.close(self.mountinfo_fd)
 
 
+class _Build:
+    """A template being built by a child of the fork server: it writes one
+    byte on ``ready_r``'s pipe once the namespace is ready (end of file: it
+    failed), then waits until ``done_w`` closes and exits."""
+
+    def __init__(self, hidden: tuple[str, ...], cover: Callable[[str], None]) -> None:
+        self.hidden = hidden
+        self.identities = tuple(identity(path) for path in hidden)  # before the covers
+        self.ready_r, ready_w = posix.pipe2(posix.O_CLOEXEC)
+        done_r, self.done_w = posix.pipe2(posix.O_CLOEXEC)
+        try:
+            self.pid = posix.fork()
+        except BaseException:
+            for fd in (self.ready_r, ready_w, done_r, self.done_w):
+                posix.close(fd)
+            raise
+        if self.pid == 0:
+            _build(hidden, cover, ready_w, done_r)  # never returns
+        posix.close(ready_w)
+        posix.close(done_r)
+
+    def finish(self) -> Template | None:
+        """Once ``ready_r`` is readable: the template, or None if the child
+        failed. The child then exits (reap ``pid``)."""
+        try:
+            if posix.read(self.ready_r, 1) != _READY:
+                return None
+            flags = posix.O_RDONLY | posix.O_CLOEXEC
+            ns_fd = posix.open(f"/proc/{self.pid}/ns/mnt", flags)
+            try:
+                info = posix.open(f"/proc/{self.pid}/mountinfo", flags)
+            except OSError:
+                posix.close(ns_fd)
+                return None
+            return Template(self.hidden, self.identities, ns_fd, info)
+        except OSError:
+            return None
+        finally:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """Let the child go (it exits; reap ``pid``)."""
+        for fd in (self.ready_r, self.done_w):
+            try:  # noqa: SIM105 (contextlib costs an import)
+                posix.close(fd)
+            except OSError:
+                pass
+        self.ready_r = self.done_w = -1
+
+
+def _build(
+    hidden: tuple[str, ...], cover: Callable[[str], None], ready_w: int, done_r: int
+) -> None:
+    """In the builder child: never returns. Only the two pipe ends stay
+    open (not the server's socket: the daemon must see the server's end of
+    file when the server ends)."""
+    code = wire.EXIT_SETUP_FAILED
+    try:
+        low = 3
+        for fd in sorted((ready_w, done_r)):
+            posix.closerange(low, fd)
+            low = fd + 1
+        posix.closerange(low, 0x7FFFFFFF)
+        linux.set_process_name("rund-template")
+        linux.unshare(linux.CLONE_NEWNS)
+        container_fs.build_root(None, list(hidden), cover)
+        _stage_devices()
+        container_fs.enter()
+        posix.write(ready_w, _READY)
+        posix.read(done_r, 1)  # until the server has the namespace
+        code = 0
+    finally:
+        posix._exit(code)
+
+
 class Templates:
-    """The fork server's templates, by list of hidden paths."""
+    """The fork server's templates, by list of hidden paths.
+
+    ``get`` never builds one itself, so a request never waits for a build:
+    it notes the wish, ``start_builds`` (called by the server once it has
+    answered) forks the builders, and ``sweep`` (when their pipes are
+    readable) collects what they built. Until then jobs build their own tree.
+    """
 
     def __init__(self, cover: Callable[[str], None], limit: int = 4) -> None:
         self._cover = cover
         self._limit = limit
         self._templates: dict[tuple[str, ...], Template] = {}
+        self._builds: dict[tuple[str, ...], _Build] = {}
+        self._wanted: set[tuple[str, ...]] = set()
+        self._failed: set[tuple[str, ...]] = set()
+        """Lists whose build failed: not tried again until the host changes."""
+        self._zombies: list[int] = []
         self._host = posix.open("/proc/self/mountinfo", posix.O_RDONLY | posix.O_CLOEXEC)
 
-    def watched_fds(self) -> list[int]:
-        """The fds whose ``POLLPRI`` calls for a ``sweep``."""
-        return [self._host, *(t.mountinfo_fd for t in self._templates.values())]
+    def watched(self) -> list[tuple[int, int]]:
+        """(fd, poll events) that call for a ``sweep`` when they fire."""
+        pri = select.POLLPRI
+        return [
+            (self._host, pri),
+            *((t.mountinfo_fd, pri) for t in self._templates.values()),
+            *((b.ready_r, select.POLLIN) for b in self._builds.values()),
+        ]
 
     def sweep(self, signalled: Collection[int] = ()) -> None:
-        """Drop every template that is no longer valid (all of them when the
-        host's mount table changed). ``signalled``: the ``watched_fds`` a
-        ``poll`` of the caller reported (that poll consumed their news)."""
+        """Drop every template that is no longer valid (all of them, and the
+        builds under way, when the host's mount table changed); collect the
+        finished builds. ``signalled``: the ``watched`` fds a ``poll`` of the
+        caller reported (that poll consumed their news)."""
         host_changed = _changed(self._host) or self._host in signalled
+        if host_changed:
+            self._failed.clear()
         for key, template in list(self._templates.items()):
             if host_changed or template.mountinfo_fd in signalled or not template.valid():
                 del self._templates[key]
                 template.close()
+        for key, build in list(self._builds.items()):
+            if host_changed:
+                build.abandon()
+            elif build.ready_r in signalled or _readable(build.ready_r):
+                built = build.finish()
+                if built is None or not built.valid():
+                    self._failed.add(key)
+                    if built is not None:
+                        built.close()
+                else:
+                    self._templates[key] = built
+            else:
+                continue
+            del self._builds[key]
+            self._zombies.append(build.pid)
+        self._reap()
 
     def get(self, hidden: tuple[str, ...]) -> Template | None:
-        """A valid template for ``hidden``, built if need be; None if it
-        cannot be built (the job then builds its tree itself, and reports
-        what fails)."""
+        """A valid template for ``hidden``, or None (the job then builds its
+        tree itself); a missing one is wished for (``start_builds``)."""
         self.sweep()
         template = self._templates.get(hidden)
-        if template is not None:
-            return template
-        if len(self._templates) >= self._limit:
-            oldest = next(iter(self._templates))
-            self._templates.pop(oldest).close()
-        try:
-            template = Template.build(hidden, self._cover)
-        except (OSError, SetupError):
-            return None
-        self._templates[hidden] = template
+        if template is None and hidden not in self._builds and hidden not in self._failed:
+            self._wanted.add(hidden)
         return template
+
+    def start_builds(self) -> None:
+        """Fork a builder for each template wished for. Call it when no
+        request's fds are open: the builders inherit what is."""
+        wanted, self._wanted = self._wanted, set()
+        for hidden in wanted:
+            if len(self._templates) + len(self._builds) >= self._limit:
+                if not self._templates:
+                    return
+                oldest = next(iter(self._templates))
+                self._templates.pop(oldest).close()
+            try:
+                self._builds[hidden] = _Build(hidden, self._cover)
+            except OSError:
+                self._failed.add(hidden)
+
+    def settle(self) -> None:
+        """Block until every build under way is collected (tests; shutdown)."""
+        while self._builds:
+            poller = select.poll()
+            for build in self._builds.values():
+                poller.register(build.ready_r, select.POLLIN)
+            self.sweep([fd for fd, _ in poller.poll()])
+
+    def close(self) -> None:
+        """Drop every template and build; reap every builder."""
+        for template in self._templates.values():
+            template.close()
+        for build in self._builds.values():
+            build.abandon()
+            self._zombies.append(build.pid)
+        self._templates.clear()
+        self._builds.clear()
+        for pid in self._zombies:
+            try:  # noqa: SIM105 (contextlib costs an import)
+                posix.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self._zombies.clear()
+        posix.close(self._host)
+
+    def _reap(self) -> None:
+        for pid in list(self._zombies):
+            try:
+                done, _ = posix.waitpid(pid, posix.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self._zombies.remove(pid)
+
+
+def _readable(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))

@@ -88,17 +88,55 @@ async def test_a_hidden_file_replaced_by_a_rename_stays_hidden_from_the_next_job
     assert "SECRET" not in done.stdout
 
 
-def test_a_template_is_reused_until_the_hosts_mount_table_changes(host_dir: Path) -> None:
+def test_a_template_is_built_after_the_request_and_reused_until_the_host_changes(
+    host_dir: Path, request: pytest.FixtureRequest
+) -> None:
     templates = Templates(execute._hide)
+    request.addfinalizer(templates.close)
     hidden = (str(host_dir / "covered"),)
+    assert templates.get(hidden) is None  # never built while a request waits
+    templates.start_builds()
+    templates.settle()
     first = templates.get(hidden)
     assert first is not None
     assert templates.get(hidden) is first
     linux.mount("tmpfs", str(host_dir), "tmpfs", 0, "size=16k")
     linux.umount2(str(host_dir))
+    assert templates.get(hidden) is None
+    templates.start_builds()
+    templates.settle()
     second = templates.get(hidden)
     assert second is not None and second is not first
-    second.close()
+
+
+def test_a_template_goes_when_a_hidden_path_appears(
+    host_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    templates = Templates(execute._hide)
+    request.addfinalizer(templates.close)
+    hidden = (str(host_dir / "secret"),)
+    templates.get(hidden)
+    templates.start_builds()
+    templates.settle()
+    assert templates.get(hidden) is not None
+    (host_dir / "secret").write_text("SECRET\n")
+    assert templates.get(hidden) is None
+
+
+def test_a_template_goes_when_a_hidden_file_is_renamed_over(
+    host_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    templates = Templates(execute._hide)
+    request.addfinalizer(templates.close)
+    (host_dir / "secret").write_text("old\n")
+    hidden = (str(host_dir / "secret"),)
+    templates.get(hidden)
+    templates.start_builds()
+    templates.settle()
+    assert templates.get(hidden) is not None
+    (host_dir / "new").write_text("SECRET\n")
+    os.rename(host_dir / "new", host_dir / "secret")
+    assert templates.get(hidden) is None
 
 
 async def test_a_job_built_from_a_template_can_use_its_devices(spawner: ForkServerSpawner) -> None:
