@@ -8,9 +8,11 @@ old root after ``pivot_root``: every unmount waits for an RCU grace period,
 milliseconds on a busy machine.
 
 So the fork server builds it once per list of hidden paths, in a mount
-namespace of its own: a short-lived child unshares one, builds the tree,
-pivots into it and unmounts the old root, and the server keeps the namespace
-(an fd of ``/proc/<child>/ns/mnt``) after the child exits. Each job's
+namespace of its own: a short-lived child (``rund-template``, forked once the
+server answered the request that asked for it: no request waits for a build)
+unshares one, builds the tree, pivots into it and unmounts the old root, and
+the server keeps the namespace (an fd of ``/proc/<child>/ns/mnt``) after the
+child exits. Until a template is ready, jobs build their own tree. Each job's
 ``rund-init`` then ``setns``\\ es into the template and at once unshares a copy
 of it (``container_fs.unshare_flags``, as before), in which it mounts its
 own /proc, /sys, /dev and /tmp (``container_fs.mount_job_dirs``): the same
