@@ -142,10 +142,12 @@ def _collect(stream, lines: list[str]) -> None:  # type: ignore[no-untyped-def]
         del lines[:-200]
 
 
-def spawn_daemon(name: str, pki: Pki, workdir: Path, *extra: str) -> Daemon:
+def spawn_daemon(
+    name: str, pki: Pki, workdir: Path, *extra: str, env: dict[str, str] | None = None
+) -> Daemon:
     """``rund-trio serve --addr 127.0.0.1:PORT`` with the PKI, its own state
-    directory (reused if it exists: a restart) and cgroup subtree; returned
-    once it logs "listening on"."""
+    directory (reused if it exists: a restart) and cgroup subtree, ``env``
+    added to its environment; returned once it logs "listening on"."""
     state = workdir / f"state-{name}"
     state.mkdir(mode=0o700, exist_ok=True)
     cgroup_root = None if "--no-cgroups" in extra else private_cgroup_root()
@@ -166,7 +168,7 @@ def spawn_daemon(name: str, pki: Pki, workdir: Path, *extra: str) -> Daemon:
                 *extra,
             ],
             cwd=workdir,
-            env=clean_env(),
+            env={**clean_env(), **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

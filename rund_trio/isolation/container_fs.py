@@ -39,6 +39,10 @@ the tree above without them). The kernel also counts a procfs or sysfs with
 a locked mount on its root as not fully visible, so a user namespace the job
 makes cannot mount a fresh one on their strength.
 
+A job started by the fork server gets the same tree from a template mount
+namespace (``rund_trio.isolation.mount_template``): ``build_root`` and
+``enter`` run once per template, ``mount_job_dirs`` per job.
+
 Each step raises ``SetupError`` naming itself (``rund_trio.isolation.rootfs``).
 """
 
@@ -46,7 +50,7 @@ from __future__ import annotations
 
 import posix
 
-from rund_trio.isolation import linux
+from rund_trio.isolation import linux, trace
 from rund_trio.isolation.rootfs import SetupError, _mountpoint, _step
 
 TYPE_CHECKING = False  # typing itself costs the helper an import
@@ -109,12 +113,20 @@ def build(
     cover: Callable[[str], None],
     owner: tuple[int, int],
 ) -> None:
-    """Build the job's file system and make it the calling process's ``/``
-    (cwd ``/``). Called right after ``unshare(unshare_flags(...))``, as the
-    host's root. ``cover`` hides one absolute path (the daemon's covers);
-    ``owner`` is the host (uid, gid) of the job's root, which owns /tmp.
-    Ends with the old root detached: nothing of the host is reachable but
-    what the new tree shows."""
+    """Build the job's file system in the cwd, which ``enter`` then makes
+    the calling process's ``/``. Called right after
+    ``unshare(unshare_flags(...))``, as the host's root. ``cover`` hides one
+    absolute path (the daemon's covers); ``owner`` is the host (uid, gid) of
+    the job's root, which owns /tmp."""
+    build_root(rootfs, hidden, cover)
+    mount_job_dirs(owner)
+
+
+def build_root(rootfs: str | None, hidden: list[str], cover: Callable[[str], None]) -> None:
+    """The part of ``build`` that is the same for every job with the same
+    ``rootfs`` and ``hidden``: the read-only root tree with the covers, made
+    the cwd (``rund_trio.isolation.mount_template`` keeps it, entered, as a
+    template mount namespace)."""
     _step("mount-private", linux.mount, None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     for path in hidden:
         _step("hide", cover, path)
@@ -130,9 +142,19 @@ def build(
         _step("chdir", posix.fchdir, tree)  # the new tree's root, above `source`
     finally:
         posix.close(tree)
+
+
+def mount_job_dirs(owner: tuple[int, int]) -> None:
+    """The part of ``build`` that is each job's own, in the root tree at the
+    cwd: a /proc of its PID namespace, a /sys of its network and cgroup
+    namespaces, its /dev and its /tmp (owned by ``owner``)."""
+    trace.mark("init fs-root")
     _mount_proc()
+    trace.mark("init fs-proc")
     _mount_sys()
+    trace.mark("init fs-sys")
     _mount_dev(owner)
+    trace.mark("init fs-dev")
     tmpfs_options = f"mode=1777,uid={owner[0]},gid={owner[1]}"
     _step(
         "mount-tmp",
@@ -153,7 +175,9 @@ def enter() -> None:
     # pivot_root(".", "."): the old root ends up stacked on the new one, and
     # a lazy unmount of "." then drops it; no put_old directory needed.
     _step("pivot_root", linux.pivot_root, ".", ".")
+    trace.mark("init pivoted")
     _step("umount-oldroot", linux.umount2, ".", linux.MNT_DETACH)
+    trace.mark("init umounted")
     _step("chdir", posix.chdir, "/")
 
 

@@ -16,7 +16,10 @@ the status fd, made close-on-exec at once. The helper then
    read-only host or ``rootfs``, covers, private /tmp and /dev, masked /proc,
    cgroup namespace), which then enters its user namespace
    (``userns``, maps written by this helper): every mount, the covers
-   included, is locked from then on;
+   included, is locked from then on. Started by the fork server, ``rund-init``
+   copies the read-only tree with its covers from a template mount namespace
+   (``mount_template``) and mounts only the job's own /proc, /sys, /dev and
+   /tmp: no pivot_root, no unmount of the host's root;
 5. in the job's process (forked by ``rund-init``): for a contained job
    narrows its capabilities (``capabilities``), drops to ``uid``/``gid``
    (ids of its user namespace when contained), changes to ``cwd``, restores
@@ -82,13 +85,14 @@ import _socket
 import posix
 import sys
 
-from rund_trio.isolation import wire
+from rund_trio.isolation import trace, wire
 
 TYPE_CHECKING = False  # typing itself costs the helper an import
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import TypeVar
 
+    from rund_trio.isolation.mount_template import Template
     from rund_trio.isolation.rootfs import SetupError
 
     T = TypeVar("T")
@@ -138,11 +142,12 @@ def _report(status_fd: int, failure: SetupFailed) -> None:
         pass  # the daemon is gone: nobody to tell
 
 
-def _read_spec(spec_fd: int) -> dict[str, object]:
+def read_spec(spec_fd: int) -> dict[str, object]:
+    """The record on ``spec_fd`` (read from its offset to its end, left
+    open); ``SetupFailed`` (step ``spec``) if it is not one."""
     chunks = []
     while chunk := posix.read(spec_fd, 1 << 16):
         chunks.append(chunk)
-    posix.close(spec_fd)
     try:
         return wire.decode_spec(b"".join(chunks))
     except wire.WireError as error:
@@ -218,10 +223,18 @@ def _failed(error: SetupError) -> SetupFailed:
     return SetupFailed(error.step, error.error.errno or _EINVAL, message)
 
 
-def _setup_contained(record: dict[str, object], ready_w: int, go_r: int) -> None:
+def _setup_contained(
+    record: dict[str, object], ready_w: int, go_r: int, template: Template | None
+) -> int:
     """Step 4 for a contained job, in ``rund-init``: its namespaces and file
-    system made as the host's root (``container_fs``), then its user
-    namespace (``userns``), as whose root it returns."""
+    system made as the host's root (``container_fs``; its root tree a copy of
+    ``template`` when that fits the job, see ``mount_template``), then its
+    user namespace (``userns``), as whose root it returns.
+
+    Returns an fd of the mount namespace the tree was built in, which the
+    user namespace's copy of it left: freeing a mount namespace waits for an
+    RCU grace period, so ``_release_after_exec`` frees it once the job's
+    program runs."""
     from rund_trio.isolation import container_fs, linux, userns
     from rund_trio.isolation.rootfs import SetupError
 
@@ -230,21 +243,61 @@ def _setup_contained(record: dict[str, object], ready_w: int, go_r: int) -> None
     ids = contained["ids"]
     rootfs = record["rootfs"]
     hidden: list[str] = record["hidden"]  # type: ignore[assignment]
+    if template is not None and (rootfs is not None or tuple(hidden) != template.hidden):
+        template.close()
+        template = None  # not this job's tree
     try:
+        trace.mark("init unshare")
+        if template is not None:
+            try:
+                _step("setns", linux.setns, template.ns_fd, linux.CLONE_NEWNS)
+            finally:
+                template.close()
         _step("unshare", linux.unshare, container_fs.unshare_flags(ns))
-        container_fs.build(
-            rootfs if isinstance(rootfs, str) else None, hidden, _hide, (ids[0], ids[1])
-        )
+        trace.mark("init unshared")
+        if template is None:
+            container_fs.build(
+                rootfs if isinstance(rootfs, str) else None, hidden, _hide, (ids[0], ids[1])
+            )
+        else:
+            # The job's /dev binds "/dev/<name>": the host's nodes, which the
+            # template staged (its own /dev is nodev, as all of its tree);
+            # the job's /tmp covers the stage, and the root is the tree again.
+            from rund_trio.isolation.mount_template import STAGE
+
+            _step("mount-dev", posix.chroot, STAGE)
+            container_fs.mount_job_dirs((ids[0], ids[1]))
+            _step("chdir", posix.chroot, ".")
+        trace.mark("init built")
         hostname = record["hostname"]
         if isinstance(hostname, str):
             _step("hostname", linux.sethostname, hostname)
         if ns["net"]:
             _step("net-lo", linux.interface_up, "lo")
-        container_fs.enter()
+        trace.mark("init lo-up")
+        if template is None:
+            container_fs.enter()
+        trace.mark("init entered")
+        builder = _step("userns", posix.open, "/proc/self/ns/mnt", posix.O_RDONLY | posix.O_CLOEXEC)
         if not userns.enter(ready_w, go_r):
             posix._exit(wire.EXIT_SETUP_FAILED)  # the helper failed and reported why
     except SetupError as error:
         raise _failed(error) from None
+    return builder
+
+
+def _release_after_exec(builder: int, exec_r: int, exec_w: int) -> None:
+    """In ``rund-init``, after forking the job's process (which holds
+    ``exec_w``, close-on-exec, and closed its copy of ``builder``): close
+    ``builder`` once that process executed its program or ended, so that the
+    grace period of freeing the namespace delays nothing the daemon waits for."""
+    posix.close(exec_w)
+    try:  # noqa: SIM105 (contextlib costs the helper an import)
+        posix.read(exec_r, 1)  # end of file: executed or ended
+    except OSError:
+        pass
+    posix.close(exec_r)
+    posix.close(builder)
 
 
 def _hide(path: str) -> None:
@@ -325,6 +378,7 @@ def _exec_job(record: dict[str, object]) -> None:
         from rund_trio.isolation import seccomp
 
         _step("seccomp", seccomp.install, confine["seccomp"])
+    trace.mark("job exec")
     code = _execvpe(argv, env)
     message = f"{posix.strerror(code)}: {argv[0]!r}"
     if "/" not in argv[0]:
@@ -438,9 +492,10 @@ def _run_init(
     parent_alive: int,
     pid_w: _socket.socket,
     userns_fds: tuple[int, int] | None,
+    template: Template | None,
 ) -> None:
     """PID 1 of the job's PID namespace (a forked child: never returns).
-    ``userns_fds`` (ready_w, go_r) for a contained job."""
+    ``userns_fds`` (ready_w, go_r) and ``template`` for a contained job."""
     try:
         from rund_trio.isolation import linux
 
@@ -448,17 +503,25 @@ def _run_init(
         linux.set_process_name("rund-init")
         if posix.isatty(0):
             _step("tty", _take_terminal, True)
+        builder = -1
         if userns_fds is None:
             _setup_namespaces(record)
         else:
-            _setup_contained(record, *userns_fds)
+            builder = _setup_contained(record, *userns_fds, template)
+            trace.mark("init userns-root")
             # Becoming the namespace's root cleared the parent death signal.
             _die_with_parent(parent_alive)
             if _terminal_socket():
                 _step("tty", _open_job_terminal, record)
+            exec_r, exec_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
+        trace.mark("init fork-job")
         job = _step("fork", posix.fork)
         if job == 0:
             try:
+                trace.mark("job forked")
+                if builder >= 0:
+                    posix.close(builder)
+                    posix.close(exec_r)
                 _say_pid(pid_w)
                 posix.close(result_w)
                 _exec_job(record)
@@ -469,6 +532,8 @@ def _run_init(
             posix._exit(wire.EXIT_SETUP_FAILED)
         pid_w.close()
         posix.close(status_fd)
+        if builder >= 0:
+            _release_after_exec(builder, exec_r, exec_w)
         status = _reap_until(job)
         posix.write(result_w, b"%d" % status)
         posix._exit(0)
@@ -479,7 +544,7 @@ def _run_init(
     posix._exit(wire.EXIT_SETUP_FAILED)
 
 
-def _start(record: dict[str, object], status_fd: int) -> None:
+def _start(record: dict[str, object], status_fd: int, template: Template | None) -> None:
     """Steps 1 to 5. Returns only by raising ``SetupFailed``; with a PID
     namespace this process ends as the job ended."""
     cgroup_dir = record["cgroup_dir"]
@@ -511,7 +576,9 @@ def _start(record: dict[str, object], status_fd: int) -> None:
             flags |= flag
     if contained is not None:  # rund-init unshares the rest (_setup_contained)
         flags = linux.CLONE_NEWPID
+    trace.mark("helper unshare")
     _step("unshare", linux.unshare, flags)
+    trace.mark("helper unshared")
     if not ns["pid"]:
         _setup_namespaces(record)
         _exec_job(record)
@@ -523,8 +590,10 @@ def _start(record: dict[str, object], status_fd: int) -> None:
         ready_r, ready_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
         go_r, go_w = _step("pipe", posix.pipe2, posix.O_CLOEXEC)
     _ignore_group_signals()
+    trace.mark("helper fork-init")
     init = _step("fork", posix.fork)
     if init == 0:
+        trace.mark("init forked")
         posix.close(result_r)
         posix.close(alive_w)
         pid_r.close()
@@ -532,9 +601,17 @@ def _start(record: dict[str, object], status_fd: int) -> None:
             posix.close(ready_r)
             posix.close(go_w)
         _run_init(
-            record, status_fd, result_w, alive_r, pid_w, (ready_w, go_r) if contained else None
+            record,
+            status_fd,
+            result_w,
+            alive_r,
+            pid_w,
+            (ready_w, go_r) if contained else None,
+            template if contained else None,
         )
     linux.set_process_name("rund-execute")
+    if template is not None:
+        template.close()  # rund-init's business
     if terminal:
         _relay_group_signals(init)
     posix.close(result_w)
@@ -543,10 +620,13 @@ def _start(record: dict[str, object], status_fd: int) -> None:
     if contained:
         posix.close(ready_w)
         posix.close(go_r)
+        trace.mark("helper map-wait")
         _map_ids(init, contained["ids"], ready_r, go_w)  # type: ignore[arg-type]
+        trace.mark("helper mapped")
     # The status fd reaches end of file only once this line is written (or
     # not) and the job's program was executed: the daemon has both then.
     program = _hear_pid(pid_r)
+    trace.mark("helper heard-pid")
     if program is not None:
         try:  # noqa: SIM105 (contextlib costs the helper an import)
             posix.write(status_fd, wire.PROGRAM_PID + b"%d\n" % program)
@@ -660,17 +740,35 @@ def _close_other_fds(*keep: int) -> None:
     posix.closerange(low, 0x7FFFFFFF)
 
 
-def execute(spec_fd: int, status_fd: int) -> int:
+def execute(
+    spec_fd: int,
+    status_fd: int,
+    *,
+    spec: dict[str, object] | SetupFailed | None = None,
+    template: Template | None = None,
+) -> int:
     """Run the helper on these fds; returns ``EXIT_SETUP_FAILED`` on failure
-    (after reporting it), and otherwise never returns."""
+    (after reporting it), and otherwise never returns. ``spec``: the record
+    (or why there is none) when the caller read ``spec_fd`` already (the
+    fork server); ``template``: a template mount namespace the fork server
+    holds, used if it fits the job."""
     try:
         posix.set_inheritable(status_fd, False)
     except OSError as error:
         posix.write(2, f"rund-trio execute: bad status fd {status_fd}: {error}\n".encode())
         return wire.EXIT_SETUP_FAILED
-    _close_other_fds(spec_fd, status_fd)
+    keep = [spec_fd, status_fd, trace.fd()]
+    if template is not None:
+        keep += [template.ns_fd, template.mountinfo_fd]
+    _close_other_fds(*keep)
     try:
-        _start(_read_spec(spec_fd), status_fd)
+        if spec is None:
+            spec = read_spec(spec_fd)
+        posix.close(spec_fd)
+        if isinstance(spec, SetupFailed):
+            raise spec
+        trace.mark("helper spec-read")
+        _start(spec, status_fd, template)
         raise SetupFailed("exec", _EINVAL, "the helper returned instead of executing")
     except SetupFailed as failure:
         _report(status_fd, failure)

@@ -24,9 +24,20 @@ interpreter start.
 creates it with ``clone3(CLONE_PARENT)`` (fork semantics: no new stack, a copy
 of the server's memory), so the daemon can watch it through a pidfd and reap it
 with ``wait4``, with its rusage, exactly like a process it spawned itself; the
-pid stays pinned until the daemon reaps it. The server never has children and
-never reaps anything. (``CLONE_PARENT`` hands the child the server's own exit
-signal, SIGCHLD, as the server was spawned by the daemon.)
+pid stays pinned until the daemon reaps it. The server's only children of its
+own are the short-lived builders of template mount namespaces
+(``mount_template``), each reaped before the request that made it is answered.
+(``CLONE_PARENT`` hands the child the server's own exit signal, SIGCHLD, as the
+server was spawned by the daemon.)
+
+**The spec is read here**, once, not in the child: the server needs it to
+pick the job's template mount namespace (a contained job on the host's root
+gets a copy of the read-only tree with its covers, built once, instead of
+building it and unmounting the old root per job), and the child inherits the
+record with its memory. Templates are built by children of the server after
+it answered, never while a request waits (until one is ready, jobs build
+their own tree); between requests the server collects them and drops those
+the host's mount changes made stale (``Templates.sweep``).
 
 The child then does what ``posix_spawn`` and the helper's interpreter did for
 the ``execute`` helper: a new session, the job's stdio on 0 to 2, and
@@ -45,7 +56,12 @@ import _socket
 import posix
 import sys
 
-from rund_trio.isolation import wire
+from rund_trio.isolation import trace, wire
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from rund_trio.isolation.execute import SetupFailed
+    from rund_trio.isolation.mount_template import Template, Templates
 
 SERVER_FD = 3
 """The server's end of the socket pair, in the server."""
@@ -77,6 +93,8 @@ _clone3_works = True
 _daemon_pid = 0
 """The daemon's pid: this server's parent, and every job's."""
 _into_cgroup_works = True
+_templates: Templates | None = None
+"""Template mount namespaces (``mount_template``), once ``main`` runs."""
 
 
 def _clone_args(flags: int, cgroup_fd: int) -> bytes:
@@ -177,7 +195,41 @@ def _die_with_the_daemon() -> None:
         posix._exit(wire.EXIT_SETUP_FAILED)
 
 
-def _run_job(fds: list[int], cgroup_fd: int | None) -> None:
+def _read_spec(
+    spec_fd: int, stdin_fd: int
+) -> tuple[dict[str, object] | SetupFailed, Template | None]:
+    """The job's spec, read here rather than in every child, and the
+    template mount namespace for its root tree if it is a contained job on
+    the host's root whose terminal, if any, rund-init opens in the job's
+    own devpts (``mount_template``; None if it cannot be built). A job given
+    the daemon's terminal builds its tree itself, the host's root at hand
+    for taking that terminal."""
+    from rund_trio.isolation import execute
+
+    try:
+        spec = execute.read_spec(spec_fd)
+    except execute.SetupFailed as failure:
+        return failure, None
+    template = None
+    namespaces: dict[str, bool] = spec["namespaces"]  # type: ignore[assignment]
+    if (
+        _templates is not None
+        and not posix.isatty(stdin_fd)
+        and spec["contained"] is not None
+        and spec["rootfs"] is None
+        and namespaces["pid"]
+    ):
+        hidden: list[str] = spec["hidden"]  # type: ignore[assignment]
+        template = _templates.get(tuple(hidden))
+    return spec, template
+
+
+def _run_job(
+    fds: list[int],
+    cgroup_fd: int | None,
+    spec: dict[str, object] | SetupFailed,
+    template: Template | None,
+) -> None:
     """In the freshly cloned child: never returns."""
     from rund_trio.isolation import execute  # imported by main() already
 
@@ -197,7 +249,8 @@ def _run_job(fds: list[int], cgroup_fd: int | None) -> None:
         posix.dup2(stdin, 0)
         posix.dup2(stdout, 1)
         posix.dup2(stderr, 2)
-        code = execute.execute(spec_fd, status_fd)
+        trace.mark("child execute")
+        code = execute.execute(spec_fd, status_fd, spec=spec, template=template)
     except BaseException as error:
         number = _EINVAL
         message = repr(error)
@@ -220,19 +273,45 @@ def handle(data: bytes, fds: list[int]) -> bytes:
         cgroup_fd = fds[REQUEST_FDS]
     else:
         return wire.encode_status(_EPROTO, "forkserver", f"bad request {data[:40]!r}")
+    trace.mark("server request")
+    spec, template = _read_spec(fds[3], fds[0])
+    trace.mark("server spec-read")
     try:
         pid, joined = _fork_job(cgroup_fd)
     except OSError as error:
         return wire.encode_status(error.errno or _EINVAL, "fork", error.strerror or str(error))
     if pid == 0:
-        _run_job(fds, None if joined else cgroup_fd)
+        trace.mark("child cloned")
+        _run_job(fds, None if joined else cgroup_fd, spec, template)
+    trace.mark("server cloned")
     return REPLY_PID + b"%d" % pid
+
+
+def _wait_for_request(sock: _socket.socket) -> None:
+    """Until the daemon's next request (or end of file): meanwhile, collect
+    the templates built and drop those the host's mount changes made stale,
+    so that none keeps a file system the host unmounted."""
+    import select
+
+    if _templates is None:
+        return
+    while True:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        for fd, events in _templates.watched():
+            poller.register(fd, events)
+        ready = [fd for fd, _ in poller.poll()]
+        if len(ready) > ready.count(sock.fileno()):
+            _templates.sweep(ready)  # this poll consumed their news: act on it now
+        if sock.fileno() in ready:
+            return
 
 
 def serve(sock: _socket.socket) -> int:
     """Answer requests until the daemon closes its end."""
     space = _socket.CMSG_SPACE(REQUEST_FDS * 2 * _FD_SIZE)
     while True:
+        _wait_for_request(sock)
         data, ancdata, flags, _ = sock.recvmsg(256, space)
         fds = _received_fds(ancdata)
         try:
@@ -246,6 +325,8 @@ def serve(sock: _socket.socket) -> int:
             for fd in fds:
                 posix.close(fd)
         sock.send(reply)
+        if _templates is not None:
+            _templates.start_builds()  # after the reply, with no job's fd open
 
 
 def main(fd: int = SERVER_FD) -> int:
@@ -258,12 +339,19 @@ def main(fd: int = SERVER_FD) -> int:
         container_fs,
         execute,
         linux,
+        mount_template,
         rootfs,
         seccomp,
         userns,
     )
 
     seccomp.prepare()
+    trace.enable_from_environment()
+    global _templates
+    try:
+        _templates = mount_template.Templates(execute._hide)
+    except OSError:
+        _templates = None  # no /proc: every job builds its own tree
 
     # In its own session already; SIGINT aimed at a process group must not end
     # it (the jobs get default dispositions back before their exec anyway).

@@ -120,6 +120,7 @@ class _Libc:
 
 _libc = _Libc()
 _unshare = _IntFunction(("unshare", _libc))  # type: ignore[arg-type]
+_setns = _IntFunction(("setns", _libc))  # type: ignore[arg-type]
 _mount = _IntFunction(("mount", _libc))  # type: ignore[arg-type]
 _umount2 = _IntFunction(("umount2", _libc))  # type: ignore[arg-type]
 _sethostname = _IntFunction(("sethostname", _libc))  # type: ignore[arg-type]
@@ -151,6 +152,13 @@ def unshare(flags: int) -> None:
     """Move the calling process into new namespaces (``CLONE_NEW*`` flags);
     with ``CLONE_NEWPID`` only its children to come are in the new one."""
     _check(_unshare(_Int(flags)))
+
+
+def setns(fd: int, kind: int) -> None:
+    """Move the calling process into the namespace ``fd`` refers to (a
+    ``/proc/<pid>/ns/*`` file), which must be of ``kind`` (``CLONE_NEW*``).
+    Into a mount namespace, the process's root and cwd become its root."""
+    _check(_setns(_Int(fd), _Int(kind)))
 
 
 def mount(

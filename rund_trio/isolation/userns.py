@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import posix
 
-from rund_trio.isolation import linux
+from rund_trio.isolation import linux, trace
 from rund_trio.isolation.rootfs import SetupError
 
 USERNS_HELP = (
@@ -48,11 +48,13 @@ def enter(ready_w: int, go_r: int) -> bool:
             raise SetupError(
                 "userns", OSError(error.errno, USERNS_HELP.format(reason=reason))
             ) from None
+        trace.mark("init userns-unshared")
         posix.write(ready_w, b"u")
         posix.close(ready_w)
         ready_w = -1
         if posix.read(go_r, 1) != b"g":
             return False
+        trace.mark("init userns-go")
     finally:
         if ready_w >= 0:
             posix.close(ready_w)

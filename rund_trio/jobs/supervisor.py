@@ -48,6 +48,7 @@ from rund_trio.errors import (
     ResourceExhausted,
     Unsupported,
 )
+from rund_trio.isolation import trace
 from rund_trio.isolation.spec import Isolation
 from rund_trio.jobs.events import JobEvents, NoJobEvents
 from rund_trio.jobs.isolation_policy import IsolationPolicy, Profile
@@ -528,6 +529,7 @@ class Supervisor:
         record_ = JobRecord(job_id, spec.argv, process.program_pid, self._now(), profile=profile)
         job = Job(record_, owner, process, journal, stdio, spec.working_dir)
         try:
+            trace.mark("daemon spawned")
             with trio.CancelScope(shield=True):  # the row exists, or Start fails
                 await self.store.insert(
                     record_.snapshot(ResourceUsage(), OutputCounts()),
@@ -538,6 +540,7 @@ class Supervisor:
                         tty=stdio is not None and stdio.terminal is not None,
                     ),
                 )
+            trace.mark("daemon inserted")
             if self._disk is not None:
                 self._disk.budget.recheck()
         except BaseException as error:

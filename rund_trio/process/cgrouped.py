@@ -16,6 +16,7 @@ from dataclasses import replace
 import trio
 
 from rund_trio.cgroups.tree import CgroupTree, JobCgroup
+from rund_trio.isolation import trace
 from rund_trio.process.base import ExitStatus, JobProcess, ProcessSpec, ResourceUsage, Spawner
 from rund_trio.process.posix import read_proc_usage
 
@@ -100,7 +101,9 @@ class CgroupSpawner:
     async def spawn(self, spec: ProcessSpec) -> JobProcess:
         """Raises what ``CgroupTree.create_job`` raises for limits it cannot
         honour, and what the inner spawner raises; no leaf is left then."""
+        trace.mark("daemon cgroup-create")
         leaf = self._tree.create_job(spec.job_id, spec.limits)
+        trace.mark("daemon cgroup-created")
         if leaf is None:
             return await self._inner.spawn(spec)
         try:

@@ -36,6 +36,7 @@ import trio
 
 import rund_trio
 from rund_trio.errors import SpawnError
+from rund_trio.isolation import trace
 from rund_trio.isolation.forkserver_main import (
     CHILD_PID,
     REPLY_MAX,
@@ -130,10 +131,11 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
+            traced = os.environ.get(trace.ENV)
             pid = os.posix_spawn(
                 command[0],
                 list(command),
-                {},
+                {} if not traced else {trace.ENV: traced},
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, devnull, 0),
                     (os.POSIX_SPAWN_DUP2, devnull, 1),
@@ -268,6 +270,7 @@ class ForkServerSpawner:
     ) -> None:
         self._isolation = Isolation() if isolation is None else isolation
         self._isolation.validate()
+        trace.enable_from_environment()
         self._command = list(forkserver_command() if command is None else command)
         self._server: ForkServer | None = None
         self._lock = trio.Lock()
@@ -325,7 +328,9 @@ class ForkServerSpawner:
                 fds.append(_open_cgroup(program, iso.cgroup_dir))
                 to_close.append(fds[-1])
                 request = REQUEST_SPAWN_IN_CGROUP
+            trace.mark("daemon fs-lock")
             async with self._lock:
+                trace.mark("daemon fs-locked")
                 # From the request on, the pid must reach a HelperProcess
                 # (whose pidfd and cleanup own it) whatever happens outside.
                 with trio.CancelScope(shield=True):
@@ -348,6 +353,7 @@ class ForkServerSpawner:
                                 os.close(fd)
                             return None
                         pid = child
+                    trace.mark("daemon fs-replied")
                     process = _adopt(pid, stdout_r, stderr_r, has_init=iso.namespaces.pid)
                     read_ends.remove(stdout_r)
                     read_ends.remove(stderr_r)
@@ -372,6 +378,7 @@ class ForkServerSpawner:
                 await process.wait()
                 await process.aclose()
             raise
+        trace.mark("daemon status-eof")
         program_pid, status = program_pid_line(_without_pid_line(status))
         if status:
             with trio.CancelScope(shield=True):

@@ -10,6 +10,7 @@ from contextlib import aclosing
 from rund_trio.api import rund_pb2 as pb
 from rund_trio.api.rund_grpc import JobControllerServicer
 from rund_trio.errors import InvalidRequest, ResourceExhausted
+from rund_trio.isolation import trace
 from rund_trio.jobs.paging import PagePosition, decode_token, encode_token, page_size
 from rund_trio.jobs.quota import Quota
 from rund_trio.jobs.spec import (
@@ -66,6 +67,7 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
         return self._supervisor.find(parse_job_id(job_id), current_identity())
 
     async def Start(self, request: pb.JobStartRequest) -> pb.JobIdentifier:
+        trace.mark("daemon start-rpc")
         spec = parse_job_spec(
             request.name,
             tuple(request.args),
@@ -80,7 +82,9 @@ class JobControllerService(JobControllerServicer):  # type: ignore[misc]  # gene
                 request.tty, request.tty_rows, request.tty_cols, request.tty_term
             ),
         )
+        trace.mark("daemon start-parsed")
         job = await self._supervisor.start(spec, current_identity())
+        trace.mark("daemon start-returns")
         return pb.JobIdentifier(ulid=job.job_id)
 
     async def Stop(self, request: pb.JobStopRequest) -> pb.JobStatus:

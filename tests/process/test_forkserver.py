@@ -5,6 +5,7 @@ concurrency. Real processes, as root."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -23,7 +24,7 @@ from rund_trio.process.base import ProcessSpec
 from rund_trio.process.cgrouped import CgroupSpawner
 from rund_trio.process.forkserver import ForkServerSpawner
 from tests.isolation.conftest import HOST_PROFILE, PATH, Finished, finish
-from tests.procs import process_is_gone
+from tests.procs import live_pids, process_is_gone, wait_until_gone
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and mounts need root")
 
@@ -242,7 +243,7 @@ async def test_job_process_is_the_daemons_child_reaped_with_rusage(
         os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG)
 
 
-async def test_fork_server_has_no_children_and_stays_out_of_the_way(
+async def test_fork_server_has_no_children_but_template_builders_and_stays_out_of_the_way(
     spawner: ForkServerSpawner,
 ) -> None:
     process = await spawner.spawn(ProcessSpec(("sleep", "1000"), {"PATH": PATH}))
@@ -253,7 +254,12 @@ async def test_fork_server_has_no_children_and_stays_out_of_the_way(
         with open(f"/proc/{server}/comm") as comm:
             assert comm.read() == "rund-forkserver\n"
         with open(f"/proc/{server}/task/{server}/children") as children:
-            assert children.read().split() == []
+            pids = children.read().split()
+        names = set()
+        for pid in pids:
+            with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/comm") as comm:
+                names.add(comm.read())
+        assert names <= {"rund-template\n"}
     finally:
         process.signal_tree(signal.SIGKILL)
         await finish(process)
@@ -463,13 +469,13 @@ async def test_cancelled_spawn_leaves_nothing_behind(
         process.signal_tree(signal.SIGKILL)
         await finish(process)
     assert our_children(besides=(spawner.server_pid,)) == []
-    cmdline = b"sleep\0" + marker.encode() + b"\0"
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as file:
-                assert file.read() != cmdline
-        except FileNotFoundError:
-            pass
+    # The job's PID namespace ends with its rund-init, which the kernel kills
+    # (parent death signal) as the reaped helper exits: asynchronously, so
+    # what is left of it is awaited, not looked for once. A survivor would
+    # time out here.
+    with trio.fail_after(10):
+        for pid in live_pids(cmdline=b"sleep\0" + marker.encode() + b"\0"):
+            await wait_until_gone(pid)
 
 
 async def test_cancelled_while_queued_for_the_server(spawner: ForkServerSpawner) -> None:
