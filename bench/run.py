@@ -5,7 +5,9 @@ Phases, in order (each bounded in count and time, loopback only):
   ssh      a private sshd: `ssh ... true` wall time, `ssh ... head -c 1G /dev/zero` MB/s
   default  a daemon with default settings: Start latency (1 client, 8 clients),
            Status throughput, Log throughput (1 and 32 subscribers), a job
-           writing 1 GB with nobody following, `client start` / `client run`
+           writing 1 GB with nobody following
+  cli      a daemon of its own: `client start`, `client run`, `client status ID`
+           (whole processes) and `ssh ... true` in alternating rounds
   plain    a daemon with --no-namespaces --default-profile host --no-cgroups: Start latency,
            RSS per finished job
   scale    a fresh default daemon: RSS per finished job, then N `sleep 600`
@@ -334,26 +336,6 @@ def bench_default(report: Report, pki: Pki, work: Path, sz: Sizes, prof: Profile
         except Exception as error:
             report.notes.append(f"log replay failed: {error!r}")
 
-        # The CLI, whole process, as installed: its modules compiled (an
-        # editable install run with PYTHONDONTWRITEBYTECODE would compile
-        # every module from source in every run, which no installed copy does)
-        compileall.compile_dir(Path(rund_trio.__file__).parent, quiet=1)
-        rund = rund_executable()
-        common = ["--addr", addr, *pki.client_args()]
-        for action in ("start", "run"):
-            argv = [rund, "client", action, *common, "--", "true"]
-            samples, failures = baselines.wall_times(argv, sz.cli_runs, env=clean_env())
-            report.cli_row(action, samples, failures)
-        job_id = subprocess.run(
-            [rund, "client", "start", *common, "--", "true"],
-            capture_output=True,
-            text=True,
-            env=clean_env(),
-            timeout=30,
-        ).stdout.strip()
-        argv = [rund, "client", "status", *common, job_id]
-        samples, failures = baselines.wall_times(argv, sz.cli_runs, env=clean_env())
-        report.cli_row("status", samples, failures)
     finally:
         report.daemon_exit("default", daemon.stop())
 
@@ -570,6 +552,59 @@ def bench_floor(report: Report, sz: Sizes) -> None:
     report.pipe_floor(size, median(pipe), median(null))
 
 
+def bench_cli(report: Report, pki: Pki, work: Path, sz: Sizes) -> None:
+    """The CLI as a user runs it, whole process, on a daemon of its own,
+    beside ``ssh host true`` in alternating rounds (A B A B ...), so that what
+    the machine is doing at the time (the journals the Log phases left to
+    write back, say) weighs on both alike. A running job's Status."""
+    # As installed: its modules compiled (an editable install run with
+    # PYTHONDONTWRITEBYTECODE would compile every module from source in every
+    # run, which no installed copy does).
+    compileall.compile_dir(Path(rund_trio.__file__).parent, quiet=1)
+    daemon = spawn_daemon("cli", pki, work)
+    try:
+        with baselines.running_sshd(work) as sshd:
+            rund = rund_executable()
+            common = ["--addr", daemon.addr, *pki.client_args()]
+            job_id = subprocess.run(
+                [rund, "client", "start", *common, "--", "sleep", "600"],
+                capture_output=True,
+                text=True,
+                env=clean_env(),
+                timeout=30,
+            ).stdout.strip()
+            argvs = {
+                "start": [rund, "client", "start", *common, "--", "true"],
+                "run": [rund, "client", "run", *common, "--", "true"],
+                "status": [rund, "client", "status", *common, job_id],
+            }
+            samples: dict[str, list[float]] = {action: [] for action in argvs}
+            failures = dict.fromkeys(argvs, 0)
+            ssh: list[float] = []
+            ssh_failures = 0
+            for _ in range(sz.cli_runs + 1):  # the first round warms up
+                for action, argv in argvs.items():
+                    times, failed = baselines.wall_times(argv, 1, env=clean_env())
+                    samples[action] += times
+                    failures[action] += failed
+                if sshd is not None:
+                    times, failed = baselines.wall_times(sshd.argv("true"), 1)
+                    ssh += times
+                    ssh_failures += failed
+            if ssh:
+                report.ssh_true_paired(ssh[1:], ssh_failures)
+            for action in argvs:
+                report.cli_row(action, samples[action][1:], failures[action])
+            subprocess.run(
+                [rund, "client", "stop", *common, job_id],
+                capture_output=True,
+                env=clean_env(),
+                timeout=30,
+            )
+    finally:
+        report.daemon_exit("cli", daemon.stop())
+
+
 def bench_ssh(report: Report, work: Path, sz: Sizes) -> None:
     with baselines.running_sshd(work) as sshd:
         if sshd is None:
@@ -605,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
             "floor",
             "ssh",
             "default",
+            "cli",
             "plain",
             "scale",
             "retained",
@@ -627,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     sz = QUICK if args.quick else FULL
     # The bench's subscribers stand in for `rund-trio client log`, which does this.
     keep_stream_buffers_in_heap()
-    phases = args.only or ["floor", "ssh", "default", "plain", "scale", "retained", "io"]
+    phases = args.only or ["floor", "ssh", "default", "cli", "plain", "scale", "retained", "io"]
     args.out.mkdir(parents=True, exist_ok=True)
 
     def terminate(signum: int, _frame: object) -> None:
@@ -654,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
             "floor": lambda: bench_floor(report, sz),
             "ssh": lambda: bench_ssh(report, work, sz),
             "default": lambda: bench_default(report, pki, work, sz, prof),
+            "cli": lambda: bench_cli(report, pki, work, sz),
             "plain": lambda: bench_plain(report, pki, work, sz),
             "scale": lambda: bench_scale(report, pki, work, sz, prof),
             "retained": lambda: retained.bench_retained(report, pki, work, sz.retained_jobs),
