@@ -35,6 +35,9 @@ class ServerTls(trio.abc.Stream):
         self._send_lock = trio.StrictFIFOLock()
         """Held from taking bytes out of ``_outgoing`` until they are sent, so
         that what the reader and the writer produce goes out in order."""
+        self._deferred = b""
+        """Bytes the handshake left (TLS 1.3 session tickets), sent ahead of
+        the first write (see ``do_handshake``)."""
 
     def getpeercert(self, binary_form: bool = False) -> Any:
         """As ``ssl.SSLObject.getpeercert``."""
@@ -55,7 +58,15 @@ class ServerTls(trio.abc.Stream):
                 # connection closed, which its diagnosis explains (client.diagnose).
                 raise trio.BrokenResourceError from error
             else:
-                await self._flush()
+                if self._ssl.version() != "TLSv1.3":
+                    await self._flush()  # (before 1.3 the server's last flight ends it)
+                    return
+                # What TLS 1.3 leaves queued here (session tickets) goes out
+                # with the first write, not now and not from a read: it would
+                # wait for a client that is sending its first request and reads
+                # only after, and over a stream that buffers nothing neither
+                # side would move.
+                self._deferred = self._outgoing.read()
                 return
             raise trio.BrokenResourceError("the client hung up during the TLS handshake")
 
@@ -121,5 +132,7 @@ class ServerTls(trio.abc.Stream):
     async def _flush(self) -> None:
         async with self._send_lock:
             data = self._outgoing.read()
+            if self._deferred:
+                data, self._deferred = self._deferred + data, b""
             if data:
                 await self.transport_stream.send_all(data)

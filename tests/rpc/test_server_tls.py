@@ -60,3 +60,26 @@ async def test_a_client_refused_in_the_handshake_is_a_broken_resource(pki: Pki) 
         with pytest.raises(trio.BrokenResourceError) as caught:
             await server.do_handshake()
     assert caught.value.__cause__ is not None
+
+
+async def test_a_client_that_sends_first_over_a_stream_that_buffers_nothing_is_served(
+    pki: Pki,
+) -> None:
+    """The session tickets TLS 1.3 queues at the end of the handshake go out
+    with the server's first write: flushed at once, they would wait for a
+    client that sends its request before it reads, and neither would move."""
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    server = ServerTls(server_stream, pki.server_tls().server_context())
+    client = trio.SSLStream(
+        client_stream, pki.client_tls("alice").client_context(), server_hostname="localhost"
+    )
+    with trio.fail_after(10):  # a deadlock, not a slow machine, if it trips
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.do_handshake)
+            nursery.start_soon(client.do_handshake)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all, b"the first request")
+            assert await server.receive_some() == b"the first request"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.send_all, b"its answer")
+            assert await client.receive_some() == b"its answer"
