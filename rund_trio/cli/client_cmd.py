@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rund_trio.cli.durations import parse_duration
 from rund_trio.cli.log_options import add_log_options
@@ -24,8 +23,7 @@ if TYPE_CHECKING:
     from rund_trio.client.api import RundClient
 
 
-@dataclass(frozen=True)
-class LimitFlag:
+class LimitFlag(NamedTuple):
     """A ``start``/``run`` option that sets one of the request's limit fields."""
 
     flag: str
