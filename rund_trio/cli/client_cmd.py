@@ -79,7 +79,8 @@ def add_parser(subparsers: Any) -> None:
     )
     actions = client.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    connection = argparse.ArgumentParser(add_help=False)
+    # Of the class of the parsers above (their lean help formatter).
+    connection = type(client)(add_help=False)
     group = connection.add_argument_group("connection")
     import os
 
