@@ -344,6 +344,7 @@ class _Signalled(BaseException):
 def _run_one_shot(args: argparse.Namespace, tls: FoundTls, ssl_context: ssl.SSLContext) -> int:
     import signal
 
+    from rund_trio.cli.main import start_up_done
     from rund_trio.client.api import RundClient
     from rund_trio.client.diagnose import Diagnosed
     from rund_trio.rpc._blocking import run_without_loop
@@ -356,6 +357,7 @@ def _run_one_shot(args: argparse.Namespace, tls: FoundTls, ssl_context: ssl.SSLC
     }
     try:
         with RundClient.connect_blocking(args.addr, ssl_context) as client:
+            start_up_done()
             result: int = run_without_loop(args.action_fn(client, args))
             return result
     except Diagnosed as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -111,15 +112,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command ``argv`` (default: this process's arguments); its exit status.
 
     Run as the program (``argv`` None), a one-shot client command leaves at
-    once when it is done (``exit_now``), without the interpreter's teardown."""
+    once when it is done (``exit_now``), without the interpreter's teardown,
+    and starts up without garbage collections (``start_up_done``)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(arguments[0] if arguments else None)
-    args = parser.parse_args(arguments)
-    args.argv = arguments  # for serve --config's precedence
-    code = _run(args)
-    if argv is None and getattr(args, "one_shot", False):
+    gc.disable()
+    try:
+        parser = build_parser(arguments[0] if arguments else None)
+        args = parser.parse_args(arguments)
+        args.argv = arguments  # for serve --config's precedence
+        one_shot = argv is None and getattr(args, "one_shot", False)
+        if not one_shot:
+            gc.enable()
+        code = _run(args)
+    finally:
+        gc.enable()
+    if one_shot:
         exit_now(code)
     return code
+
+
+def start_up_done() -> None:
+    """A one-shot command has loaded what it needs (imports, connection):
+    collections resume, without the objects made so far. Start-up allocates
+    much and frees little, so the full collection it would trigger (~8 ms,
+    attributed to whichever import ran then) finds nearly nothing, and the
+    process, leaving with ``os._exit``, never frees those objects anyway.
+    Elsewhere (collections never stopped) it does nothing."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _run(args: argparse.Namespace) -> int:

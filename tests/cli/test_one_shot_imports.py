@@ -3,6 +3,7 @@ module it does not use is a cost every `rund-trio client status` pays."""
 
 from __future__ import annotations
 
+import gc
 import shutil
 import subprocess
 import sys
@@ -52,3 +53,23 @@ def test_help_is_as_wide_as_shutil_says_the_terminal_is(
 ) -> None:
     monkeypatch.setenv("COLUMNS", columns)
     assert main._terminal_columns() == shutil.get_terminal_size().columns
+
+
+def test_start_up_done_resumes_the_collections_start_up_went_without() -> None:
+    gc.disable()
+    try:
+        main.start_up_done()
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_a_command_run_in_process_leaves_collections_on_however_it_ends() -> None:
+    with pytest.raises(SystemExit):
+        main.main(["--version"])
+    assert gc.isenabled()
+    assert (
+        main.main(["client", "status", "--addr", "localhost:1", "--ca", "/nonexistent", "x"]) == 1
+    )
+    assert gc.isenabled()
