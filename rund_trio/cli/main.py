@@ -90,11 +90,12 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, action: str | None = None) -> argparse.ArgumentParser:
     """The whole command line's parser. Given the first argument ``command``,
     when it names a command, only that command's parser is built and only its
     module imported (the others cost a one-shot client command several ms);
-    anything else (``--help``, a typo, None) gets every command."""
+    anything else (``--help``, a typo, None) gets every command. ``action``,
+    the second argument, does the same for ``client``'s actions."""
     import importlib
 
     parser = _Parser(
@@ -103,7 +104,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_VersionAction)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in (command,) if command in COMMANDS else COMMANDS:
+    if command in COMMANDS:
+        module = importlib.import_module(f"rund_trio.cli.{command}_cmd")
+        if command == "client":  # the one command with actions (each a parser)
+            module.add_parser(subparsers, action)
+        else:
+            module.add_parser(subparsers)
+        return parser
+    for name in COMMANDS:
         importlib.import_module(f"rund_trio.cli.{name}_cmd").add_parser(subparsers)
     return parser
 
@@ -117,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     gc.disable()
     try:
-        parser = build_parser(arguments[0] if arguments else None)
+        parser = build_parser(*arguments[:2])
         args = parser.parse_args(arguments)
         args.argv = arguments  # for serve --config's precedence
         one_shot = argv is None and getattr(args, "one_shot", False)
