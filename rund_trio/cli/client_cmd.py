@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rund_trio.cli.durations import parse_duration
 from rund_trio.cli.log_options import add_log_options
@@ -24,8 +23,7 @@ if TYPE_CHECKING:
     from rund_trio.client.api import RundClient
 
 
-@dataclass(frozen=True)
-class LimitFlag:
+class LimitFlag(NamedTuple):
     """A ``start``/``run`` option that sets one of the request's limit fields."""
 
     flag: str
@@ -73,7 +71,19 @@ LIMIT_FLAGS = [
 ]
 
 
-def add_parser(subparsers: Any) -> None:
+ACTIONS = ("start", "run", "stop", "status", "log", "ps", "wait", "rm", "prune", "input", "attach")
+"""Every action of ``client``, in the order its help lists them."""
+
+
+def add_parser(subparsers: Any, action: str | None = None) -> None:
+    """Add ``client`` and its actions. Given the action the command line names
+    (its second argument), only that action's parser is built: a parser costs
+    argparse several gettext look-ups (each a few stat calls), and building all
+    of them was ~5 ms of every one-shot command. Anything else gets them all."""
+
+    def wanted(name: str) -> bool:
+        return action not in ACTIONS or name == action
+
     client = subparsers.add_parser(
         "client",
         help="talk to a daemon",
@@ -81,7 +91,8 @@ def add_parser(subparsers: Any) -> None:
     )
     actions = client.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    connection = argparse.ArgumentParser(add_help=False)
+    # Of the class of the parsers above (their lean help formatter).
+    connection = type(client)(add_help=False)
     group = connection.add_argument_group("connection")
     import os
 
@@ -106,6 +117,8 @@ def add_parser(subparsers: Any) -> None:
             "with -it, Ctrl-P Ctrl-Q detaches (exit 0, the job runs on)",
         ),
     ]:
+        if not wanted(name):
+            continue
         parser = command_parser(name, help_text)
         if name == "run":
             parser.add_argument(
@@ -154,77 +167,90 @@ def add_parser(subparsers: Any) -> None:
             one_shot=name == "start",
         )
 
-    stop = command_parser("stop", "stop a job (its whole process tree) and print its final status")
-    stop.add_argument("job_id", metavar="ID")
-    stop.add_argument(
-        "--grace",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="send SIGTERM first and SIGKILL only after SECONDS (default: SIGKILL)",
-    )
-    stop.set_defaults(handler=run_action, action_fn=_stop, one_shot=True)
+    if wanted("stop"):
+        stop = command_parser(
+            "stop", "stop a job (its whole process tree) and print its final status"
+        )
+        stop.add_argument("job_id", metavar="ID")
+        stop.add_argument(
+            "--grace",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="send SIGTERM first and SIGKILL only after SECONDS (default: SIGKILL)",
+        )
+        stop.set_defaults(handler=run_action, action_fn=_stop, one_shot=True)
 
-    status = command_parser("status", "print a job's status as JSON")
-    status.add_argument("job_id", metavar="ID")
-    status.set_defaults(handler=run_action, action_fn=_status, one_shot=True)
+    if wanted("status"):
+        status = command_parser("status", "print a job's status as JSON")
+        status.add_argument("job_id", metavar="ID")
+        status.set_defaults(handler=run_action, action_fn=_status, one_shot=True)
 
-    log = command_parser(
-        "log",
-        "write a job's output (stdout and stderr, in the order the daemon read them) "
-        "from the start until it ends",
-    )
-    log.add_argument("job_id", metavar="ID")
-    add_log_options(log)
-    log.set_defaults(handler=run_action, action_fn=_log)
+    if wanted("log"):
+        log = command_parser(
+            "log",
+            "write a job's output (stdout and stderr, in the order the daemon read them) "
+            "from the start until it ends",
+        )
+        log.add_argument("job_id", metavar="ID")
+        add_log_options(log)
+        log.set_defaults(handler=run_action, action_fn=_log)
 
-    ps = command_parser("ps", "list your jobs, newest first (running ones unless -a)")
-    ps.add_argument("-a", "--all", action="store_true", help="ended jobs too")
-    shown = ps.add_mutually_exclusive_group()
-    shown.add_argument("-q", "--quiet", action="store_true", help="only the job ids")
-    shown.add_argument(
-        "--json", action="store_true", help="one JSON object per job and line (as status)"
-    )
-    ps.set_defaults(handler=run_action, action_fn=_ps, one_shot=True)
+    if wanted("ps"):
+        ps = command_parser("ps", "list your jobs, newest first (running ones unless -a)")
+        ps.add_argument("-a", "--all", action="store_true", help="ended jobs too")
+        shown = ps.add_mutually_exclusive_group()
+        shown.add_argument("-q", "--quiet", action="store_true", help="only the job ids")
+        shown.add_argument(
+            "--json", action="store_true", help="one JSON object per job and line (as status)"
+        )
+        ps.set_defaults(handler=run_action, action_fn=_ps, one_shot=True)
 
-    wait = command_parser(
-        "wait",
-        "wait until the jobs have ended, print each one's exit code (128+signal if killed), "
-        "exit with the last one's",
-    )
-    wait.add_argument("job_ids", nargs="+", metavar="ID")
-    wait.set_defaults(handler=run_action, action_fn=_wait, one_shot=True)
+    if wanted("wait"):
+        wait = command_parser(
+            "wait",
+            "wait until the jobs have ended, print each one's exit code (128+signal if killed), "
+            "exit with the last one's",
+        )
+        wait.add_argument("job_ids", nargs="+", metavar="ID")
+        wait.set_defaults(handler=run_action, action_fn=_wait, one_shot=True)
 
-    rm = command_parser("rm", "forget ended jobs: their record and their output")
-    rm.add_argument("job_ids", nargs="+", metavar="ID")
-    rm.add_argument("-f", "--force", action="store_true", help="stop running jobs first (SIGKILL)")
-    rm.set_defaults(handler=run_action, action_fn=_rm, one_shot=True)
+    if wanted("rm"):
+        rm = command_parser("rm", "forget ended jobs: their record and their output")
+        rm.add_argument("job_ids", nargs="+", metavar="ID")
+        rm.add_argument(
+            "-f", "--force", action="store_true", help="stop running jobs first (SIGKILL)"
+        )
+        rm.set_defaults(handler=run_action, action_fn=_rm, one_shot=True)
 
-    prune = command_parser("prune", "forget all your ended jobs (record and output)")
-    prune.add_argument(
-        "--older-than",
-        type=parse_duration,
-        default=None,
-        metavar="DURATION",
-        help="only jobs that ended longer ago than this, e.g. 1h or 7d",
-    )
-    prune.set_defaults(handler=run_action, action_fn=_prune, one_shot=True)
+    if wanted("prune"):
+        prune = command_parser("prune", "forget all your ended jobs (record and output)")
+        prune.add_argument(
+            "--older-than",
+            type=parse_duration,
+            default=None,
+            metavar="DURATION",
+            help="only jobs that ended longer ago than this, e.g. 1h or 7d",
+        )
+        prune.set_defaults(handler=run_action, action_fn=_prune, one_shot=True)
 
-    feed = command_parser(
-        "input", "send this command's stdin to a job started with -i, until end of file"
-    )
-    feed.add_argument("job_id", metavar="ID")
-    feed.set_defaults(handler=run_action, action_fn=_input)
+    if wanted("input"):
+        feed = command_parser(
+            "input", "send this command's stdin to a job started with -i, until end of file"
+        )
+        feed.add_argument("job_id", metavar="ID")
+        feed.set_defaults(handler=run_action, action_fn=_input)
 
-    attach = command_parser(
-        "attach",
-        "follow a job's output from its start and send it this command's stdin (if it was "
-        "started with -i; a terminal in raw mode if with -t); exit with its exit code. "
-        "With -it, Ctrl-P Ctrl-Q detaches (exit 0, the job runs on)",
-    )
-    _add_detach_keys(attach)
-    attach.add_argument("job_id", metavar="ID")
-    attach.set_defaults(handler=run_action, action_fn=_attach)
+    if wanted("attach"):
+        attach = command_parser(
+            "attach",
+            "follow a job's output from its start and send it this command's stdin (if it was "
+            "started with -i; a terminal in raw mode if with -t); exit with its exit code. "
+            "With -it, Ctrl-P Ctrl-Q detaches (exit 0, the job runs on)",
+        )
+        _add_detach_keys(attach)
+        attach.add_argument("job_id", metavar="ID")
+        attach.set_defaults(handler=run_action, action_fn=_attach)
 
 
 def _add_detach_keys(parser: argparse.ArgumentParser) -> None:
@@ -345,6 +371,7 @@ class _Signalled(BaseException):
 def _run_one_shot(args: argparse.Namespace, tls: FoundTls, ssl_context: ssl.SSLContext) -> int:
     import signal
 
+    from rund_trio.cli.main import start_up_done
     from rund_trio.client.api import RundClient
     from rund_trio.client.diagnose import Diagnosed
     from rund_trio.rpc._blocking import run_without_loop
@@ -357,6 +384,7 @@ def _run_one_shot(args: argparse.Namespace, tls: FoundTls, ssl_context: ssl.SSLC
     }
     try:
         with RundClient.connect_blocking(args.addr, ssl_context) as client:
+            start_up_done()
             result: int = run_without_loop(args.action_fn(client, args))
             return result
     except Diagnosed as error:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from rund_trio.client.diagnose import Diagnosed, Side
 from rund_trio.errors import ConfigError
@@ -49,8 +49,7 @@ def add_client_tls_options(group: argparse._ArgumentGroup) -> None:
         )
 
 
-@dataclass(frozen=True)
-class FoundTls:
+class FoundTls(NamedTuple):
     """The client's files and, for messages, where each came from."""
 
     files: TlsFiles

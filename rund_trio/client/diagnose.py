@@ -18,7 +18,7 @@ import enum
 import errno
 import socket
 import ssl
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from rund_trio.errors import ConfigError, ConnectionFailed
 
@@ -38,8 +38,7 @@ class Side(enum.Enum):
     OTHER = "other"
 
 
-@dataclass(frozen=True)
-class Diagnosis:
+class Diagnosis(NamedTuple):
     side: Side
     message: str
 

@@ -8,9 +8,8 @@ Client role: ``ResponseReceived``, ``MessageReceived``, ``ResponseEnded``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from rund_trio.rpc._status import Status
+from rund_trio.rpc._value import Value
 
 __all__ = [
     "NEED_DATA",
@@ -28,9 +27,10 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class RequestReceived:
+class RequestReceived(Value):
     """A call's request headers arrived (server role)."""
+
+    __slots__ = ("stream_id", "service", "method", "timeout", "metadata")  # noqa: RUF023 (the field order)
 
     stream_id: int
     service: str
@@ -39,6 +39,20 @@ class RequestReceived:
     """Seconds the client gave the call (grpc-timeout); None when it set none.
     Zero or less than a microsecond is a deadline already past, not "no deadline"."""
     metadata: tuple[tuple[str, str], ...]
+
+    def __init__(
+        self,
+        stream_id: int,
+        service: str,
+        method: str,
+        timeout: float | None,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> None:
+        object.__setattr__(self, "stream_id", stream_id)
+        object.__setattr__(self, "service", service)
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "timeout", timeout)
+        object.__setattr__(self, "metadata", metadata)
 
     @property
     def path(self) -> str:
@@ -54,76 +68,116 @@ class RequestReceived:
         return self.method
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseReceived:
+class ResponseReceived(Value):
     """The response headers of a call arrived (client role)."""
+
+    __slots__ = ("stream_id",)
 
     stream_id: int
 
+    def __init__(self, stream_id: int) -> None:
+        object.__setattr__(self, "stream_id", stream_id)
 
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
+
+class MessageReceived(Value):
     """One whole gRPC message (its bytes, without the 5-byte prefix).
 
     ``flow_controlled_length`` is the receive-window credit to give back with
     ``GrpcConnection.acknowledge`` once the message was consumed."""
 
+    __slots__ = ("stream_id", "data", "flow_controlled_length")  # noqa: RUF023 (the field order)
+
     stream_id: int
     data: bytes
     flow_controlled_length: int
 
+    def __init__(self, stream_id: int, data: bytes, flow_controlled_length: int) -> None:
+        object.__setattr__(self, "stream_id", stream_id)
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "flow_controlled_length", flow_controlled_length)
 
-@dataclass(frozen=True, slots=True)
-class RequestEnded:
+
+class RequestEnded(Value):
     """The client sent all of its request (server role)."""
+
+    __slots__ = ("stream_id",)
 
     stream_id: int
 
+    def __init__(self, stream_id: int) -> None:
+        object.__setattr__(self, "stream_id", stream_id)
 
-@dataclass(frozen=True, slots=True)
-class ResponseEnded:
+
+class ResponseEnded(Value):
     """The call ended with ``status`` (client role): trailers arrived, or the
     server reset the stream (then ``status`` says so)."""
+
+    __slots__ = ("stream_id", "status")  # noqa: RUF023 (the field order)
 
     stream_id: int
     status: Status
 
+    def __init__(self, stream_id: int, status: Status) -> None:
+        object.__setattr__(self, "stream_id", stream_id)
+        object.__setattr__(self, "status", status)
 
-@dataclass(frozen=True, slots=True)
-class StreamReset:
+
+class StreamReset(Value):
     """The peer reset the stream (RST_STREAM): it no longer wants it."""
+
+    __slots__ = ("stream_id", "error_code")  # noqa: RUF023 (the field order)
 
     stream_id: int
     error_code: int
 
+    def __init__(self, stream_id: int, error_code: int) -> None:
+        object.__setattr__(self, "stream_id", stream_id)
+        object.__setattr__(self, "error_code", error_code)
 
-@dataclass(frozen=True, slots=True)
-class StreamRejected:
+
+class StreamRejected(Value):
     """A request cannot be read any further (its message is too large,
     truncated, compressed...): its handler must answer with ``status``. The
     rest of what the client sends on it is dropped."""
 
+    __slots__ = ("stream_id", "status")  # noqa: RUF023 (the field order)
+
     stream_id: int
     status: Status
 
+    def __init__(self, stream_id: int, status: Status) -> None:
+        object.__setattr__(self, "stream_id", stream_id)
+        object.__setattr__(self, "status", status)
 
-@dataclass(frozen=True, slots=True)
-class RequestRefused:
+
+class RequestRefused(Value):
     """A request was refused from its headers alone and already answered with
     ``status``; no handler sees it. ``path`` is the ``:path`` it named."""
+
+    __slots__ = ("stream_id", "path", "status")  # noqa: RUF023 (the field order)
 
     stream_id: int
     path: str
     status: Status
 
+    def __init__(self, stream_id: int, path: str, status: Status) -> None:
+        object.__setattr__(self, "stream_id", stream_id)
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "status", status)
 
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
+
+class ConnectionClosed(Value):
     """The connection is over: the peer sent GOAWAY, broke the protocol (then
     ``error`` says how, and a GOAWAY is queued), or the stream ended."""
 
+    __slots__ = ("reason", "error")  # noqa: RUF023 (the field order)
+
     reason: str
-    error: bool = False
+    error: bool
+
+    def __init__(self, reason: str, error: bool = False) -> None:
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "error", error)
 
 
 class NeedData:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 import urllib.parse
-from dataclasses import dataclass
+
+from rund_trio.rpc._value import Value
 
 __all__ = ["MAX_MESSAGE_CHARS", "Status", "StatusCode", "bounded_message"]
 
@@ -45,12 +46,17 @@ class StatusCode(enum.IntEnum):
     UNAUTHENTICATED = 16
 
 
-@dataclass(frozen=True, slots=True)
-class Status:
+class Status(Value):
     """How a call ended: its code and, for an error, a message for a person."""
 
+    __slots__ = ("code", "message")
+
     code: StatusCode
-    message: str = ""
+    message: str
+
+    def __init__(self, code: StatusCode, message: str = "") -> None:
+        object.__setattr__(self, "code", code)
+        object.__setattr__(self, "message", message)
 
     @property
     def ok(self) -> bool:

@@ -29,9 +29,8 @@ from __future__ import annotations
 import datetime
 import os
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from rund_trio.errors import ConfigError
 
@@ -61,8 +60,7 @@ _CIPHERS = f"ECDHE+AESGCM:@SECLEVEL={SECURITY_LEVEL}"
 StrPath = str | os.PathLike[str]
 
 
-@dataclass(frozen=True)
-class TlsLabels:
+class TlsLabels(NamedTuple):
     """How error messages name each file: the command-line flag that gave it."""
 
     ca: str = "--ca"
@@ -73,8 +71,7 @@ class TlsLabels:
 DEFAULT_LABELS = TlsLabels()
 
 
-@dataclass(frozen=True)
-class TlsFiles:
+class TlsFiles(NamedTuple):
     """The three files of one side of a mutual-TLS connection, with their labels."""
 
     ca: Path
