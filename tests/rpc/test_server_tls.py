@@ -60,3 +60,41 @@ async def test_a_client_refused_in_the_handshake_is_a_broken_resource(pki: Pki) 
         with pytest.raises(trio.BrokenResourceError) as caught:
             await server.do_handshake()
     assert caught.value.__cause__ is not None
+
+
+async def test_sends_from_several_tasks_go_out_whole_in_the_order_they_began(pki: Pki) -> None:
+    client, server = await connected(pki)
+    pieces = [bytes([65 + n]) * 40_000 for n in range(4)]
+    received = bytearray()
+
+    async def read_all() -> None:
+        while len(received) < sum(map(len, pieces)):
+            received.extend(await client.receive_some())
+
+    async with trio.open_nursery() as nursery:
+        for piece in pieces:  # each writes into TLS and queues to send before the next
+            nursery.start_soon(server.send_all, piece)
+            await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(read_all)
+    assert bytes(received) == b"".join(pieces)
+
+
+async def test_a_send_cancelled_before_it_goes_out_goes_out_with_the_next(pki: Pki) -> None:
+    client, server = await connected(pki)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await server.send_all(b"one ")
+    await server.send_all(b"two")
+    received = b""
+    while len(received) < len(b"one two"):
+        received += await client.receive_some()
+    assert received == b"one two"
+
+
+async def test_a_send_of_nothing_is_still_a_checkpoint(pki: Pki) -> None:
+    _, server = await connected(pki)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await server.send_all(b"")
