@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -190,9 +191,15 @@ def parse_job_spec(
 def parse_job_id(text: str) -> str:
     """The canonical form of a job id; ``InvalidRequest`` if it is no ULID."""
     try:
-        return str(ULID.from_str(text))
+        return _canonical_job_id(text)
     except (ValueError, TypeError):
         raise InvalidRequest(f"{text!r} is not a valid job id (a 26-character ULID)") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_job_id(text: str) -> str:
+    # Every Status parses the id again: the ids asked about recently are few.
+    return str(ULID.from_str(text))
 
 
 _last_id: ULID | None = None

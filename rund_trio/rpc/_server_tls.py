@@ -130,9 +130,22 @@ class ServerTls(trio.abc.Stream):
         return True
 
     async def _flush(self) -> None:
-        async with self._send_lock:
+        """Send what TLS has produced, in order. A checkpoint, as before, but
+        one scheduler pass cheaper when nobody else is sending: an unheld
+        lock is taken at once (``acquire_nowait`` fails while others queue,
+        so FIFO order holds) and the send itself is the checkpoint."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._send_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._send_lock.acquire()
+        try:
             data = self._outgoing.read()
             if self._deferred:
                 data, self._deferred = self._deferred + data, b""
             if data:
                 await self.transport_stream.send_all(data)
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            self._send_lock.release()

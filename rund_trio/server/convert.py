@@ -89,48 +89,54 @@ def grace_from_request(request: pb.JobStopRequest) -> float:
     return seconds
 
 
-def _duration(seconds: float) -> Duration:
+def _set_duration(field: Duration, seconds: float) -> None:
+    """Set a (present, even when zero) Duration in place: building one and
+    copying it in costs three times as much, on every Status."""
     nanoseconds = max(0, round(seconds * 1e9))
-    return Duration(seconds=nanoseconds // 10**9, nanos=nanoseconds % 10**9)
+    field.seconds = nanoseconds // 10**9
+    field.nanos = nanoseconds % 10**9
 
 
-def _timestamp(moment: datetime) -> Timestamp:
-    """``Timestamp.FromDatetime`` without its time tuple (a fifth of a List)."""
+def _set_timestamp(field: Timestamp, moment: datetime) -> None:
+    """``Timestamp.FromDatetime`` in place, without its time tuple (a fifth of a List)."""
     microseconds = round(moment.timestamp() * 1e6)
-    return Timestamp(seconds=microseconds // 10**6, nanos=microseconds % 10**6 * 1000)
+    field.seconds = microseconds // 10**6
+    field.nanos = microseconds % 10**6 * 1000
 
 
 def status_to_proto(snapshot: JobSnapshot) -> pb.JobStatus:
+    usage = snapshot.usage
+    output = snapshot.output
     status = pb.JobStatus(
         stopped=snapshot.stopped,
         killed=snapshot.killed,
-        user_time=_duration(snapshot.usage.user_time),
-        system_time=_duration(snapshot.usage.system_time),
-        memory_current=snapshot.usage.memory_current,
+        memory_current=usage.memory_current,
         state=_STATES[snapshot.state],
         signal_name=snapshot.signal_name or "",
         pid=snapshot.pid,
         name=snapshot.argv[0],
         args=snapshot.argv[1:],
-        output_bytes=snapshot.output.recorded_bytes,
-        output_dropped_bytes=snapshot.output.dropped_bytes,
-        memory_peak=snapshot.usage.memory_peak,
-        oom_killed=snapshot.usage.oom_kills > 0,
-        cpu_throttled_periods=snapshot.usage.cpu_throttled_periods,
-        cpu_throttled_time=_duration(snapshot.usage.cpu_throttled_time),
-        io_read_bytes=snapshot.usage.io_read_bytes,
-        io_write_bytes=snapshot.usage.io_write_bytes,
-        output_error=snapshot.output.error or "",
+        output_bytes=output.recorded_bytes,
+        output_dropped_bytes=output.dropped_bytes,
+        memory_peak=usage.memory_peak,
+        oom_killed=usage.oom_kills > 0,
+        cpu_throttled_periods=usage.cpu_throttled_periods,
+        io_read_bytes=usage.io_read_bytes,
+        io_write_bytes=usage.io_write_bytes,
+        output_error=output.error or "",
         profile=_PROFILES_OUT[snapshot.profile],
         ulid=snapshot.job_id,
     )
+    _set_duration(status.user_time, usage.user_time)
+    _set_duration(status.system_time, usage.system_time)
+    _set_duration(status.cpu_throttled_time, usage.cpu_throttled_time)
     if snapshot.exit_code is not None:
         status.exit_code.value = snapshot.exit_code
     if snapshot.signal is not None:
         status.signal.value = snapshot.signal
-    status.started_at.CopyFrom(_timestamp(snapshot.started_at))
+    _set_timestamp(status.started_at, snapshot.started_at)
     if snapshot.ended_at is not None:
-        status.ended_at.CopyFrom(_timestamp(snapshot.ended_at))
+        _set_timestamp(status.ended_at, snapshot.ended_at)
     return status
 
 

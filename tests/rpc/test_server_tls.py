@@ -83,3 +83,41 @@ async def test_a_client_that_sends_first_over_a_stream_that_buffers_nothing_is_s
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server.send_all, b"its answer")
             assert await client.receive_some() == b"its answer"
+
+
+async def test_sends_from_several_tasks_go_out_whole_in_the_order_they_began(pki: Pki) -> None:
+    client, server = await connected(pki)
+    pieces = [bytes([65 + n]) * 40_000 for n in range(4)]
+    received = bytearray()
+
+    async def read_all() -> None:
+        while len(received) < sum(map(len, pieces)):
+            received.extend(await client.receive_some())
+
+    async with trio.open_nursery() as nursery:
+        for piece in pieces:  # each writes into TLS and queues to send before the next
+            nursery.start_soon(server.send_all, piece)
+            await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(read_all)
+    assert bytes(received) == b"".join(pieces)
+
+
+async def test_a_send_cancelled_before_it_goes_out_goes_out_with_the_next(pki: Pki) -> None:
+    client, server = await connected(pki)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await server.send_all(b"one ")
+    await server.send_all(b"two")
+    received = b""
+    while len(received) < len(b"one two"):
+        received += await client.receive_some()
+    assert received == b"one two"
+
+
+async def test_a_send_of_nothing_is_still_a_checkpoint(pki: Pki) -> None:
+    _, server = await connected(pki)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await server.send_all(b"")
