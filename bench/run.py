@@ -552,6 +552,12 @@ def bench_floor(report: Report, sz: Sizes) -> None:
     report.pipe_floor(size, median(pipe), median(null))
 
 
+SETTLE = 0.3
+"""Seconds between two timed commands of the CLI phase: what one leaves to
+finish after its exit (sshd's session teardown, the daemon recording a job's
+end with an fsync) would otherwise run beside the next one's start."""
+
+
 def bench_cli(report: Report, pki: Pki, work: Path, sz: Sizes) -> None:
     """The CLI as a user runs it, whole process, on a daemon of its own,
     beside ``ssh host true`` in alternating rounds (A B A B ...), so that what
@@ -584,10 +590,12 @@ def bench_cli(report: Report, pki: Pki, work: Path, sz: Sizes) -> None:
             ssh_failures = 0
             for _ in range(sz.cli_runs + 1):  # the first round warms up
                 for action, argv in argvs.items():
+                    time.sleep(SETTLE)
                     times, failed = baselines.wall_times(argv, 1, env=clean_env())
                     samples[action] += times
                     failures[action] += failed
                 if sshd is not None:
+                    time.sleep(SETTLE)
                     times, failed = baselines.wall_times(sshd.argv("true"), 1)
                     ssh += times
                     ssh_failures += failed
