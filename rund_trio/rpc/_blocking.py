@@ -31,6 +31,8 @@ from rund_trio.rpc._failures import (
     Stage,
     TransportFailed,
     describe_connection_error,
+    handshake_failed,
+    not_http2,
 )
 from rund_trio.rpc._status import StatusCode
 
@@ -213,31 +215,16 @@ def open_blocking_channel(
         # through the IDNA codec, whose import costs more than this whole call.
         hostname: str | bytes = host.encode("ascii") if host.isascii() else host
         tls = ssl_context.wrap_socket(sock, server_hostname=hostname)
-    except ssl.SSLCertVerificationError as error:
-        sock.close()
-        raise TransportFailed(
-            f"cannot connect to {addr}: {error.verify_message}", stage=Stage.CONNECT, cause=error
-        ) from None
     except OSError as error:
         sock.close()
-        raise TransportFailed(
-            f"cannot connect to {addr}: {describe_connection_error(error)} "
-            "(the daemon accepts TLS 1.3 clients with a certificate from its CA)",
-            stage=Stage.CONNECT,
-            cause=error,
-        ) from None
+        raise handshake_failed(addr, error) from None
     except BaseException:
         sock.close()
         raise
     alpn = tls.selected_alpn_protocol()
     if alpn != "h2":
         tls.close()
-        raise TransportFailed(
-            f"cannot connect to {addr}: the server did not agree to HTTP/2 "
-            f"(ALPN: {alpn or 'none'})",
-            stage=Stage.PROTOCOL,
-            alpn=alpn,
-        )
+        raise not_http2(addr, alpn)
     channel = BlockingChannel(tls)
     try:
         yield channel

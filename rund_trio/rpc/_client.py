@@ -37,7 +37,9 @@ from rund_trio.rpc._failures import (
     Stage,
     TransportFailed,
     describe_connection_error,
+    handshake_failed,
     map_exceptions,
+    not_http2,
 )
 from rund_trio.rpc._failures import io_errors as _io_errors
 from rund_trio.rpc._status import Status, StatusCode
@@ -416,11 +418,6 @@ async def open_channel(
     tls = ClientTls(transport, ssl_context, server_hostname=host)
     try:
         await tls.handshake()
-    except ssl.SSLCertVerificationError as error:
-        await _close_quietly(tls)
-        raise TransportFailed(
-            f"cannot connect to {addr}: {error.verify_message}", stage=Stage.CONNECT, cause=error
-        ) from None
     except anyio.EndOfStream as error:
         await _close_quietly(tls)
         raise TransportFailed(
@@ -432,22 +429,12 @@ async def open_channel(
     except BaseException as error:
         await _close_quietly(tls)
         if isinstance(error, _io_errors()):
-            raise TransportFailed(
-                f"cannot connect to {addr}: {describe_connection_error(error)} "
-                "(the daemon accepts TLS 1.3 clients with a certificate from its CA)",
-                stage=Stage.CONNECT,
-                cause=error,
-            ) from None
+            raise handshake_failed(addr, error) from None
         raise
     if tls.alpn_protocol != "h2":
         # Not HTTP/2: gRPC cannot be spoken (waiting for its settings would hang).
         await _close_quietly(tls)
-        raise TransportFailed(
-            f"cannot connect to {addr}: the server did not agree to HTTP/2 "
-            f"(ALPN: {tls.alpn_protocol or 'none'})",
-            stage=Stage.PROTOCOL,
-            alpn=tls.alpn_protocol,
-        )
+        raise not_http2(addr, tls.alpn_protocol)
     async with open_stream_channel(tls) as channel:
         yield channel
 

@@ -25,8 +25,10 @@ __all__ = [
     "Stage",
     "TransportFailed",
     "describe_connection_error",
+    "handshake_failed",
     "io_errors",
     "map_exceptions",
+    "not_http2",
 ]
 
 REFUSED_AT_ONCE = (
@@ -68,6 +70,28 @@ class TransportFailed(ConnectionFailed):
         self.cause = cause
         self.peer_answered = peer_answered
         self.alpn = alpn
+
+
+def handshake_failed(addr: str, error: BaseException) -> TransportFailed:
+    """The TLS handshake with ``addr`` failed with ``error`` (an I/O error):
+    the daemon's certificate not trusted, or the connection refused by it."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        reason = f"cannot connect to {addr}: {error.verify_message}"
+    else:
+        reason = (
+            f"cannot connect to {addr}: {describe_connection_error(error)} "
+            "(the daemon accepts TLS 1.3 clients with a certificate from its CA)"
+        )
+    return TransportFailed(reason, stage=Stage.CONNECT, cause=error)
+
+
+def not_http2(addr: str, alpn: str | None) -> TransportFailed:
+    """The TLS server at ``addr`` did not agree to HTTP/2: gRPC cannot be spoken."""
+    return TransportFailed(
+        f"cannot connect to {addr}: the server did not agree to HTTP/2 (ALPN: {alpn or 'none'})",
+        stage=Stage.PROTOCOL,
+        alpn=alpn,
+    )
 
 
 def io_errors() -> tuple[type[BaseException], ...]:
