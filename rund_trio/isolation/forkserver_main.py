@@ -87,7 +87,6 @@ _E2BIG = 7
 _EPROTO = 71
 _SIGINT = 2
 _SIGKILL = 9
-_FD_SIZE = 4  # a C int in SCM_RIGHTS
 
 _clone3_works = True
 _daemon_pid = 0
@@ -169,18 +168,6 @@ def _join_cgroup(cgroup_fd: int) -> None:
         posix.write(fd, b"0")
     finally:
         posix.close(fd)
-
-
-def _received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
-    fds: list[int] = []
-    for level, kind, data in ancdata:
-        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            usable = len(data) - len(data) % _FD_SIZE
-            fds.extend(
-                int.from_bytes(data[i : i + _FD_SIZE], sys.byteorder, signed=True)
-                for i in range(0, usable, _FD_SIZE)
-            )
-    return fds
 
 
 def _die_with_the_daemon() -> None:
@@ -309,11 +296,11 @@ def _wait_for_request(sock: _socket.socket) -> None:
 
 def serve(sock: _socket.socket) -> int:
     """Answer requests until the daemon closes its end."""
-    space = _socket.CMSG_SPACE(REQUEST_FDS * 2 * _FD_SIZE)
+    space = _socket.CMSG_SPACE(REQUEST_FDS * 2 * wire.FD_SIZE)
     while True:
         _wait_for_request(sock)
         data, ancdata, flags, _ = sock.recvmsg(256, space)
-        fds = _received_fds(ancdata)
+        fds = wire.received_fds(ancdata)
         try:
             if not data and not fds:
                 return 0

@@ -37,7 +37,9 @@ such as ``exec`` or ``pivot_root``, then free UTF-8 text) and exits with
 
 from __future__ import annotations
 
+import _socket
 import marshal
+import sys
 
 SPEC_MAGIC = b"RUND-SPEC 1\n"
 MARSHAL_VERSION = 4
@@ -52,6 +54,25 @@ pid is the program's)."""
 DEFAULT_SPEC_FD = 3
 DEFAULT_STATUS_FD = 4
 NAMESPACE_KINDS = ("pid", "mount", "uts", "ipc", "net")
+
+
+FD_SIZE = 4
+"""Bytes of one descriptor in an ``SCM_RIGHTS`` message (a C int)."""
+
+
+def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors in ``recvmsg``'s ancillary data (``SCM_RIGHTS``), in
+    order: the requests the fork server receives, and the terminal master a
+    contained job's ``rund-init`` sends back."""
+    fds: list[int] = []
+    for level, kind, data in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % FD_SIZE
+            fds.extend(
+                int.from_bytes(data[i : i + FD_SIZE], sys.byteorder, signed=True)
+                for i in range(0, usable, FD_SIZE)
+            )
+    return fds
 
 
 class WireError(ValueError):

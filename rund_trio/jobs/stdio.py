@@ -12,7 +12,6 @@ back through (``TerminalMaster``).
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
 import fcntl
@@ -25,6 +24,7 @@ from collections.abc import AsyncIterable
 import trio
 
 from rund_trio.errors import FailedPrecondition
+from rund_trio.isolation.wire import FD_SIZE, received_fds
 from rund_trio.jobs.spec import Terminal
 from rund_trio.process.pipes import open_output_pipe
 
@@ -123,12 +123,9 @@ async def _receive_master(channel: trio.socket.SocketType) -> int | None:
     without an fd are skipped; extra fds are closed."""
     while True:
         data, ancdata, _, _ = await channel.recvmsg(
-            64, socket.CMSG_SPACE(4 * _MAX_FDS), socket.MSG_CMSG_CLOEXEC
+            64, socket.CMSG_SPACE(FD_SIZE * _MAX_FDS), socket.MSG_CMSG_CLOEXEC
         )
-        fds: list[int] = []
-        for level, kind, item in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.extend(array.array("i", item[: len(item) - len(item) % 4]))
+        fds = received_fds(ancdata)
         if fds:
             for extra in fds[1:]:
                 os.close(extra)
